@@ -1,0 +1,110 @@
+"""HTTP face of the gateway: ``/healthz`` (JSON), ``/api/status`` (JSON) and a status page.
+
+The resources read everything from the running :class:`gateway.app.Gateway`;
+they never change it (reload and the like stay on the signal/file-watch path
+until the operator API exists).
+"""
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING, Any
+
+from twisted.web import resource, server
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gateway.app import Gateway
+
+
+def _json(request: server.Request, body: Any, code: int = 200) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+
+
+class Health(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, gateway: "Gateway"):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_GET(self, request: server.Request) -> bytes:
+        return _json(request, self.gateway.health())
+
+    render_HEAD = render_GET
+
+
+class Status(resource.Resource):
+    isLeaf = True
+
+    def __init__(self, gateway: "Gateway"):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_GET(self, request: server.Request) -> bytes:
+        return _json(request, self.gateway.status())
+
+
+class StatusPage(resource.Resource):
+    """A small human page: what is running, what people can dial, the rooms open now."""
+
+    isLeaf = True
+
+    def __init__(self, gateway: "Gateway"):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_GET(self, request: server.Request) -> bytes:
+        if request.path not in (b"/", b"/index.html"):
+            request.setResponseCode(404)
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+            return b"not found: try / or /healthz or /api/status\n"
+        st = self.gateway.status()
+        e = html.escape
+        rows = "".join(
+            f"<tr><td><code>{e(n)}</code></td><td>{e(d)}</td></tr>" for n, d in st["dialplan"]["dialable"]
+        )
+        rooms = "".join(
+            f"<tr><td>{e(r['id'])}</td><td>{e(r['name'])}</td><td>{r['participants']}</td></tr>"
+            for r in st["rooms"]
+        ) or '<tr><td colspan="3">no room is open</td></tr>'
+        last = st["dialplan"]["last_reload"]
+        reload_line = ""
+        if last:
+            reload_line = (
+                f"<p>Last reload: {'ok' if last['ok'] else 'REFUSED'} at {e(last['at'])}</p>"
+                f"<pre>{e(last['message'])}</pre>"
+            )
+        body = f"""<!doctype html>
+<html lang="vi"><head><meta charset="utf-8"><title>Cầu — {e(st['hostname'])}</title>
+<meta http-equiv="refresh" content="10">
+<style>body{{font-family:sans-serif;margin:2em;max-width:60em}}td,th{{padding:.2em .8em;text-align:left}}
+table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}pre{{background:#fff3f3}}</style></head>
+<body><h1>Cầu {e(st['version'])}</h1>
+<p>Up {st['uptime_s']:.0f} s on {e(st['hostname'])}; event loop {e(st['event_loop'])}.</p>
+<h2>Dial plan</h2><p><code>{e(st['dialplan']['path'])}</code>: {e(st['dialplan']['summary'])}
+(sha256 {e(st['dialplan']['sha256'][:12])}…)</p>{reload_line}
+<h2>Numbers to dial</h2><table><tr><th>Number</th><th>Goes to</th></tr>{rows}</table>
+<h2>Rooms open now</h2><table><tr><th>Room</th><th>Name</th><th>Participants</th></tr>{rooms}</table>
+<h2>Listening</h2><ul>{''.join(f'<li>{e(k)}: {e(v)}</li>' for k, v in st['listening'].items())}</ul>
+</body></html>
+"""
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return body.encode("utf-8")
+
+
+def build_site(gateway: "Gateway") -> server.Site:
+    root = resource.Resource()
+    page = StatusPage(gateway)
+    root.putChild(b"", page)
+    root.putChild(b"index.html", page)
+    root.putChild(b"healthz", Health(gateway))
+    api = resource.Resource()
+    api.putChild(b"status", Status(gateway))
+    root.putChild(b"api", api)
+    site = server.Site(root)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

@@ -1,0 +1,204 @@
+"""The running gateway: one service tree on one event loop.
+
+``run(settings)`` installs Twisted's asyncio reactor (uvloop underneath where
+available), loads the codec catalogue and the dial plan, starts the listeners
+and the services, and serves until SIGINT/SIGTERM. SIGHUP (and, unless turned
+off, a change of the dial plan file on disk) reloads the dial plan; a plan that
+does not validate is refused with every problem logged and the old plan keeps
+running. Rooms and calls in progress never depend on a reload: a room keeps the
+settings it was opened with.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from gateway import __version__
+from gateway import loop as _loop
+from gateway.config import Settings
+
+log = logging.getLogger("cau")
+
+
+class StartupError(Exception):
+    """A problem that stops ``cau run`` before it serves: one line for the operator."""
+
+    def __init__(self, message: str, exit_code: int = 3):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass
+class ReloadRecord:
+    ok: bool
+    message: str
+    at: str
+
+
+class Gateway:
+    """Holds the running state; listeners and services hang off it."""
+
+    def __init__(self, settings: Settings, reactor: Any):
+        from gateway.catalogue import default_catalogue
+        from gateway.dialplan import DialPlanHolder
+
+        self.settings = settings
+        self.reactor = reactor
+        self.started = time.monotonic()
+        self.catalogue = default_catalogue()
+        self.codec_names = self.catalogue.names()
+        # May raise DialPlanError: the caller reports it and exits 2.
+        self.dialplan = DialPlanHolder(settings.dialplan, codec_names=self.codec_names)
+        self.last_reload: ReloadRecord | None = None
+        self.listening: dict[str, str] = {}
+        self._ports: list[Any] = []
+        self._watch = None
+        self.registry = None  # the room registry joins here with the conference core
+
+    # -- dial plan -------------------------------------------------------
+    def reload_dialplan(self, why: str) -> bool:
+        ok, message = self.dialplan.reload()
+        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        self.last_reload = ReloadRecord(ok, message, now)
+        if ok:
+            log.info("dial plan reloaded (%s): %s", why, message)
+        else:
+            log.error("dial plan reload (%s) REFUSED, the previous plan stays active:\n%s", why, message)
+        return ok
+
+    def _watch_tick(self) -> None:
+        try:
+            if self.dialplan.changed_on_disk():
+                self.reload_dialplan("file changed")
+        except Exception:  # a watch must never take the gateway down
+            log.exception("dial plan file watch failed")
+
+    # -- listeners -------------------------------------------------------
+    def _listen_tcp(self, what: str, port: int, factory: Any, flag: str) -> Any:
+        from twisted.internet.error import CannotListenError
+
+        try:
+            p = self.reactor.listenTCP(port, factory, interface=self.settings.bind)
+        except CannotListenError as exc:
+            reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+            raise StartupError(
+                f"cannot listen for {what} on {self.settings.bind}:{port}: {reason}; "
+                f"choose another port with {flag}"
+            ) from None
+        self._ports.append(p)
+        actual = p.getHost().port
+        self.listening[what] = f"{self.settings.bind}:{actual}/tcp"
+        return p
+
+    def start(self) -> None:
+        from twisted.internet import task
+
+        from gateway.api.http import build_site
+
+        self._listen_tcp("HTTP", self.settings.http_port, build_site(self), "--http-port")
+        if self.settings.watch_dialplan:
+            self._watch = task.LoopingCall(self._watch_tick)
+            self._watch.clock = self.reactor
+            self._watch.start(self.settings.watch_interval, now=False)
+
+    def stop(self) -> None:
+        if self._watch is not None and self._watch.running:
+            self._watch.stop()
+        for p in self._ports:
+            p.stopListening()
+        self._ports.clear()
+
+    # -- views -----------------------------------------------------------
+    def http_port(self) -> int:
+        return self._ports[0].getHost().port if self._ports else 0
+
+    def health(self) -> dict[str, Any]:
+        plan = self.dialplan.current
+        return {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "dialplan": {"path": str(plan.path), "sha256": plan.sha256, "summary": plan.summary()},
+            "last_reload": None if self.last_reload is None else vars(self.last_reload),
+        }
+
+    def status(self) -> dict[str, Any]:
+        plan = self.dialplan.current
+        rooms = []
+        if self.registry is not None:
+            for room in self.registry.rooms.values():
+                rooms.append({"id": room.id, "name": room.spec.name, "participants": len(room.legs)})
+        return {
+            "version": __version__,
+            "hostname": socket.gethostname(),
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "event_loop": _loop.loop_name(self.reactor._asyncioEventloop),
+            "dialplan": {
+                "path": str(plan.path),
+                "sha256": plan.sha256,
+                "summary": plan.summary(),
+                "dialable": plan.dialable(),
+                "last_reload": None if self.last_reload is None else vars(self.last_reload),
+            },
+            "codecs": sorted(self.codec_names),
+            "rooms": rooms,
+            "listening": dict(self.listening),
+        }
+
+
+def banner(gw: Gateway) -> str:
+    plan = gw.dialplan.current
+    host = gw.settings.bind if gw.settings.bind not in ("0.0.0.0", "::") else socket.gethostname()
+    lines = [
+        f"Cầu {__version__} on {_loop.loop_name(gw.reactor._asyncioEventloop)}",
+        f"dial plan {plan.path}: {plan.summary()}",
+    ]
+    for what, where in gw.listening.items():
+        lines.append(f"{what} listening on {where}")
+    lines.append(f"status page: http://{host}:{gw.http_port()}/")
+    dialable = plan.dialable()
+    if dialable:
+        lines.append("numbers people can dial:")
+        width = max(len(n) for n, _ in dialable)
+        for number, what in dialable:
+            lines.append(f"  {number.ljust(width)}  {what}")
+    return "\n".join(lines)
+
+
+def run(settings: Settings) -> int:
+    """Serve until SIGINT/SIGTERM. Returns the process exit code."""
+    aio = _loop.install()
+    from twisted.internet import reactor
+
+    from gateway.dialplan import DialPlanError
+
+    try:
+        gw = Gateway(settings, reactor)
+    except DialPlanError as exc:
+        print(f"cau: the dial plan is not valid, not starting:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        gw.start()
+    except StartupError as exc:
+        gw.stop()
+        print(f"cau: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+    # SIGHUP reloads; the handler only schedules work on the loop.
+    def on_hup(signum: int, frame: Any) -> None:
+        reactor.callFromThread(gw.reload_dialplan, "SIGHUP")
+
+    signal.signal(signal.SIGHUP, on_hup)
+    reactor.addSystemEventTrigger("before", "shutdown", gw.stop)
+    print(banner(gw), flush=True)
+    log.info("ready")
+    reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly
+    aio.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,146 @@
+"""Run-time settings of ``cau run``: defaults, an optional YAML file, then flags.
+
+A settings file looks like::
+
+    bind: 0.0.0.0
+    sip_port: 5060
+    h323_port: 1720
+    ras_port: 1719
+    http_port: 8080
+    rtp_ports: 16384-32767
+    dialplan: province.yaml        # relative to this file
+    watch_dialplan: true           # reload when the file changes on disk
+
+Problems are reported as ``FILE:LINE:COL: message`` like the dial plan's.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gateway.resources import default_dialplan
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Settings:
+    bind: str = "0.0.0.0"
+    sip_port: int = 5060
+    h323_port: int = 1720
+    ras_port: int = 1719
+    http_port: int = 8080
+    rtp_ports: tuple[int, int] = (16384, 32767)
+    dialplan: Path = field(default_factory=default_dialplan)
+    watch_dialplan: bool = True
+    watch_interval: float = 2.0
+
+
+_PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port")
+_KEYS = ("bind", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval")
+
+
+def parse_port_range(text: str) -> tuple[int, int]:
+    """``"16384-32767"`` → (16384, 32767); ValueError with what is expected."""
+    try:
+        lo_s, hi_s = str(text).split("-", 1)
+        lo, hi = int(lo_s), int(hi_s)
+    except ValueError:
+        raise ValueError(f"RTP port range {text!r} is not LOW-HIGH, e.g. 16384-32767") from None
+    if not (1024 <= lo < hi <= 65535):
+        raise ValueError(f"RTP port range {text!r} must lie within 1024-65535 with LOW < HIGH")
+    if hi - lo + 1 < 4:
+        raise ValueError(f"RTP port range {text!r} holds fewer than two RTP/RTCP port pairs")
+    return lo, hi
+
+
+def check_port(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (0 <= value <= 65535):
+        raise ValueError(f"{name} must be a port number 0-65535 (0 picks a free port), not {value!r}")
+    return value
+
+
+def check_bind(value: Any) -> str:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        raise ValueError(f"bind must be an IP address such as 0.0.0.0 or 127.0.0.1, not {value!r}") from None
+    return str(value)
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read a settings file; raise ConfigError with every problem found."""
+    path = Path(path)
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read settings file: {exc.strerror}"]) from None
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    settings = Settings()
+    if root is None:
+        return settings
+    if not isinstance(root, yaml.MappingNode):
+        m = root.start_mark
+        raise ConfigError([f"{name}:{m.line + 1}:{m.column + 1}: the settings file must be a mapping of key: value"])
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    seen: set[str] = set()
+    for key_node, value_node in root.value:
+        m = key_node.start_mark
+        where = f"{name}:{m.line + 1}:{m.column + 1}"
+        key = key_node.value
+        if key in seen:
+            problems.append(f"{where}: duplicate key {key!r}")
+            continue
+        seen.add(key)
+        if key not in _KEYS:
+            close = difflib.get_close_matches(key, _KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"{where}: unknown key {key!r}{hint}; expected one of: {', '.join(_KEYS)}")
+            continue
+        vm = value_node.start_mark
+        vwhere = f"{name}:{vm.line + 1}:{vm.column + 1}"
+        if not isinstance(value_node, yaml.ScalarNode):
+            problems.append(f"{vwhere}: {key} must be a single value")
+            continue
+        value = yaml.safe_load(yaml.serialize(value_node)) if value_node.value != "" else None
+        try:
+            if key in _PORT_KEYS:
+                values[key] = check_port(key, value)
+            elif key == "bind":
+                values[key] = check_bind(value)
+            elif key == "rtp_ports":
+                values[key] = parse_port_range(value)
+            elif key == "dialplan":
+                if not isinstance(value, str) or not value:
+                    raise ValueError("dialplan must be a file path")
+                p = Path(value)
+                values[key] = p if p.is_absolute() else (path.parent / p)
+            elif key == "watch_dialplan":
+                if not isinstance(value, bool):
+                    raise ValueError(f"watch_dialplan must be true or false, not {value!r}")
+                values[key] = value
+            elif key == "watch_interval":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise ValueError(f"watch_interval must be a positive number of seconds, not {value!r}")
+                values[key] = float(value)
+        except ValueError as exc:
+            problems.append(f"{vwhere}: {exc}")
+    if problems:
+        raise ConfigError(problems)
+    return replace(settings, **values)

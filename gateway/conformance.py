@@ -1,0 +1,96 @@
+"""``cau conformance``: run the interop suite with pytest and write a report.
+
+The suite lives in the ``interop_tests`` package (installed with ``cau``), so
+a test lab can run it from any directory. The report folder receives
+``junit.xml`` (for CI systems) and ``report.html`` (for people). The exit code
+is pytest's: 0 every case passed, 1 some failed, 5 no case was selected.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import __version__
+
+
+@dataclass
+class CaseResult:
+    classname: str
+    name: str
+    outcome: str  # passed | failed | error | skipped
+    seconds: float
+    detail: str
+
+
+def suite_dir() -> Path:
+    import interop_tests
+
+    return Path(interop_tests.__file__).resolve().parent
+
+
+def read_junit(path: Path) -> list[CaseResult]:
+    results: list[CaseResult] = []
+    root = ET.parse(path).getroot()
+    for case in root.iter("testcase"):
+        outcome, detail = "passed", ""
+        for tag in ("failure", "error", "skipped"):
+            el = case.find(tag)
+            if el is not None:
+                outcome = {"failure": "failed"}.get(tag, tag)
+                detail = (el.get("message") or "") + ("\n" + el.text if el.text else "")
+                break
+        results.append(
+            CaseResult(case.get("classname", ""), case.get("name", ""), outcome, float(case.get("time", 0) or 0), detail)
+        )
+    return results
+
+
+def write_html(results: list[CaseResult], path: Path, exit_code: int, selection: str) -> None:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no case ran"
+    colour = {"passed": "#dff0d8", "failed": "#f2dede", "error": "#f2dede", "skipped": "#fcf8e3"}
+    rows = []
+    for r in results:
+        detail = f"<details><summary>detail</summary><pre>{html.escape(r.detail)}</pre></details>" if r.detail else ""
+        rows.append(
+            f'<tr style="background:{colour.get(r.outcome, "#fff")}"><td>{html.escape(r.classname)}</td>'
+            f"<td>{html.escape(r.name)}</td><td>{r.outcome}</td><td>{r.seconds:.2f}</td><td>{detail}</td></tr>"
+        )
+    when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    verdict = "PASS" if exit_code == 0 else ("NO CASES" if exit_code == 5 else "FAIL")
+    path.write_text(
+        f"""<!doctype html><html><head><meta charset="utf-8"><title>Cầu conformance report</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .6em;text-align:left;vertical-align:top}}
+table{{border-collapse:collapse}}</style></head><body>
+<h1>Cầu conformance report: {verdict}</h1>
+<p>cau {__version__}, run {when}{', selection ' + html.escape(selection) if selection else ''}: {summary}.</p>
+<table><tr><th>Group</th><th>Case</th><th>Result</th><th>Seconds</th><th></th></tr>
+{''.join(rows)}</table></body></html>
+""",
+        encoding="utf-8",
+    )
+
+
+def run_conformance(list_only: bool = False, keyword: str | None = None, report_dir: str | None = None) -> int:
+    suite = suite_dir()
+    cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider", "--rootdir", str(suite)]
+    if keyword:
+        cmd += ["-k", keyword]
+    if list_only:
+        return subprocess.call(cmd + ["--collect-only", "-q"])
+    report = Path(report_dir or "conformance-report").resolve()
+    report.mkdir(parents=True, exist_ok=True)
+    junit = report / "junit.xml"
+    code = subprocess.call(cmd + ["-v", f"--junitxml={junit}"], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    results = read_junit(junit) if junit.exists() else []
+    write_html(results, report / "report.html", code, keyword or "")
+    print(f"cau conformance: {len(results)} case(s); report in {report}/report.html and {junit}")
+    return code

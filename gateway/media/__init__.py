@@ -1,0 +1,1 @@
+"""Media plane: RTP, jitter buffers, codecs, mixing. Knows nothing of signaling."""

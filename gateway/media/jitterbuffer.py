@@ -1,0 +1,332 @@
+"""Adaptive audio jitter buffer, one per leg, drained once per mixer tick.
+
+Model
+-----
+Frames are kept by *extended* sequence number (16-bit wrap unfolded) and played
+strictly in sequence order, one per ``get()``. The buffer has three states:
+
+* ``idle``     nothing received yet (or after ``reset()``): ``get`` → "empty".
+* ``waiting``  prefetch: after start, after an underrun and after a talk-spurt
+  end, play-out waits until the buffered span reaches the *target delay* (or
+  the first waiting packet is ``target`` old). Meanwhile ``get`` says "lost"
+  (caller conceals) when we ran dry in the middle of speech, "silence" when
+  the sender stopped / is in DTX, and "empty" after a long gap (> 1 s).
+* ``playing``  one frame per tick: "frame"; a hole in the sequence with later
+  frames present is "lost" (with the next payload for in-band FEC).
+
+Adaptation
+----------
+The target delay is ``clamp(peak_jitter + frame, min, max)`` where
+``peak_jitter`` follows the largest recent change of transit time between
+consecutive packets: it jumps up at once on a spike and decays by 0.5 % per
+packet (about 3 s half-life at 50 packets/s), so calm periods shrink it.
+The delay grows where it costs nothing audible: prefetch after an underrun or
+a silence, and by stretching DTX gaps; it shrinks by skipping silence at a
+talk-spurt start and, when the buffer stays deeper than target + 1 frame for a
+whole second (a sender whose clock runs fast), by dropping one frame
+(``drift_adjustments``). A slow sender drains the buffer; the underrun is
+concealed and the prefetch restores the target depth.
+
+Talk spurts / DTX: a packet with the marker bit (RFC 3551 §4.1) whose timestamp
+jumps past the previous frame, or any jump > 4 frames, starts a talk spurt;
+the gap before it is silence, never loss.
+
+Packet duration: ``frame_ticks`` must be the sender's packet duration and
+``get()`` must be called once per packet duration. Packets whose timestamp
+step differs (e.g. 30 ms ptime into a 20 ms mixer) are still played one per
+``get()``, in order, and counted in ``ptime_mismatch``; the caller then has to
+re-frame decoded audio itself (not handled here).
+
+Resync: a jump of more than 1000 sequence numbers (20 s of audio) is taken as
+a new stream once the next packet confirms it (RFC 3550 A.1 style); the
+buffer resets. On an SSRC change the caller should call ``reset()``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["JitterBuffer", "JitterStats"]
+
+_RESYNC_JUMP = 1000
+_DRIFT_WINDOW = 50  # ticks (1 s at 20 ms)
+_LONG_GAP_S = 1.0
+_MAX_CONCEAL_TICKS = 3  # consecutive concealments while waiting before switching to silence
+_PEAK_DECAY = 0.995
+_PLAYED_WINDOW = 256
+
+IDLE, WAITING, PLAYING = 0, 1, 2
+
+
+@dataclass(slots=True)
+class JitterStats:
+    depth_ms: float = 0.0  # current target delay
+    current_ms: float = 0.0  # what is buffered ahead of play-out now
+    jitter_ms: float = 0.0  # peak interarrival jitter estimate driving the target
+    buffered: int = 0  # packets held
+    played: int = 0
+    late: int = 0  # arrived after their play-out time (dropped)
+    lost: int = 0  # sequence numbers that never arrived in time
+    concealed: int = 0  # get() answers "lost" (holes + underruns)
+    silence: int = 0  # get() answers "silence"
+    duplicates: int = 0
+    reordered: int = 0
+    overflows: int = 0  # frames dropped because the buffer exceeded max delay
+    drift_adjustments: int = 0  # frames dropped because the buffer stayed too deep
+    underruns: int = 0
+    resyncs: int = 0
+    ptime_mismatch: int = 0
+
+
+class JitterBuffer:
+    """Adaptive jitter buffer for one audio stream (see module docstring)."""
+
+    def __init__(
+        self,
+        clock_rate: int,
+        frame_ticks: int,
+        min_delay_ms: float = 20,
+        max_delay_ms: float = 200,
+        initial_delay_ms: float = 40,
+    ) -> None:
+        if clock_rate <= 0 or frame_ticks <= 0:
+            raise ValueError(
+                f"jitter buffer needs a positive clock rate and frame size, got "
+                f"{clock_rate} Hz / {frame_ticks} ticks"
+            )
+        if not 0 <= min_delay_ms <= max_delay_ms:
+            raise ValueError(f"jitter buffer delays must satisfy 0 <= min ({min_delay_ms}) <= max ({max_delay_ms})")
+        self.clock_rate = clock_rate
+        self.frame_ticks = frame_ticks
+        self.frame_ms = frame_ticks * 1000.0 / clock_rate
+        self._ms_per_tick = 1000.0 / clock_rate
+        self.min_delay_ms = float(min_delay_ms)
+        self.max_delay_ms = float(max_delay_ms)
+        self.initial_delay_ms = min(max(float(initial_delay_ms), self.min_delay_ms), self.max_delay_ms)
+        self._max_frames = max(2, int(self.max_delay_ms / self.frame_ms + 0.999) + 1)
+        self._stats = JitterStats()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything buffered (new source). Statistics are kept."""
+        self._frames: dict[int, tuple[int, bytes, bool, float]] = {}
+        self._state = IDLE
+        self._highest = 0  # extended seq of the newest packet
+        self._next = 0  # extended seq to play next
+        self._last_ts = 0  # timestamp of the newest in-order packet
+        self._last_arrival = 0.0
+        self._ref_ts = 0  # previous packet in arrival order (jitter estimate)
+        self._ref_arrival = 0.0
+        self._played_ts: int | None = None  # timestamp of the last frame played
+        self._played = [-1] * _PLAYED_WINDOW
+        self._peak_ms = max(0.0, self.initial_delay_ms - self.frame_ms)
+        self._target_ms = self.initial_delay_ms
+        self._target_frames = self._frames_for(self._target_ms)
+        self._wait_since: float | None = None
+        self._underrun = False
+        self._conceal_run = 0
+        self._gap_seq = -1  # talk-spurt start being stretched
+        self._gap_left = 0
+        self._window_min = 1 << 30
+        self._window_ticks = 0
+        self._resync_expect = -1
+
+    def _frames_for(self, ms: float) -> int:
+        return max(1, int(ms / self.frame_ms + 0.999))
+
+    @property
+    def stats(self) -> JitterStats:
+        st = self._stats
+        st.depth_ms = self._target_ms
+        st.jitter_ms = self._peak_ms
+        st.buffered = len(self._frames)
+        span = self._highest - self._next + 1 if self._state != IDLE else 0
+        st.current_ms = max(0, span) * self.frame_ms
+        return st
+
+    # ------------------------------------------------------------ put
+    def put(self, seq: int, timestamp: int, payload: bytes, arrival: float, marker: bool = False) -> None:
+        frames = self._frames
+        if self._state == IDLE:
+            ext = (1 << 20) + seq
+            self._highest = self._next = ext
+            self._last_ts = self._ref_ts = timestamp
+            self._last_arrival = self._ref_arrival = arrival
+            self._state = WAITING
+            self._wait_since = arrival
+            self._underrun = False
+            frames[ext] = (timestamp, payload, marker, arrival)
+            return
+        hi = self._highest
+        delta = ((seq - hi + 32768) & 0xFFFF) - 32768
+        ext = hi + delta
+        if -_RESYNC_JUMP <= delta <= _RESYNC_JUMP:
+            # RFC 3550 A.8 style: transit change against the previous packet in
+            # *arrival* order (so reordering counts as jitter), in ms
+            dts = ((timestamp - self._ref_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+            d = (arrival - self._ref_arrival) * 1000.0 - dts * self._ms_per_tick
+            self._ref_ts = timestamp
+            self._ref_arrival = arrival
+            if d < 0:
+                d = -d
+            if d > self.max_delay_ms:
+                d = self.max_delay_ms
+            peak = self._peak_ms
+            if d > peak:
+                peak = d
+            else:
+                peak = peak * _PEAK_DECAY + d * (1.0 - _PEAK_DECAY)
+            self._peak_ms = peak
+            t = peak + self.frame_ms
+            if t < self.min_delay_ms:
+                t = self.min_delay_ms
+            elif t > self.max_delay_ms:
+                t = self.max_delay_ms
+            if t != self._target_ms:
+                self._target_ms = t
+                self._target_frames = self._frames_for(t)
+        if delta > 0:
+            if delta > _RESYNC_JUMP:
+                self._maybe_resync(seq, timestamp, payload, arrival, marker)
+                return
+            if delta == 1 and not marker:
+                step = ((timestamp - self._last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+                if step != self.frame_ticks and 0 < step <= 4 * self.frame_ticks:
+                    self._stats.ptime_mismatch += 1
+            self._highest = ext
+            self._last_ts = timestamp
+            self._last_arrival = arrival
+            self._resync_expect = -1
+        elif ext < self._next:
+            if delta < -_RESYNC_JUMP:
+                self._maybe_resync(seq, timestamp, payload, arrival, marker)
+                return
+            if self._played[ext % _PLAYED_WINDOW] == ext:
+                self._stats.duplicates += 1
+            else:
+                self._stats.late += 1
+            return
+        elif ext in frames:
+            self._stats.duplicates += 1
+            return
+        else:
+            self._stats.reordered += 1
+        frames[ext] = (timestamp, payload, marker, arrival)
+        if self._state == WAITING and self._wait_since is None:
+            self._wait_since = arrival
+        if self._highest - self._next + 1 > self._max_frames:
+            self._overflow()
+
+    def _maybe_resync(self, seq: int, timestamp: int, payload: bytes, arrival: float, marker: bool) -> None:
+        if seq == self._resync_expect:
+            self._stats.resyncs += 1
+            self.reset()
+            # the previous packet of the new stream was dropped; start from this one
+            self.put(seq, timestamp, payload, arrival, marker)
+        else:
+            self._resync_expect = (seq + 1) & 0xFFFF
+            self._stats.late += 1
+
+    def _overflow(self) -> None:
+        frames = self._frames
+        while self._highest - self._next + 1 > self._max_frames:
+            frames.pop(self._next, None)
+            self._next += 1
+            self._stats.overflows += 1
+
+    # ------------------------------------------------------------ get
+    def get(self, now: float) -> tuple[str, bytes | None]:
+        state = self._state
+        st = self._stats
+        if state == PLAYING:
+            return self._play(now)
+        if state == IDLE:
+            return ("empty", None)
+        # WAITING (prefetch)
+        frames = self._frames
+        if frames:
+            span = self._highest - self._next + 1
+            ws = self._wait_since
+            if span > self._target_frames or (ws is not None and (now - ws) * 1000.0 >= self._target_ms - 0.5):
+                self._state = PLAYING
+                self._underrun = False
+                self._conceal_run = 0
+                self._gap_seq = self._next  # the silence is spent: no stretching
+                self._gap_left = 0
+                return self._play(now)
+            first = frames.get(self._next)
+            if first is not None and self._is_spurt_start(first):
+                self._underrun = False
+        if self._underrun and self._conceal_run < _MAX_CONCEAL_TICKS:
+            self._conceal_run += 1
+            st.concealed += 1
+            return ("lost", None)
+        self._underrun = False
+        if not frames and now - self._last_arrival > _LONG_GAP_S:
+            return ("empty", None)
+        st.silence += 1
+        return ("silence", None)
+
+    def _is_spurt_start(self, pkt: tuple[int, bytes, bool, float]) -> bool:
+        if self._played_ts is None:
+            return True
+        dts = ((pkt[0] - self._played_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+        return (pkt[2] and dts > self.frame_ticks) or dts > 4 * self.frame_ticks
+
+    def _play(self, now: float) -> tuple[str, bytes | None]:
+        frames = self._frames
+        st = self._stats
+        nxt = self._next
+        pkt = frames.get(nxt)
+        if pkt is not None:
+            span = self._highest - nxt + 1
+            # a talk spurt starts: the DTX gap before it is ours to stretch or skip
+            if self._gap_seq != nxt and self._played_ts is not None and self._is_spurt_start(pkt):
+                self._gap_seq = nxt
+                dts = ((pkt[0] - self._played_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+                self._gap_left = min(dts // self.frame_ticks - 1, self._max_frames)
+            if self._gap_seq == nxt and self._gap_left > 0 and span <= self._target_frames:
+                self._gap_left -= 1
+                st.silence += 1
+                return ("silence", None)
+            del frames[nxt]
+            self._next = nxt + 1
+            self._played[nxt % _PLAYED_WINDOW] = nxt
+            self._played_ts = pkt[0]
+            st.played += 1
+            # clock drift: if the buffer stays deeper than target + 1 frame for a
+            # whole window, drop one frame
+            span -= 1
+            if span < self._window_min:
+                self._window_min = span
+            self._window_ticks += 1
+            if self._window_ticks >= _DRIFT_WINDOW:
+                if self._window_min > self._target_frames + 1 and (nxt + 1) in frames:
+                    dropped = frames.pop(nxt + 1)
+                    self._played[(nxt + 1) % _PLAYED_WINDOW] = nxt + 1
+                    self._played_ts = dropped[0]
+                    self._next = nxt + 2
+                    st.drift_adjustments += 1
+                self._window_min = 1 << 30
+                self._window_ticks = 0
+            return ("frame", pkt[1])
+        if frames:
+            # a hole: the frame never arrived in time
+            self._next = nxt + 1
+            self._played_ts = (self._played_ts + self.frame_ticks) & 0xFFFFFFFF if self._played_ts is not None else None
+            st.lost += 1
+            st.concealed += 1
+            following = frames.get(nxt + 1)
+            return ("lost", following[1] if following is not None else None)
+        # ran dry: late packets (underrun, conceal) or the sender stopped (silence)
+        self._state = WAITING
+        self._wait_since = None
+        self._window_min = 1 << 30
+        self._window_ticks = 0
+        # Whether the next packet is late or the sender went quiet cannot be told
+        # yet (both empty the buffer about one target delay after the last
+        # arrival): conceal a few ticks, then call it silence.
+        self._underrun = True
+        self._conceal_run = 1
+        st.underruns += 1
+        st.concealed += 1
+        return ("lost", None)

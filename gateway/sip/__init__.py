@@ -1,0 +1,1 @@
+"""SIP adapter (RFC 3261): not built yet."""

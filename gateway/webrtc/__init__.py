@@ -1,0 +1,1 @@
+"""WebRTC adapter (aiortc): not built yet."""

@@ -1,0 +1,97 @@
+"""The `cau` command's sub-commands and exit codes, run as a user runs them."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from gateway import __version__
+from gateway.resources import data_dir
+
+REPO = Path(__file__).resolve().parent.parent
+PROVINCE = data_dir("dialplans") / "province.yaml"
+
+
+def cau(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=120,
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+
+
+def test_version():
+    r = cau("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"cau {__version__}"
+
+
+@pytest.mark.parametrize("cmd", [[], ["run"], ["dialplan"], ["dialplan", "check"], ["dialplan", "route"], ["conformance"]])
+def test_every_command_has_help(cmd):
+    r = cau(*cmd, "--help")
+    assert r.returncode == 0
+    assert "usage: cau" in r.stdout
+
+
+def test_no_command_prints_help_and_fails():
+    r = cau()
+    assert r.returncode == 2 and "COMMAND" in r.stdout
+
+
+def test_check_shipped_plans_pass():
+    for name in ("default.yaml", "province.yaml"):
+        r = cau("dialplan", "check", str(data_dir("dialplans") / name))
+        assert r.returncode == 0, r.stderr
+        assert re.search(r"ok: \d+ rooms?", r.stdout)
+
+
+def test_check_misspelt_key_fails_with_file_and_line(tmp_path):
+    text = PROVINCE.read_text().splitlines()
+    # misspell the first "numbers:" key
+    idx = next(i for i, l in enumerate(text) if l.strip().startswith("numbers:"))
+    text[idx] = text[idx].replace("numbers:", "numbrs:")
+    bad = tmp_path / "province.yaml"
+    bad.write_text("\n".join(text) + "\n")
+    r = cau("dialplan", "check", str(bad))
+    assert r.returncode == 2
+    col = text[idx].index("numbrs") + 1
+    assert f"{bad}:{idx + 1}:{col}: " in r.stderr
+    assert "numbrs" in r.stderr and "numbers" in r.stderr
+
+
+def test_route_district_number_names_the_district_room():
+    r = cau("dialplan", "route", str(PROVINCE), "8107")
+    assert r.returncode == 0, r.stderr
+    assert "huyen-07" in r.stdout
+    assert "template" in r.stdout
+
+
+def test_route_unknown_number_says_no_route():
+    r = cau("dialplan", "route", str(PROVINCE), "7777777")
+    assert r.returncode == 0
+    assert "no route" in r.stdout and "404" in r.stdout
+
+
+def test_route_cascade_number_dials_out():
+    r = cau("dialplan", "route", str(PROVINCE), "00123")
+    assert r.returncode == 0
+    assert "dial out to h323:123@" in r.stdout
+
+
+def test_check_missing_file_is_an_error():
+    r = cau("dialplan", "check", "/nonexistent/plan.yaml")
+    assert r.returncode == 2
+    assert "/nonexistent/plan.yaml" in r.stderr
+
+
+def test_conformance_writes_junit_and_html(tmp_path):
+    r = cau("conformance", "--report", str(tmp_path / "rep"), cwd=tmp_path)
+    assert r.returncode in (0, 5), r.stdout + r.stderr
+    junit = tmp_path / "rep" / "junit.xml"
+    html = tmp_path / "rep" / "report.html"
+    assert junit.exists() and html.exists()
+    ET.parse(junit)  # well-formed
+    assert "Cầu conformance report" in html.read_text()

@@ -1,0 +1,184 @@
+"""``cau run`` as an operator meets it: start, health, reload, refuse a bad plan, stop."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from gateway.resources import default_dialplan
+from tests.conftest import free_port
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Gateway:
+    """A `cau run` child process on loopback with an ephemeral HTTP port."""
+
+    def __init__(self, tmp_path: Path, *extra: str, config: str | None = None):
+        self.plan = tmp_path / "plan.yaml"
+        if not self.plan.exists():
+            shutil.copy(default_dialplan(), self.plan)
+        args = [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", "--http-port", "0", "--dialplan", str(self.plan), *extra]
+        if config is not None:
+            cfg = tmp_path / "cau.yaml"
+            cfg.write_text(config)
+            args += ["--config", str(cfg)]
+        self.stdout = tmp_path / "stdout.txt"
+        self.stderr = tmp_path / "stderr.txt"
+        self.proc = subprocess.Popen(
+            args, cwd=tmp_path, stdout=self.stdout.open("w"), stderr=self.stderr.open("w"),
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        self.port = self._wait_for_port()
+
+    def _wait_for_port(self) -> int:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            m = re.search(r"HTTP listening on 127\.0\.0\.1:(\d+)", self.stdout.read_text())
+            if m:
+                return int(m.group(1))
+            if self.proc.poll() is not None:
+                raise AssertionError(f"cau run exited {self.proc.returncode}: {self.stderr.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError("cau run did not report its HTTP port: " + self.stderr.read_text())
+
+    def get(self, path: str) -> tuple[int, str, bytes]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
+            return r.status, r.headers.get("content-type", ""), r.read()
+
+    def health(self) -> dict:
+        status, ctype, body = self.get("/healthz")
+        assert status == 200 and ctype.startswith("application/json")
+        return json.loads(body)
+
+    def wait_health(self, pred, timeout: float = 10.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            h = self.health()
+            if pred(h) or time.monotonic() > deadline:
+                return h
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("cau run did not stop within 10 s of SIGTERM")
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    gws: list[Gateway] = []
+
+    def start(*extra: str, config: str | None = None) -> Gateway:
+        gw = Gateway(tmp_path, *extra, config=config)
+        gws.append(gw)
+        return gw
+
+    yield start
+    for gw in gws:
+        if gw.proc.poll() is None:
+            gw.proc.kill()
+            gw.proc.wait()
+
+
+def test_run_serves_health_and_status_page_and_stops_cleanly_on_sigterm(gateway):
+    gw = gateway("--no-watch")
+    h = gw.health()
+    from gateway import __version__
+
+    assert h["status"] == "ok" and h["version"] == __version__
+    assert h["uptime_s"] >= 0
+    assert re.fullmatch(r"[0-9a-f]{64}", h["dialplan"]["sha256"])
+    status, ctype, body = gw.get("/")
+    page = body.decode()
+    assert status == 200 and ctype.startswith("text/html")
+    assert "Numbers to dial" in page and "1000" in page
+    banner = gw.stdout.read_text()
+    assert "numbers people can dial" in banner and "1000" in banner
+    assert gw.stop() == 0
+
+
+def test_sighup_refuses_a_bad_plan_keeps_the_old_one_and_takes_a_good_one(gateway):
+    gw = gateway("--no-watch")
+    before = gw.health()["dialplan"]["sha256"]
+    good_text = gw.plan.read_text()
+
+    gw.plan.write_text(good_text + "\nbogus_top_level_key: 1\n")
+    gw.proc.send_signal(signal.SIGHUP)
+    h = gw.wait_health(lambda h: h["last_reload"] is not None)
+    assert h["last_reload"]["ok"] is False
+    assert "bogus_top_level_key" in h["last_reload"]["message"]
+    assert re.search(r"plan\.yaml:\d+:\d+:", h["last_reload"]["message"])
+    assert h["dialplan"]["sha256"] == before, "a refused plan must not replace the running one"
+    assert "REFUSED" in gw.stderr.read_text()
+
+    gw.plan.write_text(good_text.replace("1000", "1009", 1))
+    gw.proc.send_signal(signal.SIGHUP)
+    h = gw.wait_health(lambda h: h["last_reload"]["ok"] is True)
+    assert h["last_reload"]["ok"] is True
+    assert h["dialplan"]["sha256"] != before
+    assert gw.stop() == 0
+
+
+def test_file_watch_reloads_without_a_signal(gateway):
+    gw = gateway(config="watch_interval: 0.2\n")
+    before = gw.health()["dialplan"]["sha256"]
+    gw.plan.write_text(gw.plan.read_text().replace("1000", "1009", 1))
+    h = gw.wait_health(lambda h: h["dialplan"]["sha256"] != before)
+    assert h["dialplan"]["sha256"] != before and h["last_reload"]["ok"] is True
+    assert gw.stop() == 0
+
+
+def test_port_in_use_is_one_line_naming_port_and_flag(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    port = busy.getsockname()[1]
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", "--http-port", str(port)],
+            capture_output=True, text=True, timeout=30, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+    finally:
+        busy.close()
+    assert r.returncode == 3
+    lines = [l for l in r.stderr.splitlines() if l.startswith("cau:")]
+    assert len(lines) == 1, r.stderr
+    assert str(port) in lines[0] and "--http-port" in lines[0]
+
+
+def test_invalid_plan_refuses_to_start_with_file_and_line(tmp_path):
+    plan = tmp_path / "bad.yaml"
+    plan.write_text(default_dialplan().read_text() + "\nroomz: []\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", "--http-port", str(free_port()), "--dialplan", str(plan)],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert r.returncode == 2
+    assert re.search(r"bad\.yaml:\d+:\d+: .*roomz", r.stderr)
+
+
+def test_bad_settings_file_is_refused_with_line(tmp_path):
+    cfg = tmp_path / "cau.yaml"
+    cfg.write_text("bind: 127.0.0.1\nhttp_prot: 9000\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=30, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert r.returncode == 2
+    assert f"{cfg}:2:1: unknown key 'http_prot' (did you mean 'http_port'?)" in r.stderr
