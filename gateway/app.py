@@ -69,7 +69,7 @@ class Gateway:
         if ok:
             log.info("dial plan reloaded (%s): %s", why, message)
         else:
-            log.error("dial plan reload (%s) REFUSED, the previous plan stays active:\n%s", why, message)
+            log.error("dial plan reload (%s) REFUSED:\n%s", why, message)
         return ok
 
     def _watch_tick(self) -> None:
