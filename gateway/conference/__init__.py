@@ -1,0 +1,15 @@
+"""Conference core: rooms, legs, roster. Knows Legs, never a protocol."""
+from gateway.conference.leg import Leg, NegotiatedCodec
+from gateway.conference.registry import RoomRegistry
+from gateway.conference.room import JoinRefused, Room, RoomClosed, RoomFull, RoomSpecLike
+
+__all__ = [
+    "JoinRefused",
+    "Leg",
+    "NegotiatedCodec",
+    "Room",
+    "RoomClosed",
+    "RoomFull",
+    "RoomRegistry",
+    "RoomSpecLike",
+]

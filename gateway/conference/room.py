@@ -1,0 +1,252 @@
+"""A Room: the legs in one meeting, their audio mix and the roster."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Protocol
+
+from gateway.conference.leg import MUTE_DIRECTIONS, Leg
+from gateway.media.mixer import AudioMixer
+
+log = logging.getLogger(__name__)
+
+
+class RoomSpecLike(Protocol):
+    """What a room uses from the dial plan's RoomSpec (and nothing more)."""
+
+    id: str
+    name: str
+    max_participants: int | None
+    layout: Any
+
+
+class JoinRefused(Exception):
+    """A leg could not join. ``sip_status`` / ``q850_cause`` tell adapters how to reject the call."""
+
+    sip_status = 480
+    q850_cause = 18
+
+    def __init__(self, room_id: str, reason: str) -> None:
+        super().__init__(f"room {room_id}: {reason}")
+        self.room_id = room_id
+        self.reason = reason
+
+
+class RoomFull(JoinRefused):
+    """The room has max_participants legs already (SIP 486 Busy Here, Q.850 17 user busy)."""
+
+    sip_status = 486
+    q850_cause = 17
+
+
+class RoomClosed(JoinRefused):
+    """The room is closed (SIP 480 Temporarily Unavailable, Q.850 18 no user responding)."""
+
+    sip_status = 480
+    q850_cause = 18
+
+
+class Room:
+    """One meeting. Roster events: ``joined``(leg), ``left``(leg, reason),
+    ``speaking``(leg, bool), ``dominant``(leg | None), ``closed``(reason)."""
+
+    EVENTS = frozenset({"joined", "left", "speaking", "dominant", "closed"})
+
+    def __init__(self, spec: RoomSpecLike, *, mixer: AudioMixer | None = None) -> None:
+        room_id = getattr(spec, "id", None)
+        if not isinstance(room_id, str) or not room_id:
+            raise ValueError(f"a room needs a spec with a non-empty string id, got {room_id!r}")
+        self.id: str = room_id
+        self.spec = spec
+        self.legs: dict[str, Leg] = {}
+        self.mixer = mixer if mixer is not None else AudioMixer()
+        self.mixer.on_speaking = self._on_speaking
+        self.mixer.on_dominant = self._on_dominant
+        self.created_at = time.time()
+        self.closed = False
+        self.close_reason: str | None = None
+        self._joined_at: dict[str, float] = {}
+        self._unsubs: dict[str, list[Callable[[], None]]] = {}
+        self._muted: dict[str, list[bool]] = {}  # leg id -> [in, out]
+        self._listeners: dict[str, list[Callable[..., Any]]] = {}
+
+    def __repr__(self) -> str:
+        return f"<Room {self.id} {len(self.legs)} legs{' closed' if self.closed else ''}>"
+
+    @property
+    def name(self) -> str:
+        return getattr(self.spec, "name", "") or self.id
+
+    @property
+    def max_participants(self) -> int | None:
+        """None (or 0 in the spec) means unlimited."""
+        n = getattr(self.spec, "max_participants", None)
+        return n if isinstance(n, int) and n > 0 else None
+
+    # ---------------------------------------------------------------- events
+    def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
+        """Subscribe to a roster event; returns an unsubscribe function."""
+        if event not in self.EVENTS:
+            raise ValueError(f"unknown room event {event!r}; expected one of {sorted(self.EVENTS)}")
+        lst = self._listeners.setdefault(event, [])
+        lst.append(callback)
+
+        def unsubscribe() -> None:
+            try:
+                lst.remove(callback)
+            except ValueError:
+                pass
+
+        return unsubscribe
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for cb in tuple(self._listeners.get(event, ())):
+            try:
+                cb(*args)
+            except Exception:
+                log.exception("room %s: %r listener %r failed", self.id, event, cb)
+
+    # ------------------------------------------------------------ membership
+    def join(self, leg: Leg) -> None:
+        """Add ``leg``; raises RoomClosed / RoomFull (adapters turn them into rejects)."""
+        if self.closed:
+            raise RoomClosed(self.id, f"closed ({self.close_reason or 'no reason'})")
+        if leg.hung_up:
+            raise ValueError(f"leg {leg.id} has already hung up ({leg.hangup_reason!r}); it cannot join {self.id}")
+        if leg.id in self.legs:
+            if self.legs[leg.id] is not leg:
+                raise ValueError(f"room {self.id} already has a different leg with id {leg.id!r}")
+            return
+        limit = self.max_participants
+        if limit is not None and len(self.legs) >= limit:
+            raise RoomFull(self.id, f"full ({limit} participants)")
+        if leg.audio is not None:
+            try:
+                source, sink = leg.audio
+            except (TypeError, ValueError):
+                raise ValueError(f"leg {leg.id}: audio must be a (source, sink) pair, got {leg.audio!r}") from None
+            self.mixer.add(leg.id, source, sink)
+        self.legs[leg.id] = leg
+        self._joined_at[leg.id] = time.time()
+        self._muted[leg.id] = [False, False]
+        self._unsubs[leg.id] = [
+            leg.on("hangup", lambda reason="", _leg=leg: self.leave(_leg, reason)),
+            leg.on("mute", lambda direction="in", on=True, _leg=leg: self._on_leg_mute(_leg, direction, on)),
+        ]
+        leg.state = "joined"
+        log.info("room %s: %s joined (%s %s)", self.id, leg.id, leg.protocol, leg.remote)
+        self._emit("joined", leg)
+
+    def leave(self, leg: Leg | str, reason: str = "") -> None:
+        """Remove a leg (idempotent). The leg stays connected: use ``leg.hangup`` or :meth:`kick` to end it."""
+        leg_id = leg if isinstance(leg, str) else leg.id
+        found = self.legs.pop(leg_id, None)
+        if found is None:
+            return
+        for unsub in self._unsubs.pop(leg_id, ()):
+            unsub()
+        self.mixer.remove(leg_id)
+        self._joined_at.pop(leg_id, None)
+        self._muted.pop(leg_id, None)
+        found.state = "left"
+        log.info("room %s: %s left (%s)", self.id, leg_id, reason or "no reason")
+        self._emit("left", found, reason)
+
+    def kick(self, leg_id: str, reason: str = "removed by the operator") -> None:
+        """Hang up a participant (their adapter sends BYE / ReleaseComplete)."""
+        leg = self.legs.get(leg_id)
+        if leg is not None:
+            leg.hangup(reason)
+            self.leave(leg, reason)
+
+    def set_mute(self, leg_id: str, *, mute_in: bool | None = None, mute_out: bool | None = None) -> None:
+        """Operator mute; also tells the leg (``mute`` event) so the adapter can signal it."""
+        leg = self.legs.get(leg_id)
+        if leg is None:
+            raise KeyError(f"room {self.id} has no leg {leg_id!r}")
+        if mute_in is not None:
+            leg.emit("mute", direction="in", on=bool(mute_in))
+        if mute_out is not None:
+            leg.emit("mute", direction="out", on=bool(mute_out))
+
+    def _on_leg_mute(self, leg: Leg, direction: str, on: bool) -> None:
+        flags = self._muted.get(leg.id)
+        if flags is None:
+            return
+        if direction not in MUTE_DIRECTIONS:
+            log.warning("room %s: %s sent mute with unknown direction %r (expected in/out/both)",
+                        self.id, leg.id, direction)
+            return
+        on = bool(on)
+        kw: dict[str, bool] = {}
+        if direction in ("in", "both"):
+            flags[0] = on
+            kw["mute_in"] = on
+        if direction in ("out", "both"):
+            flags[1] = on
+            kw["mute_out"] = on
+        if leg.id in self.mixer.members:
+            self.mixer.set_mute(leg.id, **kw)
+
+    # --------------------------------------------------------------- mixer
+    def _on_speaking(self, member_id: str, on: bool) -> None:
+        leg = self.legs.get(member_id)
+        if leg is not None:
+            self._emit("speaking", leg, on)
+
+    def _on_dominant(self, member_id: str | None) -> None:
+        self._emit("dominant", self.legs.get(member_id) if member_id else None)
+
+    def tick(self) -> None:
+        """One 20 ms media tick (subscribed to the MediaClock by the registry)."""
+        if not self.closed:
+            self.mixer.tick()
+
+    # ----------------------------------------------------------------- state
+    def close(self, reason: str = "") -> None:
+        """Hang up every leg with ``reason`` and close the room (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        for leg in list(self.legs.values()):
+            leg.hangup(reason)
+            self.leave(leg, reason)
+        log.info("room %s closed (%s)", self.id, reason or "no reason")
+        self._emit("closed", reason)
+
+    def roster(self) -> list[dict[str, Any]]:
+        """The participants, JSON-serialisable, in join order."""
+        out = []
+        mixer = self.mixer
+        for leg_id, leg in self.legs.items():
+            m = mixer.members.get(leg_id)
+            muted = self._muted.get(leg_id, [False, False])
+            out.append({
+                "id": leg.id,
+                "name": leg.display_name,
+                "protocol": leg.protocol,
+                "remote": leg.remote,
+                "joined_at": self._joined_at.get(leg_id),
+                "speaking": bool(m.speaking) if m else False,
+                "dominant": mixer.dominant == leg_id,
+                "muted": muted[0],
+                "muted_out": muted[1],
+                "audio": leg.audio_tx.codec_name if leg.audio_tx else None,
+                "video": leg.video_tx.codec_name if leg.video_tx else None,
+            })
+        return out
+
+    def info(self) -> dict[str, Any]:
+        """Room summary for the API/dashboard."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "participants": len(self.legs),
+            "max_participants": self.max_participants,
+            "created_at": self.created_at,
+            "speakers": list(self.mixer.speakers),
+            "dominant": self.mixer.dominant,
+            "closed": self.closed,
+            "mixer": self.mixer.stats.as_dict(),
+        }

@@ -1,0 +1,109 @@
+"""One leg's audio, glued: RTP in → jitter buffer → decoder → mixer; mixer → encoder → RTP out.
+
+``AudioStream`` is both the mixer's ``AudioSource`` (``pull``) and its
+``AudioSink`` (``encoder_key``, ``make_encoder``, ``deliver``). It knows RTP
+and codecs, nothing of the signaling that negotiated them: SIP, H.323 and
+WebRTC adapters (and the test harnesses) build one from what they agreed on.
+
+Hot path, per received packet: ``RtpSession.datagramReceived`` →
+``_on_packet`` → ``JitterBuffer.put``. Per 20 ms tick: ``pull`` (one
+``JitterBuffer.get`` and one decode or concealment) and, unless this leg shares
+its room's encoded mix, one encode in the mixer.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from gateway.catalogue import Codec
+from gateway.media.audio_codecs import AudioDecoder, AudioEncoder
+from gateway.media.dtmf import DtmfReceiver
+from gateway.media.jitterbuffer import JitterBuffer
+from gateway.media.rtp import RtpSession
+
+MIX_RATE = 16000
+FRAME_MS = 20
+FRAME_SAMPLES = MIX_RATE * FRAME_MS // 1000
+
+
+@dataclass(frozen=True)
+class AudioFormat:
+    """What one direction of a leg negotiated: codec, RTP payload type, packet time, bitrate."""
+
+    codec: Codec
+    payload_type: int
+    ptime_ms: int = FRAME_MS
+    bitrate: int | None = None  # bit/s, for codecs with a variable rate (Opus)
+
+
+class AudioStream:
+    def __init__(
+        self,
+        session: RtpSession,
+        rx: AudioFormat,
+        tx: AudioFormat,
+        dtmf_pt: int | None = None,
+        on_dtmf: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if rx.codec.media != "audio" or tx.codec.media != "audio":
+            raise ValueError("AudioStream carries audio codecs only")
+        self.session = session
+        self.rx, self.tx = rx, tx
+        self.dtmf_pt = dtmf_pt
+        self.on_dtmf = on_dtmf
+        self._clock = clock
+        frame_ticks = rx.codec.clock_rate * rx.ptime_ms // 1000
+        self.jitter = JitterBuffer(rx.codec.clock_rate, frame_ticks)
+        self.decoder = AudioDecoder(rx.codec, out_rate=MIX_RATE)
+        self._dtmf = DtmfReceiver()
+        self._ssrc: int | None = None
+        self._rx_pt = rx.payload_type
+        self._put = self.jitter.put
+        self.unknown_pt = 0
+        self.ssrc_changes = 0
+        # Same codec, packet time and bitrate → the same encoded bytes can go to every such leg.
+        self.encoder_key = (tx.codec.name, tx.ptime_ms, tx.bitrate)
+        self._tx_pt = tx.payload_type
+        self._send = session.send
+        session.on_packet = self._on_packet
+
+    # -- receive (per packet) -------------------------------------------------
+    def _on_packet(self, pt: int, seq: int, ts: int, marker: bool, payload: bytes, ssrc: int, arrival: float) -> None:
+        if pt == self._rx_pt:
+            if ssrc != self._ssrc:
+                if self._ssrc is not None:
+                    self.jitter.reset()
+                    self.ssrc_changes += 1
+                self._ssrc = ssrc
+            self._put(seq, ts, payload, arrival, marker)
+        elif pt == self.dtmf_pt:
+            digit = self._dtmf.feed(payload, ts, marker)
+            if digit is not None and self.on_dtmf is not None:
+                self.on_dtmf(digit)
+        else:
+            self.unknown_pt += 1
+
+    # -- mixer source (per tick) ----------------------------------------------
+    def pull(self) -> np.ndarray | None:
+        kind, payload = self.jitter.get(self._clock())
+        if kind == "frame":
+            return self.decoder.decode(payload)
+        if kind == "lost":
+            return self.decoder.conceal(FRAME_SAMPLES, payload)
+        return None  # silence, DTX or nothing yet
+
+    # -- mixer sink -------------------------------------------------------------
+    def make_encoder(self) -> AudioEncoder:
+        return AudioEncoder(self.tx.codec, in_rate=MIX_RATE, ptime_ms=self.tx.ptime_ms, bitrate=self.tx.bitrate)
+
+    def deliver(self, payload: bytes, timestamp_step: int) -> None:
+        self._send(payload, self._tx_pt, timestamp_step)
+
+    def close(self):
+        """Stop the RTP session (releases its ports); returns its Deferred."""
+        self.session.on_packet = None
+        return self.session.close()

@@ -1,0 +1,178 @@
+"""A room as its participants hear it: real RTP on loopback, real codecs, the real mixer.
+
+Each participant is an independent RTP peer (interop_tests.peers.rtp_participant:
+PyAV codecs, its own sockets); the gateway side is the media plane exactly as the
+adapters will use it (RtpSession → AudioStream → Room/AudioMixer → RtpSession).
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+
+import numpy as np
+import pytest
+
+from gateway.catalogue import default_catalogue
+from gateway.conference import RoomRegistry
+from gateway.conference.media_leg import rtp_audio_leg
+from gateway.dialplan import load_dialplan
+from gateway.media.audio_stream import AudioFormat
+from gateway.media.clock import MediaClock
+from gateway.media.ports import PortAllocator
+from gateway.media.rtp import open_rtp_session
+from gateway.resources import default_dialplan
+from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, spectrum_peak
+from tests.conftest import LOOP, run_for
+
+CAT = default_catalogue()
+SPEC = load_dialplan(default_dialplan()).room("demo")
+ALL = [("PCMU", 0), ("PCMA", 8), ("G722", 9), ("opus", 111)]
+DTMF_PT = 101
+
+
+class Harness:
+    def __init__(self, rtp_timeout: float = 10.0):
+        base = random.randrange(20000, 50000, 2)
+        self.allocator = PortAllocator(base, base + 199)
+        self.clock = MediaClock()
+        self.registry = RoomRegistry(self.clock, grace_period=0.2)
+        self.clock.start()
+        self.rtp_timeout = rtp_timeout
+        self.parts: list[RtpParticipant] = []
+        self.legs = []
+
+    def add(self, codec: str, pt: int, timeout: float | None = None):
+        c = CAT.get(codec)
+        session = open_rtp_session(self.allocator, clock_rate=c.clock_rate, timeout=timeout or self.rtp_timeout)
+        leg = rtp_audio_leg(session, AudioFormat(c, pt), dtmf_pt=DTMF_PT, display_name=codec)
+        p = RtpParticipant(codec, pt, dtmf_pt=DTMF_PT, seed=len(self.parts))
+        port = LOOP.run_until_complete(p.start())
+        session.set_remote("127.0.0.1", port)
+        p.set_remote("127.0.0.1", session.local_port)
+        self.room = self.registry.join(SPEC, leg)
+        self.parts.append(p)
+        self.legs.append(leg)
+        return p, leg
+
+    def talk(self, seconds: float, parts=None) -> None:
+        parts = self.parts if parts is None else parts
+        LOOP.run_until_complete(asyncio.gather(*(p.run(seconds) for p in parts)))
+
+    def close(self) -> None:
+        for leg in self.legs:
+            leg.hangup("test over")
+        for p in self.parts:
+            p.close()
+        run_for(0.1)
+        self.clock.stop()
+
+
+@pytest.fixture
+def harness():
+    hs: list[Harness] = []
+
+    def make(**kw) -> Harness:
+        h = Harness(**kw)
+        hs.append(h)
+        return h
+
+    yield make
+    for h in hs:
+        h.close()
+
+
+def test_a_tone_in_each_codec_is_heard_at_1khz_in_every_other_codec_and_not_by_its_sender(harness):
+    h = harness()
+    for codec, pt in ALL:
+        h.add(codec, pt)
+    for talker in h.parts:
+        for p in h.parts:
+            p.play_silence()
+            p.clear()
+        talker.play_tone(1000, level_dbfs=-12)
+        h.talk(1.2)
+        for p in h.parts:
+            heard = p.heard(0.5)
+            freq, level = spectrum_peak(heard, p.rate)
+            if p is talker:
+                assert level < -50, f"{p.codec} hears itself at {level:.1f} dBFS"
+            else:
+                assert abs(freq - 1000) < 25, f"{talker.codec} → {p.codec}: heard {freq:.0f} Hz"
+                assert -24 < level < -9, f"{talker.codec} → {p.codec}: level {level:.1f} dBFS"
+
+
+def test_three_talkers_each_hear_the_other_two_but_not_themselves(harness):
+    h = harness()
+    tones = {"PCMU": 500.0, "G722": 1000.0, "opus": 1500.0}
+    for codec, pt in [("PCMU", 0), ("G722", 9), ("opus", 111), ("PCMA", 8)]:
+        p, _ = h.add(codec, pt)
+        if codec in tones:
+            p.play_tone(tones[codec], level_dbfs=-16)
+    h.talk(1.5)
+    for p in h.parts:
+        heard = p.heard(0.6)
+        for codec, f in tones.items():
+            level = band_level_db(heard, p.rate, f)
+            if codec == p.codec:
+                assert level < -45, f"{p.codec} hears its own {f} Hz at {level:.1f} dB"
+            else:
+                assert level > -35, f"{p.codec} does not hear {codec}'s {f} Hz ({level:.1f} dB)"
+    assert sorted(h.room.mixer.speakers) == sorted(leg.id for leg in h.legs if leg.display_name in tones)
+
+
+def test_five_percent_loss_and_reordering_still_give_continuous_audio(harness):
+    h = harness()
+    talker, _ = h.add("G722", 9)
+    talker.loss, talker.reorder = 0.05, 0.05
+    talker.play_tone(800, level_dbfs=-12)
+    listener, _ = h.add("PCMU", 0)
+    h.talk(2.5)
+    heard = listener.heard(1.5)
+    blocks = heard[: len(heard) // 160 * 160].reshape(-1, 160).astype(np.float64)
+    rms_db = 20 * np.log10(np.sqrt((blocks**2).mean(axis=1)) / 32768 + 1e-12)
+    assert (rms_db < -40).sum() == 0, f"{(rms_db < -40).sum()} silent 20 ms gaps in what the listener heard"
+    freq, _ = spectrum_peak(heard, listener.rate)
+    assert abs(freq - 800) < 25
+    stream = h.legs[0].media
+    assert stream.jitter.stats.lost + stream.jitter.stats.late > 0, "the loss was not even seen"
+
+
+def test_dtmf_digit_arrives_as_an_event_on_the_leg(harness):
+    h = harness()
+    p, leg = h.add("PCMA", 8)
+    digits: list[str] = []
+    leg.on("dtmf", lambda digit: digits.append(digit))
+    h.talk(0.2)
+    for d in "19#":
+        p.send_dtmf(d)
+        h.talk(0.1)
+    assert digits == ["1", "9", "#"]
+
+
+def test_a_silent_leg_times_out_is_removed_and_its_ports_are_released(harness):
+    h = harness()
+    keeps, _ = h.add("PCMU", 0, timeout=10)
+    goes, leg = h.add("G722", 9, timeout=0.6)
+    in_use = h.allocator.in_use
+    assert in_use == 2
+    h.talk(0.3)
+    goes.close()  # the far end vanishes without a word
+    deadline = LOOP.time() + 5
+    while leg.state != "left" and LOOP.time() < deadline:
+        h.talk(0.1, [keeps])
+    assert leg.state == "left" and "no media" in leg.hangup_reason
+    assert leg.id not in h.room.legs
+    run_for(0.1)
+    assert h.allocator.in_use == 1
+
+
+def test_ports_are_released_after_many_calls(harness):
+    h = harness()
+    for _ in range(40):
+        c = CAT.get("PCMU")
+        session = open_rtp_session(h.allocator, clock_rate=8000)
+        leg = rtp_audio_leg(session, AudioFormat(c, 0))
+        h.registry.join(SPEC, leg)
+        leg.hangup("done")
+    run_for(0.2)
+    assert h.allocator.in_use == 0
