@@ -59,7 +59,14 @@ class Gateway:
         self.listening: dict[str, str] = {}
         self._ports: list[Any] = []
         self._watch = None
-        self.registry = None  # the room registry joins here with the conference core
+        # The media plane and the rooms: shared by every protocol adapter.
+        from gateway.conference import RoomRegistry
+        from gateway.media.clock import MediaClock
+        from gateway.media.ports import PortAllocator
+
+        self.ports = PortAllocator(*settings.rtp_ports)
+        self.clock = MediaClock()
+        self.registry = RoomRegistry(self.clock, reactor=reactor)
 
     # -- dial plan -------------------------------------------------------
     def reload_dialplan(self, why: str) -> bool:
@@ -102,12 +109,15 @@ class Gateway:
         from gateway.api.http import build_site
 
         self._listen_tcp("HTTP", self.settings.http_port, build_site(self), "--http-port")
+        self.clock.start()
         if self.settings.watch_dialplan:
             self._watch = task.LoopingCall(self._watch_tick)
             self._watch.clock = self.reactor
             self._watch.start(self.settings.watch_interval, now=False)
 
     def stop(self) -> None:
+        self.registry.close_all("gateway shutting down")
+        self.clock.stop()
         if self._watch is not None and self._watch.running:
             self._watch.stop()
         for p in self._ports:
@@ -130,10 +140,10 @@ class Gateway:
 
     def status(self) -> dict[str, Any]:
         plan = self.dialplan.current
-        rooms = []
-        if self.registry is not None:
-            for room in self.registry.rooms.values():
-                rooms.append({"id": room.id, "name": room.spec.name, "participants": len(room.legs)})
+        rooms = [
+            {"id": room.id, "name": room.spec.name, "participants": len(room.legs), "roster": room.roster()}
+            for room in self.registry.rooms.values()
+        ]
         return {
             "version": __version__,
             "hostname": socket.gethostname(),
@@ -149,6 +159,11 @@ class Gateway:
             "codecs": sorted(self.codec_names),
             "rooms": rooms,
             "listening": dict(self.listening),
+            "media": {
+                "rtp_ports": f"{self.ports.low}-{self.ports.high}",
+                "rtp_ports_in_use": self.ports.in_use * 2,
+                "clock": {"ticks": self.clock.stats.ticks, "late_ticks": self.clock.stats.late_ticks},
+            },
         }
 
 

@@ -119,6 +119,10 @@ class RtpParticipant:
         self._transit: float | None = None
         self._dtmf_last_ts: int | None = None
         self._task: asyncio.Task | None = None
+        # Load-generator economies (bench): silence encoded once and resent; no decoding of what arrives.
+        self.cache_silence = False
+        self.decode = True
+        self._silence_payload: bytes | None = None
 
     # -- set-up --------------------------------------------------------------
     async def start(self, port: int = 0) -> int:
@@ -209,7 +213,12 @@ class RtpParticipant:
 
     def send_frame(self) -> None:
         """Encode and send the next 20 ms of the current signal."""
-        payload = self._encode(self._next_pcm())
+        if self._signal is None and self.cache_silence:
+            if self._silence_payload is None:
+                self._silence_payload = self._encode(self._next_pcm())
+            payload = self._silence_payload
+        else:
+            payload = self._encode(self._next_pcm())
         data = self._packet(payload, self.pt)
         self.ts = (self.ts + self.ts_step) & 0xFFFFFFFF
         self._send(data)
@@ -305,6 +314,8 @@ class RtpParticipant:
             d = abs(transit - self._transit)
             st.jitter_ms += (d * 1000 / self.clock - st.jitter_ms) / 16
         self._transit = transit
+        if not self.decode:
+            return
         try:
             frames = self._dec.decode(av.Packet(pkt.payload))
         except av.FFmpegError:
