@@ -214,6 +214,9 @@ def run(settings: Settings) -> int:
     print(banner(gw), flush=True)
     log.info("ready")
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly
+    # A second signal during the last clean-up must not reach a closed loop.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
     aio.close()
     log.info("stopped")
     return 0
