@@ -76,6 +76,7 @@ def test_three_wrong_pins_hang_up():
                 p.send_dtmf(d)
                 talk(p, 0.06)
             talk(p, 0.8)
+        talk(p, 0.6)  # the last wrong-PIN beeps finish, then the gate hangs up
         assert leg.hung_up and "wrong PIN" in leg.hangup_reason
         assert not admitted
     finally:
