@@ -109,13 +109,43 @@ class Gateway:
         from gateway.api.http import build_site
 
         self._listen_tcp("HTTP", self.settings.http_port, build_site(self), "--http-port")
+        self._start_sip()
         self.clock.start()
         if self.settings.watch_dialplan:
             self._watch = task.LoopingCall(self._watch_tick)
             self._watch.clock = self.reactor
             self._watch.start(self.settings.watch_interval, now=False)
 
+    def _start_sip(self) -> None:
+        from twisted.internet.error import CannotListenError
+
+        from gateway.sip.transaction import TransactionLayer
+        from gateway.sip.transport import SipTransport
+        from gateway.sip.ua import SipUserAgent
+
+        bind = self.settings.bind
+        transport = SipTransport(bind, self.settings.sip_port, reactor=self.reactor)
+        try:
+            transport.start()
+        except CannotListenError as exc:
+            reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+            raise StartupError(
+                f"cannot listen for SIP on {bind}:{self.settings.sip_port}: {reason}; "
+                "choose another port with --sip-port"
+            ) from None
+        self.sip_transport = transport
+        self.sip_transactions = TransactionLayer(transport, reactor=self.reactor)
+        self.sip = SipUserAgent(
+            self.sip_transactions, transport, lambda: self.dialplan.current, self.registry, self.ports,
+            self.catalogue, media_bind=bind, media_host=self.settings.advertise or None, reactor=self.reactor,
+        )
+        self.listening["SIP"] = f"{bind}:{transport.port}/udp+tcp"
+
     def stop(self) -> None:
+        if getattr(self, "sip", None) is not None:
+            self.sip.close_all("gateway shutting down")
+            self.sip_transport.stop()
+            self.sip = None
         self.registry.close_all("gateway shutting down")
         self.clock.stop()
         if self._watch is not None and self._watch.running:

@@ -27,6 +27,7 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", metavar="FILE", help="settings file (YAML); flags override it")
     run.add_argument("--dialplan", metavar="FILE", help="dial plan (default: the shipped dialplans/default.yaml)")
     run.add_argument("--bind", metavar="ADDR", help="address to listen on (default 0.0.0.0)")
+    run.add_argument("--advertise", metavar="ADDR", help="address written into SDP and SIP Contact (default: the bind address)")
     run.add_argument("--sip-port", type=int, metavar="N", help="SIP port (default 5060)")
     run.add_argument("--h323-port", type=int, metavar="N", help="H.225.0 call signalling port (default 1720)")
     run.add_argument("--ras-port", type=int, metavar="N", help="H.225.0 RAS gatekeeper port (default 1719)")
@@ -62,6 +63,8 @@ def _settings_from_args(args: argparse.Namespace):
             changes["dialplan"] = Path(args.dialplan)
         if args.bind:
             changes["bind"] = check_bind(args.bind)
+        if args.advertise:
+            changes["advertise"] = check_bind(args.advertise)
         for flag, key in (("sip_port", "sip_port"), ("h323_port", "h323_port"), ("ras_port", "ras_port"), ("http_port", "http_port")):
             value = getattr(args, flag)
             if value is not None:

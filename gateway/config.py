@@ -3,6 +3,7 @@
 A settings file looks like::
 
     bind: 0.0.0.0
+    advertise: 203.0.113.7         # address put in SDP and Contact (default: bind address)
     sip_port: 5060
     h323_port: 1720
     ras_port: 1719
@@ -43,10 +44,11 @@ class Settings:
     dialplan: Path = field(default_factory=default_dialplan)
     watch_dialplan: bool = True
     watch_interval: float = 2.0
+    advertise: str = ""  # address written into SDP/Contact; empty: the bind address (or loopback when bound to any)
 
 
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port")
-_KEYS = ("bind", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval")
+_KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval")
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -122,7 +124,7 @@ def load_settings(path: str | Path) -> Settings:
         try:
             if key in _PORT_KEYS:
                 values[key] = check_port(key, value)
-            elif key == "bind":
+            elif key in ("bind", "advertise"):
                 values[key] = check_bind(value)
             elif key == "rtp_ports":
                 values[key] = parse_port_range(value)

@@ -1,0 +1,625 @@
+"""The gateway's SIP user agent core: calls into conference rooms (RFC 3261 UAS side).
+
+An INVITE to ``sip:<number or alias>@gateway`` is routed through the dial
+plan; a room route opens (or joins) the room, the SDP offer is answered from
+the codec catalogue and the room's policy, and the call becomes an ordinary
+:class:`~gateway.conference.Leg`. Everything else a SIP endpoint expects from a
+conference server is answered here: late offer (INVITE without SDP, answer in
+the ACK), re-INVITE and UPDATE (hold/resume, codec change, session refresh),
+CANCEL, BYE both ways, OPTIONS, INFO (DTMF relay, picture_fast_update),
+session timers (RFC 4028) and the refusals with reasons (404, 403, 480, 486,
+488, 420, 422, 481, 482, 483).
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gateway.catalogue import Catalogue
+from gateway.conference import JoinRefused, Leg, RoomRegistry
+from gateway.conference.media_leg import rtp_audio_leg
+from gateway.media.audio_stream import AudioFormat
+from gateway.media.ports import PortAllocator, PortsExhausted
+from gateway.media.rtp import RtpSession, open_rtp_session
+from gateway.sip.dialog import USER_AGENT, Dialog, new_tag
+from gateway.sip.message import Request, Response
+from gateway.sip.offer_answer import LocalMedia, NegotiatedStream, OfferAnswer
+from gateway.sip.sdp import SdpError, SessionDescription
+from gateway.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from gateway.sip.transport import Peer, SipTransport
+from gateway.sip.uri import SipUri
+
+log = logging.getLogger("cau.sip")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, REGISTER"
+SUPPORTED = "timer, 100rel, replaces"
+ACCEPT = "application/sdp, application/dtmf-relay, application/dtmf, application/media_control+xml"
+DTMF_DIGITS = "0123456789*#ABCD"
+
+
+@dataclass
+class SipConfig:
+    session_expires: int = 1800   # RFC 4028: what we ask for when the caller does not say
+    min_se: int = 90              # RFC 4028 §5: the smallest interval we accept
+    rtp_timeout: float = 30.0     # no media for this long → the leg hangs up (BYE)
+
+
+class SipCall:
+    """One INVITE dialog with a participant in a room."""
+
+    def __init__(self, ua: "SipUserAgent", invite: Request, stx: ServerTransaction, peer: Peer):
+        self.ua = ua
+        self.invite = invite
+        self.stx = stx
+        self.peer = peer
+        self.local_tag = new_tag()
+        self.dialog = Dialog.as_uas(invite, self.local_tag, peer)
+        self.leg: Leg | None = None
+        self.room = None
+        self.spec = None
+        self.oa: OfferAnswer | None = None
+        self.audio: RtpSession | None = None
+        self.video: RtpSession | None = None
+        self.local_sdp: SessionDescription | None = None
+        self.pending_offer: SessionDescription | None = None  # our offer awaiting the ACK (late offer)
+        self.streams: list[NegotiatedStream] = []
+        self.state = "early"  # early → confirmed → terminated
+        self.ended_by_us = False
+        self.session_expires: int | None = None
+        self._refresh_timer = None
+        self._ack_wait = None
+        self.retransmission = None
+        self.started = time.time()
+
+    # -- set-up ---------------------------------------------------------------------------
+    def local_media(self) -> LocalMedia:
+        return LocalMedia(self.audio.local_port, self.video.local_port if self.video else None, self.ua.media_host)
+
+    def open_media(self, want_video: bool) -> None:
+        self.audio = open_rtp_session(self.ua.ports, bind=self.ua.media_bind, clock_rate=8000, timeout=self.ua.config.rtp_timeout)
+        if want_video:
+            self.video = open_rtp_session(self.ua.ports, bind=self.ua.media_bind, clock_rate=90000, timeout=0)
+
+    def close_media(self) -> None:
+        for s in (self.audio, self.video):
+            if s is not None:
+                s.close()
+
+    def apply_streams(self, streams: list[NegotiatedStream]) -> None:
+        """Point RTP at what was negotiated; (re)build the Leg's audio when the codec changed."""
+        self.streams = streams
+        audio = next((s for s in streams if s.media == "audio" and s.accepted), None)
+        if audio is None:
+            raise SdpError("no audio stream was accepted", status=488)
+        self.audio.clock_rate = audio.clock_rate
+        self.audio.set_remote(audio.remote_host if audio.remote_host not in ("0.0.0.0", "::") else self.peer.host,
+                              audio.remote_port, audio.remote_rtcp_port or None)
+        video = next((s for s in streams if s.media == "video" and s.accepted), None)
+        if video is not None and self.video is not None and video.remote_port:
+            self.video.set_remote(video.remote_host, video.remote_port, video.remote_rtcp_port or None)
+        rx = AudioFormat(audio.codec, audio.local_payload_type if audio.local_payload_type is not None else audio.payload_type,
+                         audio.ptime or 20)
+        tx = AudioFormat(audio.codec, audio.payload_type, audio.ptime or 20)
+        if self.leg is None:
+            self.leg = rtp_audio_leg(
+                self.audio, rx, tx, dtmf_pt=audio.local_dtmf_pt if audio.local_dtmf_pt is not None else audio.dtmf_pt,
+                display_name=self.display_name(), protocol="sip", remote=f"{self.peer.host}:{self.peer.port}",
+            )
+            self.leg.on("hangup", self._on_leg_hangup)
+        else:
+            media = self.leg.media
+            if (media.rx.codec.name, media.rx.payload_type, media.tx.payload_type) != (rx.codec.name, rx.payload_type, tx.payload_type):
+                self._swap_audio(rx, tx, audio)
+        # hold: the far end does not want to receive → do not send it the room's audio
+        on_hold = not audio.sends
+        if self.room is not None and self.leg.id in self.room.legs:
+            self.leg.mute("out", on_hold)
+
+    def _swap_audio(self, rx: AudioFormat, tx: AudioFormat, audio: NegotiatedStream) -> None:
+        """Codec change in a re-INVITE: a new AudioStream on the same RTP session, rejoined to the room."""
+        from gateway.media.audio_stream import AudioStream
+
+        room = self.room
+        if room is not None:
+            room.leave(self.leg, "codec change")
+        stream = AudioStream(self.audio, rx, tx, dtmf_pt=audio.local_dtmf_pt if audio.local_dtmf_pt is not None else audio.dtmf_pt)
+        stream.on_dtmf = lambda digit: self.leg.emit("dtmf", digit=digit)
+        self.leg.media = stream
+        self.leg.audio = (stream, stream)
+        if room is not None:
+            self.leg.state = "new"
+            room.join(self.leg)
+
+    def display_name(self) -> str:
+        frm = self.invite.from_
+        if frm.display_name:
+            return frm.display_name
+        uri = frm.uri
+        return (uri.user or uri.host) if isinstance(uri, SipUri) else str(uri)
+
+    def contact(self) -> str:
+        return self.ua.contact()
+
+    # -- responses ----------------------------------------------------------------------
+    def final(self, status: int, reason: str | None = None, body: bytes = b"", extra: list[tuple[str, str]] = ()) -> Response:
+        r = self.stx.make_response(status, reason, to_tag=self.local_tag)
+        h = r.headers
+        if 200 <= status < 300:
+            h.add("Contact", self.contact())
+            for rr in self.invite.headers.get_lines("Record-Route"):
+                h.add("Record-Route", rr)
+        h.add("Allow", ALLOW)
+        h.add("Supported", SUPPORTED)
+        h.add("Server", USER_AGENT)
+        if status >= 400 and reason:
+            h.add("Warning", f'399 cau "{_quote(reason)}"')
+        for name, value in extra:
+            h.add(name, value)
+        if body:
+            h.add("Content-Type", "application/sdp")
+            r.body = body
+        return r
+
+    def stop_retransmission(self) -> None:
+        if self.retransmission is not None:
+            self.retransmission.stop()
+            self.retransmission = None
+
+    # -- teardown -----------------------------------------------------------------------
+    def _on_leg_hangup(self, reason: str) -> None:
+        """The leg ended on our side (RTP timeout, room closed, kicked): tell the far end."""
+        if self.state == "terminated":
+            return
+        if self.state == "confirmed":
+            self.ended_by_us = True
+            self.ua.send_bye(self, reason)
+        self.terminate(reason)
+
+    def terminate(self, reason: str) -> None:
+        if self.state == "terminated":
+            return
+        self.state = "terminated"
+        self.stop_retransmission()
+        for t in (self._refresh_timer, self._ack_wait):
+            if t is not None and t.active():
+                t.cancel()
+        if self.leg is not None:
+            self.leg.hangup(reason)  # closes the RTP session (media_leg) and leaves the room
+        else:
+            self.close_media()
+        if self.video is not None:
+            self.video.close()
+        self.ua.forget(self)
+        log.info("call %s ended: %s", self.dialog.call_id, reason)
+
+    # -- session timer (RFC 4028) --------------------------------------------------------
+    def arm_session_timer(self) -> None:
+        if self._refresh_timer is not None and self._refresh_timer.active():
+            self._refresh_timer.cancel()
+        if self.session_expires:
+            # the refresher (the caller) must refresh before expiry; give it the RFC's margin
+            grace = min(32, self.session_expires / 3)
+            self._refresh_timer = self.ua.reactor.callLater(self.session_expires - grace, self._session_expired)
+
+    def _session_expired(self) -> None:
+        log.info("call %s: session timer expired without a refresh", self.dialog.call_id)
+        self._on_leg_hangup("session timer expired (RFC 4028)")
+
+
+class SipUserAgent:
+    def __init__(
+        self,
+        transactions: TransactionLayer,
+        transport: SipTransport,
+        plan: Callable[[], Any],
+        registry: RoomRegistry,
+        ports: PortAllocator,
+        catalogue: Catalogue,
+        media_bind: str = "127.0.0.1",
+        media_host: str | None = None,
+        reactor: Any = None,
+        config: SipConfig | None = None,
+    ):
+        if reactor is None:
+            from twisted.internet import reactor as _r
+
+            reactor = _r
+        self.tx = transactions
+        self.transport = transport
+        self.plan = plan
+        self.registry = registry
+        self.ports = ports
+        self.catalogue = catalogue
+        self.media_bind = media_bind
+        self.media_host = media_host or (media_bind if media_bind not in ("0.0.0.0", "::") else transport.local_host)
+        self.reactor = reactor
+        self.config = config or SipConfig()
+        self.calls: dict[str, SipCall] = {}  # by Call-ID
+        self.stats = {"invites": 0, "answered": 0, "refused": 0, "byes": 0}
+        transactions.on_request = self.on_request
+        transactions.on_stray_2xx = lambda response: None
+
+    # -- helpers --------------------------------------------------------------------------
+    def contact(self) -> str:
+        host = self.media_host
+        host = f"[{host}]" if ":" in host else host
+        return f"<sip:cau@{host}:{self.transport.port}>"
+
+    def forget(self, call: SipCall) -> None:
+        if self.calls.get(call.dialog.call_id) is call:
+            del self.calls[call.dialog.call_id]
+
+    def _respond(self, stx: ServerTransaction, status: int, reason: str | None = None,
+                 extra: list[tuple[str, str]] = (), body: bytes = b"", content_type: str | None = None,
+                 to_tag: str | None = None) -> None:
+        r = stx.make_response(status, reason, to_tag=to_tag or (new_tag() if status >= 200 else None))
+        r.headers.add("Server", USER_AGENT)
+        if status >= 400 and reason:
+            r.headers.add("Warning", f'399 cau "{_quote(reason)}"')
+        for name, value in extra:
+            r.headers.add(name, value)
+        if body:
+            r.headers.add("Content-Type", content_type or "application/sdp")
+            r.body = body
+        stx.respond(r)
+
+    # -- dispatch -------------------------------------------------------------------------
+    def on_request(self, request: Request, stx: ServerTransaction | None, peer: Peer) -> None:
+        try:
+            self._dispatch(request, stx, peer)
+        except Exception as exc:  # never let one request take the UA down
+            log.exception("SIP %s from %s failed", request.method, peer)
+            if stx is not None and request.method != "ACK":
+                try:
+                    self._respond(stx, 500, f"internal error: {type(exc).__name__}")
+                except Exception:
+                    log.exception("could not answer 500")
+
+    def _dispatch(self, request: Request, stx: ServerTransaction | None, peer: Peer) -> None:
+        method = request.method
+        if method == "ACK":
+            self._on_ack(request)
+            return
+        assert stx is not None
+        mf = request.max_forwards
+        if mf is not None and mf == 0 and method != "OPTIONS":
+            self._respond(stx, 483, "Too Many Hops")
+            return
+        to_tag = request.to.tag
+        if to_tag:
+            call = self.calls.get(request.call_id)
+            if call is None or call.local_tag != to_tag:
+                self._respond(stx, 481, "Call/Transaction Does Not Exist")
+                return
+            if not call.dialog.accepts(request):
+                self._respond(stx, 500, "CSeq lower than the last one in this dialog")
+                return
+            handler = {
+                "BYE": self._on_bye, "INVITE": self._on_reinvite, "UPDATE": self._on_update,
+                "INFO": self._on_info, "OPTIONS": self._on_options_in_dialog, "PRACK": self._on_prack,
+            }.get(method)
+            if handler is None:
+                self._respond(stx, 405, f"{method} is not allowed in a call", extra=[("Allow", ALLOW)])
+                return
+            handler(call, request, stx)
+            return
+        if method == "INVITE":
+            self._on_invite(request, stx, peer)
+        elif method == "OPTIONS":
+            self._on_options(request, stx)
+        elif method == "REGISTER" and self.registrar is not None:
+            self.registrar.on_register(request, stx, peer)
+        elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
+            self._respond(stx, 481, "Call/Transaction Does Not Exist")
+        else:
+            self._respond(stx, 405, f"{method} is not supported here", extra=[("Allow", ALLOW)])
+
+    registrar = None  # set by the registrar when it is built
+
+    # -- OPTIONS --------------------------------------------------------------------------
+    def _options_headers(self) -> list[tuple[str, str]]:
+        return [("Allow", ALLOW), ("Accept", ACCEPT), ("Supported", SUPPORTED), ("Accept-Language", "vi, en")]
+
+    def _on_options(self, request: Request, stx: ServerTransaction) -> None:
+        # capabilities: an SDP offer of what a room with the default policy would take (RFC 3261 §11.2)
+        oa = OfferAnswer(self.catalogue)
+        sdp = oa.offer(LocalMedia(0, 0, self.media_host)).serialize().encode()
+        self._respond(stx, 200, None, extra=self._options_headers(), body=sdp)
+
+    def _on_options_in_dialog(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
+        self._respond(stx, 200, None, extra=self._options_headers(), to_tag=call.local_tag)
+
+    # -- INVITE ---------------------------------------------------------------------------
+    def _dialed(self, request: Request) -> str:
+        uri = request.uri
+        if isinstance(uri, SipUri) and uri.user:
+            return uri.user
+        to = request.to.uri
+        if isinstance(to, SipUri) and to.user:
+            return to.user
+        return str(uri)
+
+    def _caller(self, request: Request) -> str | None:
+        uri = request.from_.uri
+        return uri.user if isinstance(uri, SipUri) else None
+
+    def _on_invite(self, request: Request, stx: ServerTransaction, peer: Peer) -> None:
+        self.stats["invites"] += 1
+        call_id = request.call_id
+        existing = self.calls.get(call_id)
+        if existing is not None:
+            # §8.2.2.2 merged request: same Call-ID/From tag/CSeq arriving by another path
+            if existing.invite.from_.tag == request.from_.tag and existing.invite.cseq.seq == request.cseq.seq:
+                self._respond(stx, 482, "Loop Detected")
+                return
+        # Require: only what we support (RFC 3261 §8.2.2.3)
+        required = [o.strip().lower() for v in request.headers.get_all("Require") for o in v.split(",") if o.strip()]
+        unsupported = [o for o in required if o not in ("timer", "100rel", "replaces")]
+        if unsupported:
+            self._respond(stx, 420, "Bad Extension", extra=[("Unsupported", ", ".join(unsupported))])
+            return
+        # Session timer (RFC 4028 §9)
+        se_value, se_refresher = _session_expires(request.headers.get("Session-Expires"))
+        if se_value is not None and se_value < self.config.min_se:
+            self._respond(stx, 422, "Session Interval Too Small", extra=[("Min-SE", str(self.config.min_se))])
+            return
+        # Route through the dial plan
+        dialed = self._dialed(request)
+        result = self.plan().route(dialed, caller=self._caller(request), protocol="sip")
+        if result.kind == "none":
+            self._refuse(stx, 404, f"no room or route for {dialed!r}")
+            return
+        if result.kind == "reject":
+            self._refuse(stx, result.status or 403, result.reason)
+            return
+        if result.kind == "dial":
+            self._refuse(stx, 403, f"{dialed!r} routes out to {result.target}; bridging a caller out is not offered")
+            return
+        spec = result.room
+        room = self.registry.get(spec.id)
+        if room is not None and spec.max_participants and len(room.legs) >= spec.max_participants:
+            self._refuse(stx, 486, f"room {spec.id} is full ({spec.max_participants} participants)")
+            return
+        offer = None
+        if request.body:
+            if request.content_type not in (None, "application/sdp"):
+                self._refuse(stx, 415, f"cannot read a {request.content_type} body", extra=[("Accept", "application/sdp")])
+                return
+            try:
+                offer = SessionDescription.parse(request.body)
+            except SdpError as exc:
+                self._refuse(stx, 400, f"bad SDP: {exc.reason}")
+                return
+        call = SipCall(self, request, stx, peer)
+        call.spec = spec
+        call.oa = OfferAnswer(self.catalogue, spec.audio_codecs, spec.video_codecs, spec.max_resolution, spec.max_bitrate_kbps)
+        if se_value is not None or "timer" in _options(request.headers.get_all("Supported")):
+            call.session_expires = max(se_value or self.config.session_expires, self.config.min_se)
+        try:
+            want_video = offer is None or any(m.media == "video" and m.port for m in offer.media)
+            call.open_media(want_video)
+        except PortsExhausted as exc:
+            self._refuse(stx, 503, f"no media ports free: {exc}", to_tag=call.local_tag)
+            return
+        self.calls[call_id] = call
+        stx.on_cancel = lambda cancel: self._on_cancel(call)
+        try:
+            if offer is not None:
+                answer, streams = call.oa.answer(offer, call.local_media())
+                call.apply_streams(streams)
+                call.local_sdp = answer
+            else:
+                # late offer (Polycom/Cisco): we offer in the 200, the answer comes in the ACK
+                call.local_sdp = call.oa.offer(call.local_media(), video=call.video is not None)
+                call.pending_offer = call.local_sdp
+        except SdpError as exc:
+            call.close_media()
+            self.forget(call)
+            self._refuse(stx, exc.status if exc.status in (400, 488) else 488, exc.reason, to_tag=call.local_tag,
+                         extra=[("Warning", '304 cau "Media type not available"')] if exc.status == 488 else ())
+            return
+        if call.leg is not None:
+            try:
+                self._enter_room(call)
+            except JoinRefused as exc:
+                call.leg.hangup(exc.reason)
+                self.forget(call)
+                self._refuse(stx, exc.sip_status, exc.reason, to_tag=call.local_tag)
+                return
+        extra = []
+        if call.session_expires:
+            refresher = se_refresher or "uac"
+            extra = [("Session-Expires", f"{call.session_expires};refresher={refresher}"), ("Require", "timer")]
+        ok = call.final(200, None, call.local_sdp.serialize().encode(), extra=extra)
+        call.ok = ok
+        self.stats["answered"] += 1
+        call.retransmission = stx.retransmit_2xx_until_ack(ok, lambda: self._ack_timeout(call))
+        log.info("SIP call %s from %s joins room %s (%s)", call_id, call.display_name(), spec.id,
+                 call.leg.audio_rx if call.leg else "late offer")
+
+    def _enter_room(self, call: SipCall) -> None:
+        """Join the room now, or first through the PIN gate when the room has a PIN."""
+        if call.spec.pin:
+            from gateway.conference.pin import PinGate
+
+            def admitted(leg: Leg) -> None:
+                try:
+                    call.room = self.registry.join(call.spec, leg)
+                except JoinRefused as exc:
+                    call._on_leg_hangup(exc.reason)
+
+            call.gate = PinGate(call.leg, call.spec.pin, self.registry.clock, admitted, reactor=self.reactor)
+        else:
+            call.room = self.registry.join(call.spec, call.leg)
+
+    def _refuse(self, stx: ServerTransaction, status: int, reason: str, extra=(), to_tag: str | None = None) -> None:
+        self.stats["refused"] += 1
+        log.info("SIP INVITE refused %d: %s", status, reason)
+        self._respond(stx, status, reason, extra=list(extra), to_tag=to_tag)
+
+    def _ack_timeout(self, call: SipCall) -> None:
+        if call.state == "early":
+            log.warning("call %s: no ACK for our 200 OK; ending it", call.dialog.call_id)
+            call.state = "confirmed"  # so that a BYE goes out (RFC 3261 §13.3.1.4)
+            call._on_leg_hangup("no ACK received")
+
+    def _on_ack(self, request: Request) -> None:
+        call = self.calls.get(request.call_id)
+        if call is None or request.to.tag != call.local_tag:
+            return  # ACK for a non-2xx is absorbed by the transaction layer; stray ones dropped
+        call.stop_retransmission()
+        if call.pending_offer is not None:
+            offer, call.pending_offer = call.pending_offer, None
+            if not request.body:
+                call.state = "confirmed"
+                call._on_leg_hangup("late offer: the ACK carried no SDP answer")
+                return
+            try:
+                answer = SessionDescription.parse(request.body)
+                streams = call.oa.process_answer(offer, answer)
+                call.apply_streams(streams)
+                self._enter_room(call)
+            except (SdpError, JoinRefused) as exc:
+                call.state = "confirmed"
+                call._on_leg_hangup(f"unusable answer in ACK: {getattr(exc, 'reason', exc)}")
+                return
+        if call.state == "early":
+            call.state = "confirmed"
+            call.dialog.confirmed = True
+            call.arm_session_timer()
+
+    def _on_cancel(self, call: SipCall) -> None:
+        if call.state != "early":
+            return
+        log.info("call %s cancelled by the caller", call.dialog.call_id)
+        call.stop_retransmission()
+        self._respond(call.stx, 487, "Request Terminated", to_tag=call.local_tag)
+        call.terminate("cancelled")
+
+    # -- in-dialog requests -----------------------------------------------------------------
+    def _on_bye(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
+        self.stats["byes"] += 1
+        self._respond(stx, 200, None, to_tag=call.local_tag)
+        call.terminate("the participant hung up")
+
+    def _on_prack(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
+        self._respond(stx, 200, None, to_tag=call.local_tag)
+
+    def _on_reinvite(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
+        self._session_refresh(call, request)
+        if not request.body:
+            # offer-less re-INVITE: offer our current SDP again (answer arrives in the ACK)
+            offer = call.oa.reoffer(call.local_sdp, call.local_media())
+            call.local_sdp = offer
+            call.pending_offer = offer
+        else:
+            try:
+                offer = SessionDescription.parse(request.body)
+                answer, streams = call.oa.answer(offer, call.local_media(), previous=call.local_sdp)
+                call.apply_streams(streams)
+                call.local_sdp = answer
+            except SdpError as exc:
+                # RFC 3261 §14.2: a failed re-INVITE leaves the session as it was
+                self._respond(stx, 488, exc.reason, to_tag=call.local_tag)
+                return
+        call.stop_retransmission()
+        call.stx = stx
+        ok = call.final(200, None, call.local_sdp.serialize().encode(), extra=self._timer_headers(call))
+        call.retransmission = stx.retransmit_2xx_until_ack(ok, None)
+
+    def _on_update(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
+        self._session_refresh(call, request)
+        body = b""
+        if request.body:
+            try:
+                offer = SessionDescription.parse(request.body)
+                answer, streams = call.oa.answer(offer, call.local_media(), previous=call.local_sdp)
+                call.apply_streams(streams)
+                call.local_sdp = answer
+                body = answer.serialize().encode()
+            except SdpError as exc:
+                self._respond(stx, 488, exc.reason, to_tag=call.local_tag)
+                return
+        r = stx.make_response(200, None, to_tag=call.local_tag)
+        r.headers.add("Contact", self.contact())
+        for name, value in self._timer_headers(call):
+            r.headers.add(name, value)
+        if body:
+            r.headers.add("Content-Type", "application/sdp")
+            r.body = body
+        stx.respond(r)
+
+    def _session_refresh(self, call: SipCall, request: Request) -> None:
+        se, _ = _session_expires(request.headers.get("Session-Expires"))
+        if se is not None:
+            call.session_expires = max(se, self.config.min_se)
+        call.arm_session_timer()
+
+    def _timer_headers(self, call: SipCall) -> list[tuple[str, str]]:
+        if not call.session_expires:
+            return []
+        return [("Session-Expires", f"{call.session_expires};refresher=uac"), ("Require", "timer")]
+
+    def _on_info(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
+        ctype = request.content_type or ""
+        body = request.body.decode("utf-8", "replace")
+        digit = None
+        if ctype == "application/dtmf-relay":
+            m = re.search(r"(?im)^\s*signal\s*=\s*(\S)", body)
+            digit = m.group(1).upper() if m else None
+        elif ctype == "application/dtmf":
+            digit = body.strip()[:1].upper() or None
+        elif ctype == "application/media_control+xml":
+            if "picture_fast_update" in body and call.leg is not None:
+                call.leg.emit("keyframe_request")
+            self._respond(stx, 200, None, to_tag=call.local_tag)
+            return
+        else:
+            self._respond(stx, 415, f"INFO with {ctype or 'no body'} is not understood", to_tag=call.local_tag,
+                          extra=[("Accept", ACCEPT)])
+            return
+        if digit is None or digit not in DTMF_DIGITS:
+            self._respond(stx, 400, "DTMF INFO without a digit 0-9 * # A-D", to_tag=call.local_tag)
+            return
+        self._respond(stx, 200, None, to_tag=call.local_tag)
+        if call.leg is not None:
+            call.leg.emit("dtmf", digit=digit)
+
+    # -- requests we send ------------------------------------------------------------------
+    def send_bye(self, call: SipCall, reason: str) -> None:
+        bye = call.dialog.request("BYE", self.contact(), extra=[("Reason", f'SIP;cause=200;text="{_quote(reason)}"')])
+        self.tx.client(bye, call.dialog.peer, lambda response, tx: None)
+
+    def close_all(self, reason: str) -> None:
+        for call in list(self.calls.values()):
+            if call.state == "confirmed":
+                call._on_leg_hangup(reason)
+            else:
+                call.terminate(reason)
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
+
+
+def _options(values: list[str]) -> set[str]:
+    return {o.strip().lower() for v in values for o in v.split(",") if o.strip()}
+
+
+def _session_expires(value: str | None) -> tuple[int | None, str | None]:
+    if not value:
+        return None, None
+    parts = value.split(";")
+    try:
+        seconds = int(parts[0].strip())
+    except ValueError:
+        return None, None
+    refresher = None
+    for p in parts[1:]:
+        k, _, v = p.partition("=")
+        if k.strip().lower() == "refresher" and v.strip().lower() in ("uac", "uas"):
+            refresher = v.strip().lower()
+    return seconds, refresher
