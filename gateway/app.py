@@ -110,6 +110,7 @@ class Gateway:
 
         self._listen_tcp("HTTP", self.settings.http_port, build_site(self), "--http-port")
         self._start_sip()
+        self._start_gatekeeper()
         self.clock.start()
         if self.settings.watch_dialplan:
             self._watch = task.LoopingCall(self._watch_tick)
@@ -141,7 +142,37 @@ class Gateway:
         )
         self.listening["SIP"] = f"{bind}:{transport.port}/udp+tcp"
 
+    def advertised_host(self) -> str:
+        if self.settings.advertise:
+            return self.settings.advertise
+        return self.settings.bind if self.settings.bind not in ("0.0.0.0", "::") else "127.0.0.1"
+
+    def _start_gatekeeper(self) -> None:
+        from twisted.internet.error import CannotListenError
+
+        from gateway.h323.gatekeeper import Gatekeeper
+
+        host = self.advertised_host()
+        gk = Gatekeeper(
+            lambda: self.dialplan.current, gatekeeper_id="cau",
+            call_signal_address=(host, self.settings.h323_port), reactor=self.reactor,
+            ras_address=(host, self.settings.ras_port) if self.settings.ras_port else None,
+        )
+        try:
+            gk.start(self.settings.bind, self.settings.ras_port)
+        except CannotListenError as exc:
+            reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+            raise StartupError(
+                f"cannot listen for H.323 RAS on {self.settings.bind}:{self.settings.ras_port}: {reason}; "
+                "choose another port with --ras-port"
+            ) from None
+        self.gatekeeper = gk
+        self.listening["H.323 RAS (gatekeeper)"] = f"{self.settings.bind}:{gk.port}/udp"
+
     def stop(self) -> None:
+        if getattr(self, "gatekeeper", None) is not None:
+            self.gatekeeper.stop()
+            self.gatekeeper = None
         if getattr(self, "sip", None) is not None:
             self.sip.close_all("gateway shutting down")
             self.sip_transport.stop()
