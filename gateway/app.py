@@ -140,6 +140,15 @@ class Gateway:
             self.sip_transactions, transport, lambda: self.dialplan.current, self.registry, self.ports,
             self.catalogue, media_bind=bind, media_host=self.settings.advertise or None, reactor=self.reactor,
         )
+        from gateway.sip.digest import DigestServer
+        from gateway.sip.registrar import Registrar
+
+        algorithms = tuple(a.strip().upper() for a in self.settings.sip_digest.split(",") if a.strip())
+        self.sip.registrar = Registrar(
+            lambda: self.dialplan.current, realm=self.settings.sip_realm, reactor=self.reactor,
+            digest=DigestServer(self.settings.sip_realm, algorithms=algorithms),
+        )
+        self.sip.config.answer_delay = self.settings.sip_answer_delay
         self.listening["SIP"] = f"{bind}:{transport.port}/udp+tcp"
 
     def advertised_host(self) -> str:

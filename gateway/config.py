@@ -11,6 +11,9 @@ A settings file looks like::
     rtp_ports: 16384-32767
     dialplan: province.yaml        # relative to this file
     watch_dialplan: true           # reload when the file changes on disk
+    sip_realm: cau                 # digest realm for SIP registration
+    sip_digest: MD5                # digest algorithms offered, in order, e.g. SHA-256,MD5 (RFC 8760) when every device can
+    sip_answer_delay: 0            # seconds of ringing (180) before a SIP call is answered
 
 Problems are reported as ``FILE:LINE:COL: message`` like the dial plan's.
 """
@@ -44,11 +47,15 @@ class Settings:
     dialplan: Path = field(default_factory=default_dialplan)
     watch_dialplan: bool = True
     watch_interval: float = 2.0
+    sip_realm: str = "cau"
+    sip_digest: str = "MD5"   # e.g. "SHA-256,MD5"; libre-based devices (baresip 1.0) fail on any SHA-256 challenge, sipp 3.6 on a first one
+    sip_answer_delay: float = 0.0     # ring (180) this long before answering a SIP call
     advertise: str = ""  # address written into SDP/Contact; empty: the bind address (or loopback when bound to any)
 
 
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port")
-_KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval")
+_KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
+         "sip_realm", "sip_digest", "sip_answer_delay")
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -137,6 +144,20 @@ def load_settings(path: str | Path) -> Settings:
                 if not isinstance(value, bool):
                     raise ValueError(f"watch_dialplan must be true or false, not {value!r}")
                 values[key] = value
+            elif key == "sip_realm":
+                if not isinstance(value, str) or not value or '"' in value:
+                    raise ValueError(f"sip_realm must be a non-empty name without quotes, not {value!r}")
+                values[key] = value
+            elif key == "sip_digest":
+                algs = [a.strip().upper() for a in str(value).split(",") if a.strip()]
+                bad = [a for a in algs if a not in ("SHA-256", "MD5")]
+                if not algs or bad:
+                    raise ValueError(f"sip_digest must list SHA-256 and/or MD5, most preferred first, not {value!r}")
+                values[key] = ",".join(algs)
+            elif key == "sip_answer_delay":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 30:
+                    raise ValueError(f"sip_answer_delay must be 0 to 30 seconds, not {value!r}")
+                values[key] = float(value)
             elif key == "watch_interval":
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                     raise ValueError(f"watch_interval must be a positive number of seconds, not {value!r}")

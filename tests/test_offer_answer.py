@@ -433,9 +433,18 @@ def test_process_answer_accepts_a_renumbered_codec_and_a_rejected_stream():
     assert not video.accepted
 
 
+def test_process_answer_reads_a_missing_trailing_stream_as_refused():
+    # late-offer answers from some devices carry only the audio line
+    oa = negotiator()
+    offer = oa.offer(LOCAL)
+    audio, video = oa.process_answer(offer, sdp(HEAD + "m=audio 6000 RTP/AVP 0\n"))
+    assert audio.accepted and audio.codec.name == "PCMU"
+    assert not video.accepted and "missing" in video.reason
+
+
 @pytest.mark.parametrize("media, words", [
     ("m=audio 6000 RTP/AVP 18\na=rtpmap:18 G729/8000\n", "G729/8000 (payload type 18), which we did not offer"),
-    ("m=audio 6000 RTP/AVP 0\n", "our offer had 2"),
+    ("m=audio 6000 RTP/AVP 0\nm=video 0 RTP/AVP 34\nm=video 0 RTP/AVP 34\n", "our offer had 2"),
     ("m=audio 6000 RTP/SAVP 0\nm=video 0 RTP/AVP 34\n", "RTP/SAVP"),
     ("m=video 6000 RTP/AVP 34\nm=audio 0 RTP/AVP 0\n", "is video"),
 ])

@@ -638,10 +638,16 @@ class OfferAnswer:
 
         Raises :class:`SdpError` (status 488) when the answer does not fit the offer: a
         different number or kind of m= lines, another transport, a format we did not offer."""
-        if len(answer.media) != len(offer.media):
+        if len(answer.media) > len(offer.media) or not answer.media:
             raise SdpError(f"the answer has {len(answer.media)} m= lines, our offer had {len(offer.media)} "
                            "(RFC 3264 §6: one per offered stream, same order)", status=488)
         streams: list[NegotiatedStream] = []
+        # Some devices (and old SIP stacks) answer a late offer's audio+video with the audio line
+        # alone: RFC 3264 wants a port-0 line per refused stream; we read the missing ones as that.
+        for index, om in enumerate(offer.media[len(answer.media):], start=len(answer.media)):
+            streams.append(NegotiatedStream(media=om.media, index=index, accepted=False, proto=om.proto,
+                                            reason="missing from the answer (taken as refused)"))
+        missing, streams = streams, []
         for index, (om, am) in enumerate(zip(offer.media, answer.media)):
             if om.media != am.media:
                 raise SdpError(f"answer m= #{index + 1} is {am.media}, our offer's is {om.media}", status=488)
@@ -653,7 +659,7 @@ class OfferAnswer:
             if am.proto.upper() != om.proto.upper():
                 raise SdpError(f"answer m= #{index + 1} uses {am.proto}, we offered {om.proto}", status=488)
             streams.append(self._answered_stream(offer, answer, index, om, am))
-        return streams
+        return streams + missing
 
     def _answered_stream(self, offer: SessionDescription, answer: SessionDescription, index: int,
                          om: MediaDescription,

@@ -503,11 +503,12 @@ class SipTransport:
             vias = partial.vias
         except SipParseError:
             vias = []
-        if not vias:
+        if not partial.headers.get_lines("Via"):
             self.stats.dropped += 1
             return
         try:
-            process_via(partial, peer)
+            if vias:
+                process_via(partial, peer)
             resp = make_response(partial, e.status, e.reason)
             resp.headers.add("Warning", _warning(e.reason))
         except Exception:
@@ -515,7 +516,11 @@ class SipTransport:
             self.stats.dropped += 1
             return
         self.stats.answered_400 += 1
-        self.send_response(resp, peer)
+        if vias:
+            self.send_response(resp, peer)
+        else:
+            # The Via itself is unreadable (RFC 4475 badinv01, badvers): answer where the request came from.
+            self.send_raw(resp.serialize(), peer)
 
     # -- defaults ---------------------------------------------------------
 

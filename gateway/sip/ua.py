@@ -45,6 +45,7 @@ class SipConfig:
     session_expires: int = 1800   # RFC 4028: what we ask for when the caller does not say
     min_se: int = 90              # RFC 4028 §5: the smallest interval we accept
     rtp_timeout: float = 30.0     # no media for this long → the leg hangs up (BYE)
+    answer_delay: float = 0.0     # ring (180) this long before answering; 0 answers at once
 
 
 class SipCall:
@@ -71,6 +72,8 @@ class SipCall:
         self.session_expires: int | None = None
         self._refresh_timer = None
         self._ack_wait = None
+        self._answer_timer = None
+        self.refresher = "uac"
         self.retransmission = None
         self.started = time.time()
 
@@ -183,7 +186,7 @@ class SipCall:
             return
         self.state = "terminated"
         self.stop_retransmission()
-        for t in (self._refresh_timer, self._ack_wait):
+        for t in (self._refresh_timer, self._ack_wait, self._answer_timer):
             if t is not None and t.active():
                 t.cancel()
         if self.leg is not None:
@@ -284,10 +287,13 @@ class SipUserAgent:
             self._on_ack(request)
             return
         assert stx is not None
-        mf = request.max_forwards
-        if mf is not None and mf == 0 and method != "OPTIONS":
-            self._respond(stx, 483, "Too Many Hops")
+        if method == "REGISTER":
+            if self.registrar is None:
+                self._respond(stx, 405, "this gateway does not register endpoints", extra=[("Allow", ALLOW)])
+            else:
+                self.registrar.on_register(request, stx, peer)
             return
+        # Max-Forwards 0 needs no 483 here: we are the endpoint, not a proxy (RFC 4475 zeromf).
         to_tag = request.to.tag
         if to_tag:
             call = self.calls.get(request.call_id)
@@ -310,8 +316,6 @@ class SipUserAgent:
             self._on_invite(request, stx, peer)
         elif method == "OPTIONS":
             self._on_options(request, stx)
-        elif method == "REGISTER" and self.registrar is not None:
-            self.registrar.on_register(request, stx, peer)
         elif method in ("BYE", "INFO", "UPDATE", "PRACK"):
             self._respond(stx, 481, "Call/Transaction Does Not Exist")
         else:
@@ -429,14 +433,25 @@ class SipUserAgent:
                 self.forget(call)
                 self._refuse(stx, exc.sip_status, exc.reason, to_tag=call.local_tag)
                 return
+        call.refresher = se_refresher or "uac"
+        if self.config.answer_delay > 0:
+            # ring first (an operator knob: some endpoints expect ringback); CANCEL can arrive meanwhile
+            stx.respond(stx.make_response(180, to_tag=call.local_tag))
+            call._answer_timer = self.reactor.callLater(self.config.answer_delay, self._answer, call)
+        else:
+            self._answer(call)
+
+    def _answer(self, call: SipCall) -> None:
+        if call.state != "early":
+            return
+        stx, spec = call.stx, call.spec
         extra = []
         if call.session_expires:
-            refresher = se_refresher or "uac"
-            extra = [("Session-Expires", f"{call.session_expires};refresher={refresher}"), ("Require", "timer")]
+            extra = [("Session-Expires", f"{call.session_expires};refresher={call.refresher}"), ("Require", "timer")]
         ok = call.final(200, None, call.local_sdp.serialize().encode(), extra=extra)
-        call.ok = ok
         self.stats["answered"] += 1
         call.retransmission = stx.retransmit_2xx_until_ack(ok, lambda: self._ack_timeout(call))
+        call_id = call.dialog.call_id
         log.info("SIP call %s from %s joins room %s (%s)", call_id, call.display_name(), spec.id,
                  call.leg.audio_rx if call.leg else "late offer")
 

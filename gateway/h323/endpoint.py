@@ -1,0 +1,360 @@
+"""The gateway's H.323 side: calls on TCP 1720 become Legs in rooms (and Cầu can call out).
+
+:class:`H323Service` listens for H.225.0 call signalling.  A SETUP is routed
+through the dial plan on its called party number / destinationAddress
+aliases (dialledDigits, then h323-ID):
+
+=================  ================================================================
+room               answered (CallProceeding, Connect), H.245 as the caller chose
+                   (fast start, tunnelled, separate connection); once audio runs
+                   both ways the call becomes a Leg in the room (through the
+                   PIN gate when the room has a PIN)
+reject route       RELEASE COMPLETE, cause from the route's SIP status (RFC 3398)
+dial route         RELEASE COMPLETE cause 21 (bridging a caller out is not offered)
+nothing            RELEASE COMPLETE cause 1 (unallocated number)
+room full/closed   RELEASE COMPLETE with the refusal's Q.850 cause (17 / 18)
+=================  ================================================================
+
+Media: one :class:`~gateway.media.rtp.RtpSession` per media (symmetric RTP:
+the port we receive on is the one we send from).  Audio becomes the Leg's
+:class:`~gateway.media.audio_stream.AudioStream` (receive codec = the far end's
+transmit channel, send codec = ours).  Video channels are opened and accepted
+so the far end sends, but video media is only counted for now.
+
+H.245 UserInputIndication → ``dtmf`` events on the Leg; videoFastUpdatePicture
+→ ``keyframe_request``; FlowControlCommand → ``bitrate_limit(kbps)``.  A leg
+that hangs up (RTP timeout, room closed, kicked) ends the call with
+EndSessionCommand + RELEASE COMPLETE; the far end's RELEASE COMPLETE,
+EndSessionCommand or a lost connection hang the leg up.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+from collections import Counter
+from typing import Any, Callable
+
+from twisted.internet import defer
+
+from gateway.catalogue import Catalogue
+from gateway.conference import JoinRefused, Leg, RoomRegistry
+from gateway.conference.media_leg import rtp_audio_leg
+from gateway.media.audio_stream import AudioFormat
+from gateway.media.ports import PortAllocator, PortsExhausted
+from gateway.media.rtp import RtpSession, open_rtp_session
+
+from . import q931
+from .call import (CallOptions, CallRejected, H323Call, H323CallFactory, _alias_for, parse_destination,
+                   place_call)
+from .h245 import LogicalChannel
+
+__all__ = ["H323Service", "H323Media"]
+
+log = logging.getLogger("cau.h323")
+
+H245_AUDIO = ("G722", "PCMU", "PCMA")
+H245_VIDEO = ("H264", "H263")
+DTMF_PT = 101
+
+
+def _codecs(wanted: tuple[str, ...], ours: tuple[str, ...]) -> tuple[str, ...]:
+    if not wanted:
+        return ours
+    picked = tuple(c for c in wanted if c in ours)
+    return picked
+
+
+class H323Media:
+    """The media of one gateway call: its RTP sessions and, once audio runs both ways, its Leg."""
+
+    def __init__(self, service: H323Service, call: H323Call) -> None:
+        self.service = service
+        self.call = call
+        self.spec: Any = None
+        self.audio: RtpSession | None = None
+        self.video: RtpSession | None = None
+        self.leg: Leg | None = None
+        self.room: Any = None
+        self.gate: Any = None
+        self.video_packets = 0
+        self.joined = defer.Deferred()   # fires with the Leg once it is in the room (or the PIN gate)
+        self._no_media_timer: Any = None
+
+    # -- hooks from the call ------------------------------------------------------------
+    def media_address(self, call: H323Call, media: str) -> Any:
+        svc = self.service
+        try:
+            if media == "audio":
+                if self.audio is None:
+                    self.audio = open_rtp_session(svc.ports, bind=svc.bind, clock_rate=8000,
+                                                  timeout=svc.rtp_timeout, reactor=svc.reactor)
+                s = self.audio
+            elif media == "video":
+                if self.video is None:
+                    self.video = open_rtp_session(svc.ports, bind=svc.bind, clock_rate=90000, timeout=0,
+                                                  reactor=svc.reactor)
+                    self.video.on_packet = self._video_packet
+                s = self.video
+            else:
+                return None
+        except PortsExhausted as exc:
+            log.error("%s: no RTP ports for %s: %s", call.name, media, exc)
+            return None
+        host = svc.advertise
+        return (host, s.local_port), (host, s.local_port + 1)
+
+    def _video_packet(self, *args: Any) -> None:
+        self.video_packets += 1
+
+    def on_channels(self, call: H323Call) -> None:
+        if call.state == "released":
+            return
+        tx = call.channel("audio", "tx")
+        rx = call.channel("audio", "rx")
+        if tx is not None and self.audio is not None and tx.remote_media is not None:
+            self._point(self.audio, tx)
+        vtx = call.channel("video", "tx")
+        if vtx is not None and self.video is not None and vtx.remote_media is not None:
+            self._point(self.video, vtx)
+        if self.leg is None and tx is not None and rx is not None and tx.remote_media is not None:
+            self._build_leg(call, rx, tx)
+
+    def _point(self, session: RtpSession, ch: LogicalChannel) -> None:
+        host, port = ch.remote_media
+        rtcp = ch.remote_rtcp[1] if ch.remote_rtcp else None
+        if session.remote != (host, port):
+            try:
+                session.set_remote(host, port, rtcp)
+            except ValueError as exc:
+                log.warning("%s: unusable media address %s:%s: %s", self.call.name, host, port, exc)
+
+    def _build_leg(self, call: H323Call, rx: LogicalChannel, tx: LogicalChannel) -> None:
+        cat = self.service.catalogue
+        try:
+            rx_codec, tx_codec = cat.get(rx.codec_name), cat.get(tx.codec_name)
+        except Exception as exc:
+            log.error("%s: codec %s / %s unknown: %s", call.name, rx.codec_name, tx.codec_name, exc)
+            call.hangup(65, "no usable audio codec")
+            return
+        rx_fmt = AudioFormat(rx_codec, rx.payload_type if rx.payload_type is not None else rx_codec.static_pt)
+        tx_fmt = AudioFormat(tx_codec, tx.payload_type if tx.payload_type is not None else tx_codec.static_pt)
+        name = call.display or call.caller or (call.remote[0] if call.remote else "h323")
+        remote = f"{call.remote[0]}:{call.remote[1]}" if call.remote else ""
+        self.leg = leg = rtp_audio_leg(self.audio, rx_fmt, tx_fmt, dtmf_pt=DTMF_PT, display_name=name,
+                                       protocol="h323", remote=remote)
+        leg.on("hangup", self._leg_hangup)
+        if self._no_media_timer is not None and self._no_media_timer.active():
+            self._no_media_timer.cancel()
+        log.info("%s: audio %s in, %s out: joining room %s", call.name, leg.audio_rx, leg.audio_tx, self.spec.id)
+        try:
+            self._enter_room()
+        except JoinRefused as exc:
+            call.hangup(exc.q850_cause, exc.reason)
+            return
+        if not self.joined.called:
+            self.joined.callback(leg)
+
+    def _enter_room(self) -> None:
+        reg = self.service.registry
+        if self.spec.pin:
+            from gateway.conference.pin import PinGate
+
+            def admitted(leg: Leg) -> None:
+                try:
+                    self.room = reg.join(self.spec, leg)
+                except JoinRefused as exc:
+                    self.call.hangup(exc.q850_cause, exc.reason)
+
+            self.gate = PinGate(self.leg, self.spec.pin, reg.clock, admitted, reactor=self.service.reactor)
+        else:
+            self.room = reg.join(self.spec, self.leg)
+
+    def on_connected(self, call: H323Call) -> None:
+        t = self.service.rtp_timeout
+        if self.leg is None and t:
+            self._no_media_timer = self.service.reactor.callLater(t, self._no_media)
+
+    def _no_media(self) -> None:
+        self._no_media_timer = None
+        if self.leg is None and self.call.state != "released":
+            self.call.hangup(102, "no audio channels were opened")
+
+    def on_user_input(self, call: H323Call, digit: str) -> None:
+        if self.leg is not None:
+            self.leg.emit("dtmf", digit=digit)
+
+    def on_fast_update(self, call: H323Call, number: int | None) -> None:
+        if self.leg is not None:
+            self.leg.emit("keyframe_request")
+
+    def on_flow_control(self, call: H323Call, number: int | None, bitrate: int | None) -> None:
+        if self.leg is not None and bitrate is not None:
+            self.leg.emit("bitrate_limit", kbps=bitrate // 10)
+
+    def _leg_hangup(self, reason: str) -> None:
+        call = self.call
+        if call.state != "released":
+            cause = 102 if reason.startswith("no media") else 16
+            call.hangup(cause, reason)
+
+    def on_released(self, call: H323Call) -> None:
+        if self._no_media_timer is not None and self._no_media_timer.active():
+            self._no_media_timer.cancel()
+        self._no_media_timer = None
+        if self.leg is not None:
+            self.leg.hangup(f"H.323: {call.release_text}")   # closes the audio RTP session
+        elif self.audio is not None:
+            self.audio.close()
+        if self.video is not None:
+            self.video.close()
+        self.service._forget(call)
+        if not self.joined.called:
+            self.joined.errback(ConnectionError(f"call released before joining: cause {call.cause} "
+                                                f"({call.release_text})"))
+            self.joined.addErrback(lambda f: None)
+
+
+class H323Service:
+    """H.225.0 call signalling for Cầu: incoming calls into rooms, :meth:`dial` for cascades."""
+
+    def __init__(self, plan: Callable[[], Any], registry: RoomRegistry, ports: PortAllocator, catalogue: Catalogue,
+                 *, bind: str, advertise: str, gatekeeper: Any = None, reactor: Any = None,
+                 rtp_timeout: float = 30.0, alias: str = "cau") -> None:
+        if reactor is None:
+            from twisted.internet import reactor as _r
+            reactor = _r
+        self.plan = plan
+        self.registry = registry
+        self.ports = ports
+        self.catalogue = catalogue
+        self.bind = bind
+        self.advertise = advertise or (bind if bind not in ("0.0.0.0", "::") else "127.0.0.1")
+        self.gatekeeper = gatekeeper
+        self.reactor = reactor
+        self.rtp_timeout = rtp_timeout
+        self.alias = alias
+        self.port: int | None = None
+        self._listener: Any = None
+        self.calls: dict[str, H323Call] = {}
+        self.media: dict[str, H323Media] = {}
+        self.stats: Counter[str] = Counter()
+        self._out = itertools.count(1)
+
+    def options(self) -> CallOptions:
+        return CallOptions(fast_start=True, tunnelling=True, bind=self.bind, advertise=self.advertise,
+                           aliases=(("h323-ID", self.alias),), display="Cau", endpoint_kind="mcu")
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, port: int) -> None:
+        """Listen for call signalling on ``bind:port`` (CannotListenError passes up)."""
+        factory = H323CallFactory("callee", self.options, self.catalogue, self._prepare_incoming,
+                                  reactor=self.reactor, name="h323-in")
+        self._listener = self.reactor.listenTCP(port, factory, interface=self.bind)
+        self.port = self._listener.getHost().port
+        log.info("H.323 call signalling on %s:%d", self.bind, self.port)
+
+    def stop(self) -> defer.Deferred:
+        for call in list(self.calls.values()):
+            call.hangup(16, "gateway shutting down")
+        d = defer.maybeDeferred(self._listener.stopListening) if self._listener is not None else defer.succeed(None)
+        self._listener = None
+        return d
+
+    def _key(self, call: H323Call) -> str:
+        return call.name
+
+    def _forget(self, call: H323Call) -> None:
+        self.calls.pop(self._key(call), None)
+        self.media.pop(self._key(call), None)
+
+    def _attach(self, call: H323Call, spec: Any = None) -> H323Media:
+        m = H323Media(self, call)
+        m.spec = spec
+        call.media_address = m.media_address
+        call.on_channels = m.on_channels
+        call.on_connected = m.on_connected
+        call.on_released = m.on_released
+        call.on_user_input = m.on_user_input
+        call.on_fast_update = m.on_fast_update
+        call.on_flow_control = m.on_flow_control
+        self.calls[self._key(call)] = call
+        self.media[self._key(call)] = m
+        return m
+
+    # -- incoming -----------------------------------------------------------------------
+    def _prepare_incoming(self, call: H323Call) -> None:
+        self.stats["connections"] += 1
+        m = self._attach(call)
+        call.on_incoming = lambda c: self._route(c, m)
+
+    def _route(self, call: H323Call, media: H323Media) -> None:
+        self.stats["setups"] += 1
+        plan = self.plan()
+        candidates = [t for k, t in call.destination if k in ("dialledDigits", "partyNumber")] + \
+                     [t for k, t in call.destination if k in ("h323-ID", "url-ID", "email-ID")]
+        if not candidates:
+            self.stats["refused"] += 1
+            raise CallRejected(28, "the SETUP names no called number or alias", "badFormatAddress")
+        result = None
+        for dialed in dict.fromkeys(candidates):
+            result = plan.route(dialed, caller=call.caller, protocol="h323")
+            if result.kind != "none":
+                call.dialed = dialed
+                break
+        assert result is not None
+        if result.kind == "none":
+            self.stats["refused"] += 1
+            raise CallRejected(1, f"no room or route for {call.dialed!r}", "unreachableDestination")
+        if result.kind == "reject":
+            self.stats["refused"] += 1
+            status = result.status or 403
+            raise CallRejected(q931.sip_to_cause(status), result.reason or f"rejected ({status})")
+        if result.kind == "dial":
+            self.stats["refused"] += 1
+            raise CallRejected(21, f"{call.dialed!r} routes out to {result.target}; bridging a caller out "
+                                   "is not offered")
+        spec = result.room
+        room = self.registry.get(spec.id)
+        if room is not None and spec.max_participants and len(room.legs) >= spec.max_participants:
+            self.stats["refused"] += 1
+            raise CallRejected(17, f"room {spec.id} is full ({spec.max_participants} participants)", "inConf")
+        media.spec = spec
+        self._room_codecs(call, spec)
+        self.stats["answered"] += 1
+        log.info("%s: %s calls %r → room %s", call.name, call.caller, call.dialed, spec.id)
+
+    def _room_codecs(self, call: H323Call, spec: Any) -> None:
+        audio = _codecs(tuple(getattr(spec, "audio_codecs", ()) or ()), H245_AUDIO) or H245_AUDIO
+        video = _codecs(tuple(getattr(spec, "video_codecs", ()) or ()), H245_VIDEO)
+        call.options.audio_codecs = audio
+        call.options.video_codecs = video
+        call.options.open_video = bool(video)
+
+    # -- outgoing -----------------------------------------------------------------------
+    def dial(self, destination: str, room_spec: Any) -> defer.Deferred:
+        """Call ``alias@ip[:port]`` (or ``h323:alias@ip[:port]``) into the room ``room_spec``:
+        SETUP with fast start and tunnelling (H.245 falls back as the far end answers).
+        Fires with the Leg once it is in the room; fails with ConnectionError (the cause in the
+        message) when the call is released first."""
+        try:
+            alias, host, port = parse_destination(destination)
+        except ValueError as exc:
+            return defer.fail(exc)
+        call = H323Call("caller", self.options(), self.catalogue, reactor=self.reactor,
+                        name=f"h323-out-{next(self._out)}")
+        m = self._attach(call, room_spec)
+        self._room_codecs(call, room_spec)
+        self.stats["dialled"] += 1
+        place_call(call, host, port, [_alias_for(alias)] if alias else [])
+        return m.joined
+
+    # -- views --------------------------------------------------------------------------
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for key, call in self.calls.items():
+            m = self.media.get(key)
+            out.append({"call": key, "role": call.role, "state": call.state, "dialed": call.dialed,
+                        "caller": call.caller, "fast_start": call.fast_start, "h245": call.h245_mode,
+                        "room": m.spec.id if m and m.spec else None,
+                        "leg": m.leg.id if m and m.leg else None})
+        return out

@@ -1,0 +1,133 @@
+"""SIP conformance: independent SIP stacks (sipp, baresip, PJSIP) call rooms on the target.
+
+Each case names what an operator or a user would notice: the call completes,
+the far end is refused with the right status and a reason, two different
+devices in one room hear each other.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from interop_tests.peers.procs import wav_peak
+from interop_tests.peers.sipp import send_raw, send_raw_files, status_code
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "rfc4475"
+
+# RFC 4475 §3.1.2: messages a UAS must reject; the gateway answers each with a 4xx/5xx reason.
+INVALID_4475 = [
+    "badinv01.dat", "clerr.dat", "scalar02.dat", "quotbal.dat", "ltgtruri.dat", "lwsruri.dat",
+    "lwsstart.dat", "trws.dat", "escruri.dat", "baddate.dat", "regbadct.dat", "badaspec.dat",
+    "baddn.dat", "badvers.dat", "mismatch01.dat", "mismatch02.dat", "ncl.dat", "insuf.dat", "multi01.dat",
+    "mcl01.dat",
+]
+
+
+def hostport(target) -> str:
+    return f"{target.host}:{target.sip_port}"
+
+
+def options_request(target, call_id: str = "opt-1@127.0.0.1") -> bytes:
+    return (
+        f"OPTIONS sip:{target.room}@{target.host}:{target.sip_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK{call_id.split('@')[0]}\r\n"
+        "Max-Forwards: 70\r\nFrom: <sip:lab@127.0.0.1>;tag=1\r\n"
+        f"To: <sip:{target.room}@{target.host}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+
+
+def test_sipp_calls_into_a_room_complete(target, sipp):
+    r = sipp.uac(hostport(target), "builtin:uac", calls=3, rate=10, service=target.room, call_ms=1500)
+    assert r.ok and r.successful == 3, r.explain()
+
+
+def test_sipp_audio_call_with_rtp_completes(target, sipp):
+    r = sipp.uac(hostport(target), "uac_audio", service=target.room, call_ms=2000)
+    assert r.ok, r.explain()
+
+
+def test_options_answers_with_capabilities(target, sipp):
+    r = sipp.uac(hostport(target), "uac_options", service=target.room)
+    assert r.ok, r.explain()
+
+
+def test_cancel_before_answer_gets_487(target, sipp):
+    r = sipp.uac(hostport(target), "uac_cancel", service=target.room)
+    assert r.ok, r.explain()
+    assert r.received("SIP/2.0 487"), "no 487 Request Terminated"
+
+
+def test_late_offer_invite_without_sdp(target, sipp):
+    r = sipp.uac(hostport(target), "uac_late_offer", service=target.room, call_ms=1000)
+    assert r.ok, r.explain()
+
+
+def test_reinvite_hold_and_resume(target, sipp):
+    r = sipp.uac(hostport(target), "uac_reinvite_hold", service=target.room, call_ms=500)
+    assert r.ok, r.explain()
+
+
+def test_no_common_codec_is_488_with_reason(target, sipp):
+    r = sipp.uac(hostport(target), "uac_no_codec", service=target.room)
+    assert r.ok, r.explain()
+    (resp,) = r.received("SIP/2.0 488")[:1]
+    assert "G729" in resp or "codec" in resp.lower()
+
+
+def test_unknown_number_is_404_and_barred_number_403(target):
+    inv = options_request(target).replace(b"OPTIONS", b"INVITE")
+    for number, code in (("777777", 404), ("19001", 403)):
+        data = inv.replace(f"sip:{target.room}@".encode(), f"sip:{number}@".encode())
+        data = data.replace(b"branch=z9hG4bKopt-1", f"branch=z9hG4bKinv{number}".encode())
+        data = data.replace(b"opt-1@", f"inv-{number}@".encode())
+        line = send_raw(target.host, target.sip_port, data, timeout=3)
+        assert status_code(line) == code, line
+
+
+def test_full_room_refuses_the_third_caller_with_486(cau, sipp):
+    r = sipp.uac(hostport(cau), "builtin:uac", calls=3, rate=50, service="4000", call_ms=3000)
+    assert r.successful == 2 and r.failed == 1, r.explain()
+    assert r.received("SIP/2.0 486"), "the third caller was not told the room is full (486)"
+
+
+def test_rfc4475_malformed_requests_get_an_error_and_the_gateway_keeps_serving(target):
+    if not SHARED.is_dir():
+        pytest.fail(f"RFC 4475 messages not found at {SHARED} (shared/ must sit beside the repository)")
+    statuses = send_raw_files(target.host, target.sip_port, [SHARED / n for n in INVALID_4475], timeout=2,
+                              rewrite_via=True)
+    bad = {name: line for name, line in statuses.items() if status_code(line) not in range(400, 600)}
+    assert not bad, f"not answered with 4xx/5xx: {bad}"
+    assert status_code(statuses["badvers.dat"]) == 505
+    # a request with Max-Forwards 0 is legal and processed by an endpoint (RFC 4475 zeromf)
+    assert status_code(send_raw(target.host, target.sip_port, (SHARED / "zeromf.dat").read_bytes(), timeout=2,
+                                rewrite_via=True)) == 200
+    line = send_raw(target.host, target.sip_port, options_request(target, "after-4475@127.0.0.1"), timeout=3)
+    assert status_code(line) == 200, "the gateway stopped answering after the torture messages"
+
+
+def test_baresip_and_pjsua_in_one_room_hear_each_other(target, baresip_factory, pjsua_call, tmp_path):
+    b = baresip_factory("bare", audio_codecs=("opus/48000/2", "G722/16000/1", "PCMU/8000/1"), audio_source=("ausine", 440))
+    b.dial(target.uri(target.room))
+    b.wait_established(timeout=15)
+    wav = tmp_path / "pjsua-heard.wav"
+    result = pjsua_call(target.uri(target.room), codecs=["G722"], tone=1000, seconds=4, record=wav)
+    b.hangup()
+    b.wait_closed(timeout=10)
+    assert result.confirmed, result.error or result.reason
+    assert result.codec and "G722" in result.codec.upper()
+    assert result.rx_packets > 100, f"PJSIP received {result.rx_packets} RTP packets"
+    freq, level = wav_peak(wav)
+    assert abs(freq - 440) < 20, f"PJSIP heard {freq:.0f} Hz at {level:.1f} dBFS, not baresip's 440 Hz"
+    time.sleep(0.5)
+    heard = b.received_audio()
+    assert heard is not None, "baresip recorded nothing"
+    freq, level = wav_peak(heard)
+    assert abs(freq - 1000) < 20, f"baresip heard {freq:.0f} Hz at {level:.1f} dBFS, not PJSIP's 1000 Hz"
+
+
+def test_baresip_registers_with_digest_authentication(cau, baresip_factory):
+    b = baresip_factory("baresip-a", register_to=(hostport(cau), "baresip-a", cau.users["baresip-a"]))
+    assert b.registered(timeout=10), "baresip did not register: " + b.proc.tail()
