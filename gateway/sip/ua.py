@@ -103,6 +103,8 @@ class SipCall:
         video = next((s for s in streams if s.media == "video" and s.accepted), None)
         if video is not None and self.video is not None and video.remote_port:
             self.video.set_remote(video.remote_host, video.remote_port, video.remote_rtcp_port or None)
+            # RTCP PLI/FIR from the far end: it wants a keyframe from us (video media comes with the video issue)
+            self.video.on_rtcp_feedback = self._on_video_feedback
         rx = AudioFormat(audio.codec, audio.local_payload_type if audio.local_payload_type is not None else audio.payload_type,
                          audio.ptime or 20)
         tx = AudioFormat(audio.codec, audio.payload_type, audio.ptime or 20)
@@ -120,6 +122,10 @@ class SipCall:
         on_hold = not audio.sends
         if self.room is not None and self.leg.id in self.room.legs:
             self.leg.mute("out", on_hold)
+
+    def _on_video_feedback(self, kind: str, detail) -> None:
+        if kind in ("pli", "fir") and self.leg is not None:
+            self.leg.emit("keyframe_request")
 
     def _swap_audio(self, rx: AudioFormat, tx: AudioFormat, audio: NegotiatedStream) -> None:
         """Codec change in a re-INVITE: a new AudioStream on the same RTP session, rejoined to the room."""
@@ -435,8 +441,10 @@ class SipUserAgent:
                 return
         call.refresher = se_refresher or "uac"
         if self.config.answer_delay > 0:
-            # ring first (an operator knob: some endpoints expect ringback); CANCEL can arrive meanwhile
-            stx.respond(stx.make_response(180, to_tag=call.local_tag))
+            # ring first (an operator knob: some endpoints expect ringback); CANCEL can arrive meanwhile.
+            # A caller that requires 100rel gets no 180 at all: RFC 3262 then has nothing to make reliable.
+            if "100rel" not in required:
+                stx.respond(stx.make_response(180, to_tag=call.local_tag))
             call._answer_timer = self.reactor.callLater(self.config.answer_delay, self._answer, call)
         else:
             self._answer(call)
@@ -452,7 +460,8 @@ class SipUserAgent:
         self.stats["answered"] += 1
         call.retransmission = stx.retransmit_2xx_until_ack(ok, lambda: self._ack_timeout(call))
         call_id = call.dialog.call_id
-        log.info("SIP call %s from %s joins room %s (%s)", call_id, call.display_name(), spec.id,
+        log.info("SIP call %s from %s %s room %s (%s)", call_id, call.display_name(),
+                 "waits for the PIN of" if spec.pin else "answered into", spec.id,
                  call.leg.audio_rx if call.leg else "late offer")
 
     def _enter_room(self, call: SipCall) -> None:

@@ -6,6 +6,7 @@ devices in one room hear each other.
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -131,3 +132,16 @@ def test_baresip_and_pjsua_in_one_room_hear_each_other(target, baresip_factory, 
 def test_baresip_registers_with_digest_authentication(cau, baresip_factory):
     b = baresip_factory("baresip-a", register_to=(hostport(cau), "baresip-a", cau.users["baresip-a"]))
     assert b.registered(timeout=10), "baresip did not register: " + b.proc.tail()
+
+
+def test_pin_room_admits_after_the_pin_by_sip_info(cau, sipp):
+    digits = {f"d{i + 1}": d for i, d in enumerate(cau.pin)}
+    r = sipp.uac(hostport(cau), "uac_pin_info", service=cau.pin_room, call_ms=1500, keys=digits)
+    assert r.ok, r.explain()
+    assert re.search(r"room locked: leg-\d+ joined", cau.log()), "the caller never joined the PIN room"
+
+
+def test_three_wrong_pins_end_the_call(cau, sipp):
+    r = sipp.uac(hostport(cau), "uac_pin_wrong", service=cau.pin_room, timeout=30)
+    assert r.ok, r.explain()
+    assert "wrong PIN entered 3 times" in cau.log()
