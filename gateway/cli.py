@@ -50,6 +50,10 @@ def _build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--list", action="store_true", help="list the test cases and exit")
     conf.add_argument("-k", dest="keyword", metavar="EXPR", help="only run cases matching this pytest -k expression")
     conf.add_argument("--report", metavar="DIR", help="write junit.xml and report.html into DIR (default ./conformance-report)")
+    conf.add_argument("--sip-target", metavar="HOST:PORT", help="test this SIP system instead of a Cầu the suite starts itself")
+    conf.add_argument("--room", metavar="NUMBER", help="a room without PIN on the target (default 1000)")
+    conf.add_argument("--pin-room", metavar="NUMBER", help="a room with a PIN on the target (default 2000)")
+    conf.add_argument("--pin", metavar="DIGITS", help="that room's PIN (default 2468)")
     return p
 
 
@@ -157,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "conformance":
         from gateway.conformance import run_conformance
 
-        return run_conformance(list_only=args.list, keyword=args.keyword, report_dir=args.report)
+        target = []
+        for flag in ("sip_target", "room", "pin_room", "pin"):
+            value = getattr(args, flag)
+            if value:
+                target += ["--" + flag.replace("_", "-"), value]
+        return run_conformance(list_only=args.list, keyword=args.keyword, report_dir=args.report, extra=target)
     parser.error(f"unknown command {args.command}")
     return 2
 

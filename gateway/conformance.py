@@ -79,9 +79,10 @@ table{{border-collapse:collapse}}</style></head><body>
     )
 
 
-def run_conformance(list_only: bool = False, keyword: str | None = None, report_dir: str | None = None) -> int:
+def run_conformance(list_only: bool = False, keyword: str | None = None, report_dir: str | None = None,
+                    extra: list[str] | None = None) -> int:
     suite = suite_dir()
-    cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider", "--rootdir", str(suite)]
+    cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider", "--rootdir", str(suite), *(extra or [])]
     if keyword:
         cmd += ["-k", keyword]
     if list_only:

@@ -87,11 +87,18 @@ def test_check_missing_file_is_an_error():
     assert "/nonexistent/plan.yaml" in r.stderr
 
 
-def test_conformance_writes_junit_and_html(tmp_path):
-    r = cau("conformance", "--report", str(tmp_path / "rep"), cwd=tmp_path)
-    assert r.returncode in (0, 5), r.stdout + r.stderr
+def test_conformance_lists_cases():
+    r = cau("conformance", "--list")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "test_options_answers_with_capabilities" in r.stdout
+
+
+def test_conformance_runs_a_case_and_writes_junit_and_html(tmp_path):
+    r = cau("conformance", "-k", "options_answers", "--report", str(tmp_path / "rep"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
     junit = tmp_path / "rep" / "junit.xml"
     html = tmp_path / "rep" / "report.html"
-    assert junit.exists() and html.exists()
-    ET.parse(junit)  # well-formed
-    assert "Cầu conformance report" in html.read_text()
+    cases = list(ET.parse(junit).getroot().iter("testcase"))
+    assert len(cases) == 1 and not any(c.find(t) is not None for c in cases for t in ("failure", "error", "skipped"))
+    page = html.read_text()
+    assert "Cầu conformance report: PASS" in page and "test_options_answers_with_capabilities" in page
