@@ -121,7 +121,13 @@ def serve(n: int, seconds: float) -> None:
 
     reactor.callLater(2.0, begin)
     reactor.callLater(2.0 + seconds, end)
-    reactor.run()
+    profile_to = os.environ.get("CAU_BENCH_PROFILE")
+    if profile_to:  # where does the gateway side spend its time? (cProfile stats file)
+        import cProfile
+
+        cProfile.runctx("reactor.run()", globals(), {"reactor": reactor}, profile_to)
+    else:
+        reactor.run()
 
 
 def _cpu() -> float:

@@ -621,7 +621,7 @@ class RtpSession(DatagramProtocol):
         port = self._rtp_port if self.rtcp_mux else self._rtcp_port
         try:
             port.getHandle().sendto(data, dest)
-        except OSError as exc:
+        except (OSError, AttributeError) as exc:  # AttributeError: the port was closed under us (shutdown)
             self._stats.send_errors += 1
             log.debug("RTP port %d: RTCP send to %s failed: %s", self.local_port, dest, exc)
             return False
