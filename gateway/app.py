@@ -110,6 +110,7 @@ class Gateway:
 
         self._listen_tcp("HTTP", self.settings.http_port, build_site(self), "--http-port")
         self._start_sip()
+        self._start_h323()
         self._start_gatekeeper()
         self.clock.start()
         if self.settings.watch_dialplan:
@@ -156,6 +157,24 @@ class Gateway:
             return self.settings.advertise
         return self.settings.bind if self.settings.bind not in ("0.0.0.0", "::") else "127.0.0.1"
 
+    def _start_h323(self) -> None:
+        from twisted.internet.error import CannotListenError
+
+        from gateway.h323.endpoint import H323Service
+
+        svc = H323Service(lambda: self.dialplan.current, self.registry, self.ports, self.catalogue,
+                          bind=self.settings.bind, advertise=self.advertised_host(), reactor=self.reactor)
+        try:
+            svc.start(self.settings.h323_port)
+        except CannotListenError as exc:
+            reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+            raise StartupError(
+                f"cannot listen for H.323 call signalling on {self.settings.bind}:{self.settings.h323_port}: "
+                f"{reason}; choose another port with --h323-port"
+            ) from None
+        self.h323 = svc
+        self.listening["H.323 call signalling"] = f"{self.settings.bind}:{svc.port}/tcp"
+
     def _start_gatekeeper(self) -> None:
         from twisted.internet.error import CannotListenError
 
@@ -164,7 +183,7 @@ class Gateway:
         host = self.advertised_host()
         gk = Gatekeeper(
             lambda: self.dialplan.current, gatekeeper_id="cau",
-            call_signal_address=(host, self.settings.h323_port), reactor=self.reactor,
+            call_signal_address=(host, self.h323.port), reactor=self.reactor,
             ras_address=(host, self.settings.ras_port) if self.settings.ras_port else None,
         )
         try:
@@ -182,6 +201,9 @@ class Gateway:
         if getattr(self, "gatekeeper", None) is not None:
             self.gatekeeper.stop()
             self.gatekeeper = None
+        if getattr(self, "h323", None) is not None:
+            self.h323.stop()
+            self.h323 = None
         if getattr(self, "sip", None) is not None:
             self.sip.close_all("gateway shutting down")
             self.sip_transport.stop()

@@ -93,7 +93,7 @@ def _start_cau(tmp: Path) -> Target:
     # ring briefly before answering so that CANCEL can be exercised
     settings.write_text("sip_answer_delay: 0.3\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(settings), "--bind", "127.0.0.1", "--sip-port", "0", "--ras-port", "0", "--http-port", "0",
+        [sys.executable, "-m", "gateway", "run", "--config", str(settings), "--bind", "127.0.0.1", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--http-port", "0",
          "--rtp-ports", f"{base}-{base + 999}", "--dialplan", str(DIALPLAN), "--no-watch"],
         stdout=out.open("w"), stderr=err.open("w"), start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")},

@@ -42,10 +42,11 @@ from gateway.catalogue import Catalogue
 
 from . import asn1, q931
 from .h245 import TERMINAL_TYPES, H245Session, LogicalChannel
-from .q931 import IE, MessageType, Q931Error, Q931Message
+from .q931 import MessageType, Q931Error, Q931Message
 from .tpkt import TpktError, TpktFramer, tpkt_frame
 
-__all__ = ["CallOptions", "CallRejected", "H323Call", "H323CallFactory", "parse_destination", "H225_PORT"]
+__all__ = ["CallOptions", "CallRejected", "H225_PORT", "H323Call", "H323CallFactory", "parse_destination",
+           "place_call"]
 
 log = logging.getLogger("cau.h323")
 
@@ -864,5 +865,3 @@ def place_call(call: H323Call, host: str, port: int, aliases: Sequence[Alias], *
     call.dial(aliases, (host, port))
     return call.reactor.connectTCP(host, port, _OutgoingFactory(call), timeout=timeout)
 
-
-__all__ += ["place_call", "_alias_for"]
