@@ -112,6 +112,7 @@ class Gateway:
         self._start_sip()
         self._start_h323()
         self._start_gatekeeper()
+        self._start_cascade()
         self.clock.start()
         if self.settings.watch_dialplan:
             self._watch = task.LoopingCall(self._watch_tick)
@@ -175,6 +176,17 @@ class Gateway:
         self.h323 = svc
         self.listening["H.323 call signalling"] = f"{self.settings.bind}:{svc.port}/tcp"
 
+    def _start_cascade(self) -> None:
+        """Rooms with `cascade` dial their number (e.g. the national MCU) when they open."""
+        from gateway.sip.dialout import enable_cascade
+
+        def h323_dial(target: str, spec: Any, room: Any) -> None:
+            d = self.h323.dial(target, spec)
+            d.addErrback(lambda f: log.warning("room %s: H.323 cascade to %s failed: %s", room.id, target,
+                                               f.getErrorMessage()))
+
+        self.cascade = enable_cascade(self.sip, self.registry, lambda: self.dialplan.current, h323_dial=h323_dial)
+
     def _start_gatekeeper(self) -> None:
         from twisted.internet.error import CannotListenError
 
@@ -198,6 +210,9 @@ class Gateway:
         self.listening["H.323 RAS (gatekeeper)"] = f"{self.settings.bind}:{gk.port}/udp"
 
     def stop(self) -> None:
+        if getattr(self, "cascade", None) is not None:
+            self.cascade.close()
+            self.cascade = None
         if getattr(self, "gatekeeper", None) is not None:
             self.gatekeeper.stop()
             self.gatekeeper = None

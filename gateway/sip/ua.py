@@ -614,7 +614,7 @@ class SipUserAgent:
 
     # -- requests we send ------------------------------------------------------------------
     def send_bye(self, call: SipCall, reason: str) -> None:
-        bye = call.dialog.request("BYE", self.contact(), extra=[("Reason", f'SIP;cause=200;text="{_quote(reason)}"')])
+        bye = call.dialog.request("BYE", call.contact(), extra=[("Reason", f'SIP;cause=200;text="{_quote(reason)}"')])
         self.tx.client(bye, call.dialog.peer, lambda response, tx: None)
 
     def close_all(self, reason: str) -> None:
