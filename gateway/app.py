@@ -231,6 +231,47 @@ class Gateway:
             p.stopListening()
         self._ports.clear()
 
+    # -- operator actions ---------------------------------------------------
+    def invite(self, room_id: str, target: str) -> Any:
+        """Call a site into a room: a sip:/h323: URI, or a dial-plan endpoint's alias or number
+        (registered with the SIP registrar or the gatekeeper). Returns a Deferred firing with the Leg;
+        fails with ValueError (what is wrong with the request) or the dial failure."""
+        from twisted.internet import defer
+
+        from gateway.sip.dialout import dial as sip_dial
+
+        plan = self.dialplan.current
+        room = self.registry.get(room_id)
+        spec = room.spec if room is not None else plan.room(room_id)
+        if spec is None:
+            return defer.fail(ValueError(f"no room {room_id!r} in the dial plan"))
+        target = target.strip()
+        scheme = target.split(":", 1)[0].lower() if ":" in target else ""
+        if scheme in ("sip", "sips"):
+            return sip_dial(self.sip, target, spec, display_name=spec.name, from_user=spec.id, room=room)
+        if scheme == "h323":
+            return self.h323.dial(target, spec)
+        endpoint = plan.endpoint(target)
+        if endpoint is None:
+            return defer.fail(ValueError(f"{target!r} is neither a sip:/h323: URI nor an endpoint of the dial plan"))
+        if endpoint.protocol == "sip":
+            bindings = self.sip.registrar.lookup(endpoint.alias) if self.sip.registrar else []
+            if not bindings:
+                return defer.fail(ValueError(f"endpoint {endpoint.alias!r} is not registered"))
+            b = bindings[0]
+            user = getattr(b.contact.uri, "user", None) or endpoint.alias
+            uri = f"sip:{user}@{b.source.host}:{b.source.port}" + (";transport=tcp" if b.source.transport == "TCP" else "")
+            log.info("inviting SIP endpoint %s at %s into room %s", endpoint.alias, uri, spec.id)
+            return sip_dial(self.sip, uri, spec, display_name=spec.name, from_user=spec.id, room=room)
+        if endpoint.protocol == "h323":
+            reg = self.gatekeeper.by_alias(endpoint.alias) or (endpoint.number and self.gatekeeper.by_alias(endpoint.number))
+            if not reg or not reg.call_signal_address:
+                return defer.fail(ValueError(f"endpoint {endpoint.alias!r} is not registered with the gatekeeper"))
+            ip, port = reg.call_signal_address
+            log.info("inviting H.323 endpoint %s at %s:%d into room %s", endpoint.alias, ip, port, spec.id)
+            return self.h323.dial(f"{endpoint.alias}@{ip}:{port}", spec)
+        return defer.fail(ValueError(f"endpoint {endpoint.alias!r} uses {endpoint.protocol}: it joins by itself"))
+
     # -- views -----------------------------------------------------------
     def http_port(self) -> int:
         return self._ports[0].getHost().port if self._ports else 0

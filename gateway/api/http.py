@@ -95,6 +95,50 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}pre{{ba
         return body.encode("utf-8")
 
 
+class RoomDial(resource.Resource):
+    """POST /api/rooms/<room>/dial with JSON {"to": "sip:…" | "h323:…" | endpoint alias or number}.
+
+    Answers when the call is up (200, the participant) or has failed (400 for a bad request,
+    502 with the far end's reason), so an operator sees at once what happened."""
+
+    isLeaf = True
+
+    def __init__(self, gateway: "Gateway"):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_POST(self, request: server.Request) -> Any:
+        parts = [p.decode("utf-8", "replace") for p in request.postpath]
+        if len(parts) != 2 or parts[1] != "dial" or not parts[0]:
+            return _json(request, {"error": "use POST /api/rooms/<room>/dial"}, 404)
+        try:
+            body = json.loads(request.content.read() or b"{}")
+            to = body["to"]
+            if not isinstance(to, str) or not to.strip():
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            return _json(request, {"error": 'send JSON like {"to": "sip:1234@192.0.2.7"}'}, 400)
+        d = self.gateway.invite(parts[0], to)
+
+        def done(leg: Any) -> None:
+            if not request.finished and not request._disconnected:
+                request.write(_json(request, {"room": parts[0], "participant": leg.id, "name": leg.display_name,
+                                              "protocol": leg.protocol}))
+                request.finish()
+
+        def failed(f: Any) -> None:
+            if request.finished or request._disconnected:
+                return
+            err = f.value
+            code = 400 if isinstance(err, ValueError) else 502
+            request.write(_json(request, {"error": str(err) or type(err).__name__,
+                                          "status": getattr(err, "status", None)}, code))
+            request.finish()
+
+        d.addCallbacks(done, failed)
+        return server.NOT_DONE_YET
+
+
 def build_site(gateway: "Gateway") -> server.Site:
     root = resource.Resource()
     page = StatusPage(gateway)
@@ -103,6 +147,7 @@ def build_site(gateway: "Gateway") -> server.Site:
     root.putChild(b"healthz", Health(gateway))
     api = resource.Resource()
     api.putChild(b"status", Status(gateway))
+    api.putChild(b"rooms", RoomDial(gateway))
     root.putChild(b"api", api)
     site = server.Site(root)
     site.displayTracebacks = False
