@@ -113,6 +113,7 @@ class Gateway:
         self._start_h323()
         self._start_gatekeeper()
         self._start_cascade()
+        self._start_gk_client()
         self.clock.start()
         if self.settings.watch_dialplan:
             self._watch = task.LoopingCall(self._watch_tick)
@@ -176,6 +177,35 @@ class Gateway:
         self.h323 = svc
         self.listening["H.323 call signalling"] = f"{self.settings.bind}:{svc.port}/tcp"
 
+    def _start_gk_client(self) -> None:
+        """Endpoint mode: register Cầu (its rooms' numbers) with an external gatekeeper."""
+        self.gk_client = None
+        if not self.settings.register_with:
+            return
+        from gateway.h323.gk_client import GatekeeperClient
+
+        host, _, port = self.settings.register_with.rpartition(":")
+        plan = self.dialplan.current
+        numbers = sorted({n for r in plan.rooms for n in r.numbers if n.isdigit()})
+        prefixes: list[str] = []
+        for number, _what in plan.dialable():
+            lo, sep, hi = number.partition("-")
+            if sep and len(lo) == len(hi):  # a pattern's range such as 8101-8120: its common leading digits
+                common = lo[: next((i for i, (a, b) in enumerate(zip(lo, hi)) if a != b), len(lo))]
+                if common.isdigit():
+                    prefixes.append(common)
+        aliases = [("h323-ID", self.settings.register_as)] + [("dialedDigits", n) for n in numbers]
+        client = GatekeeperClient((host, int(port)), aliases, (self.advertised_host(), self.h323.port),
+                                  reactor=self.reactor, prefixes=sorted(set(prefixes)))
+        d = client.start(self.settings.bind, 0)
+        d.addCallbacks(
+            lambda c: log.info("registered with gatekeeper %s as %s (%s)", self.settings.register_with,
+                               self.settings.register_as, c.endpoint_id),
+            lambda f: log.warning("gatekeeper %s: %s (retrying in the background)", self.settings.register_with,
+                                  f.getErrorMessage()))
+        self.gk_client = client
+        self.listening["H.323 endpoint mode"] = f"registering with {self.settings.register_with}"
+
     def _start_cascade(self) -> None:
         """Rooms with `cascade` dial their number (e.g. the national MCU) when they open."""
         from gateway.sip.dialout import enable_cascade
@@ -210,6 +240,9 @@ class Gateway:
         self.listening["H.323 RAS (gatekeeper)"] = f"{self.settings.bind}:{gk.port}/udp"
 
     def stop(self) -> None:
+        if getattr(self, "gk_client", None) is not None:
+            self.gk_client.stop()
+            self.gk_client = None
         if getattr(self, "cascade", None) is not None:
             self.cascade.close()
             self.cascade = None
@@ -307,6 +340,10 @@ class Gateway:
             "codecs": sorted(self.codec_names),
             "rooms": rooms,
             "listening": dict(self.listening),
+            "gatekeeper_client": None if getattr(self, "gk_client", None) is None else {
+                "gatekeeper": self.settings.register_with, "state": self.gk_client.state,
+                "endpoint_id": self.gk_client.endpoint_id, "last_error": self.gk_client.last_error,
+            },
             "media": {
                 "rtp_ports": f"{self.ports.low}-{self.ports.high}",
                 "rtp_ports_in_use": self.ports.in_use * 2,

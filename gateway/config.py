@@ -11,6 +11,8 @@ A settings file looks like::
     rtp_ports: 16384-32767
     dialplan: province.yaml        # relative to this file
     watch_dialplan: true           # reload when the file changes on disk
+    register_with: 192.0.2.10:1719 # register Cầu with this external gatekeeper (endpoint mode)
+    register_as: cau-tinh          # Cầu's alias there; room numbers are registered as E.164 aliases
     sip_realm: cau                 # digest realm for SIP registration
     sip_digest: MD5                # digest algorithms offered, in order, e.g. SHA-256,MD5 (RFC 8760) when every device can
     sip_answer_delay: 0            # seconds of ringing (180) before a SIP call is answered
@@ -50,12 +52,14 @@ class Settings:
     sip_realm: str = "cau"
     sip_digest: str = "MD5"   # e.g. "SHA-256,MD5"; libre-based devices (baresip 1.0) fail on any SHA-256 challenge, sipp 3.6 on a first one
     sip_answer_delay: float = 0.0     # ring (180) this long before answering a SIP call
+    register_with: str = ""   # HOST:PORT of an external gatekeeper (e.g. the national one) Cầu registers with
+    register_as: str = "cau"  # Cầu's h323-ID there; room numbers go along as E.164 aliases and prefixes
     advertise: str = ""  # address written into SDP/Contact; empty: the bind address (or loopback when bound to any)
 
 
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
-         "sip_realm", "sip_digest", "sip_answer_delay")
+         "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as")
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -144,6 +148,20 @@ def load_settings(path: str | Path) -> Settings:
                 if not isinstance(value, bool):
                     raise ValueError(f"watch_dialplan must be true or false, not {value!r}")
                 values[key] = value
+            elif key == "register_with":
+                host, _, port_text = str(value).rpartition(":")
+                try:
+                    check_bind(host)
+                    port = int(port_text)
+                    if not 0 < port < 65536:
+                        raise ValueError
+                except ValueError:
+                    raise ValueError(f"register_with must be the gatekeeper's IP:PORT, e.g. 192.0.2.10:1719, not {value!r}") from None
+                values[key] = f"{host}:{port}"
+            elif key == "register_as":
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(f"register_as must be an H.323 alias (h323-ID), not {value!r}")
+                values[key] = value.strip()
             elif key == "sip_realm":
                 if not isinstance(value, str) or not value or '"' in value:
                     raise ValueError(f"sip_realm must be a non-empty name without quotes, not {value!r}")

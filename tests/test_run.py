@@ -182,3 +182,33 @@ def test_bad_settings_file_is_refused_with_line(tmp_path):
     )
     assert r.returncode == 2
     assert f"{cfg}:2:1: unknown key 'http_prot' (did you mean 'http_port'?)" in r.stderr
+
+
+def test_endpoint_mode_registers_the_rooms_with_an_external_gatekeeper(gateway, tmp_path):
+    """Cầu registers with a national gatekeeper (here: another Cầu gatekeeper on loopback)."""
+    from gateway.dialplan import parse_dialplan
+    from gateway.h323.gatekeeper import Gatekeeper
+    from tests.conftest import run_for
+
+    national = Gatekeeper(parse_dialplan("version: 1\nrooms: []\n"), gatekeeper_id="quocgia",
+                          call_signal_address=("127.0.0.1", 1720))
+    national.start("127.0.0.1", 0)
+    try:
+        gw = gateway(config=f"register_with: 127.0.0.1:{national.port}\nregister_as: cau-tinh\n")
+        deadline = time.monotonic() + 10
+        while not national.by_alias("cau-tinh") and time.monotonic() < deadline:
+            run_for(0.1)
+        reg = national.by_alias("cau-tinh")
+        assert reg is not None, "Cầu did not register with the external gatekeeper"
+        assert national.by_alias("1000") is reg, "the demo room's number was not registered"
+        assert "300" in reg.prefixes, "the team rooms' prefix (3001-3009) was not registered"
+        status = json.loads(gw.get("/api/status")[2])
+        assert status["gatekeeper_client"]["state"] == "registered"
+        assert gw.stop() == 0
+        deadline = time.monotonic() + 5
+        while national.by_alias("cau-tinh") and time.monotonic() < deadline:
+            run_for(0.1)
+        assert national.by_alias("cau-tinh") is None, "Cầu did not unregister (URQ) when it stopped"
+    finally:
+        national.stop()
+        run_for(0.1)

@@ -194,6 +194,24 @@ class Resampler:
     def resample(self, pcm: np.ndarray) -> np.ndarray:
         return self._fn(pcm)
 
+    def skip(self, pcm: np.ndarray) -> None:
+        """Advance over ``pcm`` without computing output: only the filter history moves on.
+
+        For a frame nobody listens to (the mixer did not select its member), so
+        that the next frame that *is* resampled joins the stream seamlessly.
+        """
+        fn = self._fn
+        if fn == self._same:
+            return
+        if fn == self._swr or (fn == self._downsample and len(pcm) % self._r):
+            self._swr(pcm)
+            return
+        n, hl = len(pcm), self._hlen
+        if n >= hl:
+            self._hist = pcm[n - hl:].astype(np.float64)
+        else:
+            self._hist = np.concatenate((self._hist, pcm))[n:]
+
     @staticmethod
     def _same(pcm: np.ndarray) -> np.ndarray:
         return np.asarray(pcm, dtype=np.int16)
@@ -265,6 +283,13 @@ OPUS_SET_PACKET_LOSS_PERC = 4014
 OPUS_SET_DTX = 4016
 OPUS_SET_SIGNAL = 4024
 OPUS_SIGNAL_VOICE = 3001
+OPUS_RESET_STATE = 4028
+# An Opus packet this small carries no sound: libopus codes digital silence in 3 bytes
+# (TOC + 2) and DTX frames in 1-2; any audible frame, even at 6 kbit/s, takes ~15 bytes.
+OPUS_SILENCE_BYTES = 3
+# Silent packets decoded after sound before decoding stops (the first ones still carry
+# the tail of the last sound through the codec's overlap/LPC memory).
+OPUS_SILENCE_DECODED = 2
 OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
 # Encoder complexity 0..10.  Measured per 20 ms mono 16 kHz frame on the 2-core dev box:
 # 1 → 60-90 µs, 5 → 160-300 µs, 10 → 340-360 µs.  1 keeps a room's shared encoder cheap;
@@ -318,6 +343,7 @@ def opus_library() -> ctypes.CDLL | None:
     lib.opus_encode.argtypes = [vp, vp, i, vp, ctypes.c_int32]
     lib.opus_encode.restype = ctypes.c_int32
     lib.opus_encoder_ctl.restype = i
+    lib.opus_decoder_ctl.restype = i
     lib.opus_packet_get_nb_samples.argtypes = [vp, ctypes.c_int32, ctypes.c_int32]
     lib.opus_packet_get_nb_samples.restype = i
     lib.opus_strerror.argtypes = [i]
@@ -337,6 +363,7 @@ class DecoderStats:
     decoded: int = 0     # payloads decoded
     concealed: int = 0   # frames produced by concealment (FEC, PLC or repeat-and-fade)
     errors: int = 0      # corrupt or undecodable payloads (each also concealed)
+    repeats: int = 0     # payloads equal to the previous one whose decoding was skipped (see decoder)
 
 
 class AudioDecoder:
@@ -354,6 +381,25 @@ class AudioDecoder:
         self._resampler: Resampler | None = None
         self._opus = None
         self._av = None
+        self._pending: np.ndarray | None = None  # this frame at codec_rate, not yet resampled
+        self._out: np.ndarray | None = None  # this frame at out_rate, once output() made it
+        self._want: int | None = None  # samples output() must return (concealment), else None
+        self._quiet = 0  # opus: consecutive silent packets
+        self._asleep = False  # opus: silent packets were skipped, reset before decoding again
+        self._at_out = False  # the frame being produced is already at out_rate
+        self._last_at_out = False  # _last is at out_rate (else codec_rate)
+        self._fade_out_rate = False  # output() fades the pending frame in (after a concealed gap)
+        self._silence = np.zeros(0, dtype=np.int16)  # replaced per codec below (read-only)
+        # repeated payloads (muted endpoints send the same silence packet over and over):
+        # G.711 is stateless, so an equal payload decodes to the same audio; a stateful
+        # decoder (G.722 ADPCM) fed the same payload settles on a fixed point, and once
+        # it has given the same audio twice in a row it is not asked again
+        self._rep_in: bytes | None = None
+        self._rep_out: np.ndarray | None = None
+        self._rep_same = False
+        self._repeatable = codec.name.lower() != "opus"  # libopus's decoder is not deterministic that way
+        self._level_of: np.ndarray | None = None  # decode_level's last frame and its level
+        self._level = 0.0
         name = codec.name.lower()
         if name in ("pcmu", "pcma"):
             self._table = ULAW_DECODE if name == "pcmu" else ALAW_DECODE
@@ -393,19 +439,65 @@ class AudioDecoder:
 
     # -- codec paths: return samples at codec_rate, raise on corrupt input
     def _decode_g711(self, payload: bytes) -> np.ndarray:
+        if payload == self._rep_in:
+            self.stats.repeats += 1
+            return self._rep_out  # type: ignore[return-value]
         if not payload:
             raise ValueError("empty G.711 payload")
-        return self._table[np.frombuffer(payload, dtype=np.uint8)]
+        out = self._table[np.frombuffer(payload, dtype=np.uint8)]
+        out.flags.writeable = False
+        self._rep_in, self._rep_out = payload, out
+        return out
 
     def _decode_opus(self, payload: bytes) -> np.ndarray:
-        if not payload:  # libopus would take an empty packet as a loss; on the wire it is an error
+        size = len(payload)
+        if not size:  # libopus would take an empty packet as a loss; on the wire it is an error
             raise ValueError("empty opus payload")
-        n = self._lib.opus_decode(self._opus, payload, len(payload), self._optr, self._omax, 0)
+        if size <= OPUS_SILENCE_BYTES:
+            # silence (or DTX): after the first few, stop decoding; the decoder is reset
+            # before the next sound, which then starts as a fresh stream would
+            self._quiet += 1
+            if self._quiet > OPUS_SILENCE_DECODED:
+                n = self._lib.opus_packet_get_nb_samples(payload, size, self.codec_rate)
+                if n < 0:
+                    raise ValueError(f"opus: {_opus_error(self._lib, n)}")
+                self._asleep = True
+                silence = self._silence
+                if len(silence) != n:
+                    silence = self._silence = np.zeros(n, dtype=np.int16)
+                    silence.flags.writeable = False
+                return silence
+        else:
+            self._quiet = 0
+            if self._asleep:
+                self._opus_wake()
+        n = self._lib.opus_decode(self._opus, payload, size, self._optr, self._omax, 0)
         if n < 0:
             raise ValueError(f"opus: {_opus_error(self._lib, n)}")
         return self._obuf[:n].copy()
 
+    def _opus_wake(self) -> None:
+        if self._asleep:
+            self._asleep = False
+            self._lib.opus_decoder_ctl(ctypes.c_void_p(self._opus), ctypes.c_int(OPUS_RESET_STATE))
+
     def _decode_av(self, payload: bytes) -> np.ndarray:
+        if payload == self._rep_in:
+            if self._rep_same:
+                self.stats.repeats += 1
+                return self._rep_out  # type: ignore[return-value]
+            out = self._decode_av_once(payload)
+            self._rep_same = np.array_equal(out, self._rep_out)
+        else:
+            self._rep_in = None
+            out = self._decode_av_once(payload)
+            if self._repeatable:
+                self._rep_in, self._rep_same = payload, False
+        out.flags.writeable = False
+        self._rep_out = out
+        return out
+
+    def _decode_av_once(self, payload: bytes) -> np.ndarray:
         if not payload:
             raise ValueError("empty payload")
         frames = self._av.decode(av.Packet(payload))
@@ -419,20 +511,8 @@ class AudioDecoder:
     # -- public
     def decode(self, payload: bytes) -> np.ndarray:
         """One RTP payload → its duration of int16 mono at ``out_rate``; bad payload → concealment."""
-        try:
-            pcm = self._decode(payload)
-        except Exception as exc:  # corrupt input from the network: count and conceal
-            self.stats.errors += 1
-            log.debug("%s: undecodable payload (%d bytes): %s", self.codec.name, len(payload), exc)
-            return self.conceal(self._frame_samples)
-        if self._resampler is not None:
-            pcm = self._resampler.resample(pcm)
-        self.stats.decoded += 1
-        if self._lost:
-            pcm = self._fade_in(pcm)
-        self._last = pcm
-        self._frame_samples = len(pcm) or self._frame_samples
-        return pcm
+        self._advance(self._native(payload), None)
+        return self.output()
 
     def conceal(self, samples: int, next_payload: bytes | None = None) -> np.ndarray:
         """Audio for ``samples`` lost samples (at ``out_rate``).
@@ -441,9 +521,92 @@ class AudioDecoder:
         Others: the last frame repeated (alternately time-reversed, so the waveform
         stays continuous at every seam) fading to silence over ``FADE_FRAMES`` frames.
         """
+        self._advance(self._conceal_native(samples, next_payload), samples)
+        return self.output()
+
+    # -- two-step use (the mixer): level first, the out_rate frame only if it is heard
+    def decode_level(self, payload: bytes) -> float:
+        """Decode ``payload`` at the codec's own rate and return its mean square (int16² units).
+
+        The frame at ``out_rate`` is made only if :meth:`output` asks for it before
+        the next decode/conceal (resampling is skipped for frames nobody hears; the
+        resampler's history still moves on, so a frame that is heard joins seamlessly).
+        """
+        pcm = self._native(payload)
+        self._advance(pcm, None)
+        if pcm is self._level_of:
+            return self._level
+        self._level_of = pcm
+        self._level = level = 0.0 if pcm is self._silence else _mean_square(pcm)
+        return level
+
+    def conceal_level(self, samples: int, next_payload: bytes | None = None) -> float:
+        """Like :meth:`conceal`, but returns the mean square; :meth:`output` gives the audio."""
+        pcm = self._conceal_native(samples, next_payload)
+        self._advance(pcm, samples)
+        return _mean_square(pcm)
+
+    def output(self) -> np.ndarray:
+        """The last decoded/concealed frame at ``out_rate`` (resampled on first request)."""
+        out = self._out
+        if out is None:
+            pcm = self._pending
+            if pcm is None:
+                return np.zeros(self._frame_samples, dtype=np.int16)
+            self._pending = None
+            if self._resampler is not None:
+                pcm = self._resampler.resample(pcm)
+                if self._fade_out_rate:
+                    self._fade_out_rate = False
+                    pcm = self._fade_in(pcm, self.out_rate)
+            want = self._want
+            if want is not None and len(pcm) != want:
+                pcm = _fit(pcm, want)
+            self._out = out = pcm
+        return out
+
+    # -- internals: everything below works at codec_rate
+    def _advance(self, pcm: np.ndarray, want: int | None) -> None:
+        prev = self._pending
+        if prev is not None and self._resampler is not None:
+            self._resampler.skip(prev)  # last frame was never heard: keep the filter history
+        self._want = want
+        if self._at_out:  # repeat-and-fade of a resampled codec: already at out_rate
+            self._at_out = False
+            self._pending = None
+            self._out = pcm if want is None or len(pcm) == want else _fit(pcm, want)
+        else:
+            self._pending = pcm
+            self._out = None
+
+    def _native(self, payload: bytes) -> np.ndarray:
+        try:
+            pcm = self._decode(payload)
+        except Exception as exc:  # corrupt input from the network: count and conceal
+            self.stats.errors += 1
+            log.debug("%s: undecodable payload (%d bytes): %s", self.codec.name, len(payload), exc)
+            return self._conceal_native(self._frame_samples, None)
+        self.stats.decoded += 1
+        self._fade_out_rate = False
+        if self._lost:
+            if self._resampler is None:
+                pcm = self._fade_in(pcm, self.codec_rate)
+            else:  # at out_rate, after resampling (the filter history still holds the old sound)
+                self._lost = 0
+                self._flip = False
+                self._fade_out_rate = True
+        self._last = pcm
+        self._last_at_out = False
+        if len(pcm):
+            self._frame_samples = len(pcm) * self.out_rate // self.codec_rate
+        return pcm
+
+    def _conceal_native(self, samples: int, next_payload: bytes | None) -> np.ndarray:
+        """``samples`` (at out_rate) of concealment, at codec_rate (or out_rate: ``_at_out``)."""
         self.stats.concealed += 1
+        n_codec = samples * self.codec_rate // self.out_rate
         if self._opus is not None:
-            n_codec = samples * self.codec_rate // self.out_rate
+            self._opus_wake()
             n_codec -= n_codec % (self.codec_rate // 400)  # libopus wants multiples of 2.5 ms
             n_codec = max(self.codec_rate // 400, min(n_codec, self._omax))
             fec = 1 if next_payload else 0
@@ -454,11 +617,24 @@ class AudioDecoder:
                 n = self._lib.opus_decode(self._opus, None, 0, self._optr, n_codec, 0)
             if n >= 0:
                 pcm = self._obuf[:n].copy()
-                if self._resampler is not None:
-                    pcm = self._resampler.resample(pcm)
                 self._lost += 1
                 self._last = pcm
-                return _fit(pcm, samples)
+                self._last_at_out = False
+                return pcm
+        if self._resampler is None:
+            return self._repeat_fade(n_codec)
+        # repeat-and-fade works on the last frame as heard, at out_rate (resampling a
+        # fade would smear it past its end)
+        if not self._last_at_out and self._last is not None:
+            if self._pending is self._last:
+                self._last = self.output()
+            elif self._out is not None:
+                self._last = self._out
+            else:
+                self._last = self._resampler.resample(self._last)
+            self._last_at_out = True
+        self._fade_out_rate = False
+        self._at_out = True
         return self._repeat_fade(samples)
 
     def _repeat_fade(self, samples: int) -> np.ndarray:
@@ -477,15 +653,23 @@ class AudioDecoder:
         gain = np.linspace(g0, g1, samples, endpoint=False, dtype=np.float32)
         return (src[:samples] * gain).astype(np.int16)
 
-    def _fade_in(self, pcm: np.ndarray) -> np.ndarray:
+    def _fade_in(self, pcm: np.ndarray, rate: int) -> np.ndarray:
         """After a concealed gap: ramp the first 5 ms in so a faded gap ends without a click."""
         self._lost = 0
         self._flip = False
-        n = min(len(pcm), self.out_rate // 200)
+        n = min(len(pcm), rate // 200)
         if n:
             pcm = pcm.copy()
             pcm[:n] = (pcm[:n] * np.linspace(0.0, 1.0, n, endpoint=False, dtype=np.float32)).astype(np.int16)
         return pcm
+
+
+def _mean_square(pcm: np.ndarray) -> float:
+    n = len(pcm)
+    if not n:
+        return 0.0
+    x = pcm.astype(np.float32)
+    return float(np.dot(x, x)) / n
 
 
 def _fit(pcm: np.ndarray, samples: int) -> np.ndarray:

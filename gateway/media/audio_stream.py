@@ -63,6 +63,7 @@ class AudioStream:
         self._ssrc: int | None = None
         self._rx_pt = rx.payload_type
         self._put = self.jitter.put
+        self._decode_level = self.decoder.decode_level
         self.unknown_pt = 0
         self.ssrc_changes = 0
         # Same codec, packet time and bitrate → the same encoded bytes can go to every such leg.
@@ -95,6 +96,23 @@ class AudioStream:
         if kind == "lost":
             return self.decoder.conceal(FRAME_SAMPLES, payload)
         return None  # silence, DTX or nothing yet
+
+    def pull_level(self) -> float | None:
+        """The mixer's cheap path: advance one tick, return the frame's mean square.
+
+        The frame is decoded at the codec's own rate only; :meth:`frame` makes the
+        16 kHz version if this member is heard (``None``: silence, DTX, nothing yet).
+        """
+        kind, payload = self.jitter.get(self._clock())
+        if kind == "frame":
+            return self._decode_level(payload)
+        if kind == "lost":
+            return self.decoder.conceal_level(FRAME_SAMPLES, payload)
+        return None
+
+    def frame(self) -> np.ndarray:
+        """This tick's frame at 16 kHz (after :meth:`pull_level` returned a level)."""
+        return self.decoder.output()
 
     # -- mixer sink -------------------------------------------------------------
     def make_encoder(self) -> AudioEncoder:

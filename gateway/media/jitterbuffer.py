@@ -280,10 +280,14 @@ class JitterBuffer:
         if pkt is not None:
             span = self._highest - nxt + 1
             # a talk spurt starts: the DTX gap before it is ours to stretch or skip
-            if self._gap_seq != nxt and self._played_ts is not None and self._is_spurt_start(pkt):
-                self._gap_seq = nxt
-                dts = ((pkt[0] - self._played_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
-                self._gap_left = min(dts // self.frame_ticks - 1, self._max_frames)
+            # (inlined _is_spurt_start: this runs for every frame of every leg)
+            played_ts = self._played_ts
+            if self._gap_seq != nxt and played_ts is not None:
+                dts = ((pkt[0] - played_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
+                ft = self.frame_ticks
+                if (pkt[2] and dts > ft) or dts > 4 * ft:
+                    self._gap_seq = nxt
+                    self._gap_left = min(dts // ft - 1, self._max_frames)
             if self._gap_seq == nxt and self._gap_left > 0 and span <= self._target_frames:
                 self._gap_left -= 1
                 st.silence += 1
