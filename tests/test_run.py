@@ -212,3 +212,41 @@ def test_endpoint_mode_registers_the_rooms_with_an_external_gatekeeper(gateway, 
     finally:
         national.stop()
         run_for(0.1)
+
+
+def test_a_reload_never_drops_a_call_in_progress(gateway, tmp_path):
+    """A SIP call in room 1000 survives a reload that even removes the room's number."""
+    import threading
+
+    from interop_tests.peers.sipp import Sipp
+
+    gw = gateway("--no-watch")
+    out = gw.stdout.read_text()
+    sip_port = int(re.search(r"SIP listening on 127\.0\.0\.1:(\d+)", out).group(1))
+    result = {}
+    with Sipp(tmp_path / "sipp") as sipp:
+        t = threading.Thread(target=lambda: result.update(r=sipp.uac(f"127.0.0.1:{sip_port}", "builtin:uac",
+                                                                       service="1000", call_ms=3000)))
+        t.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            rooms = json.loads(gw.get("/api/status")[2])["rooms"]
+            if any(r["id"] == "demo" and r["participants"] == 1 for r in rooms):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the call never reached the demo room")
+        text = gw.plan.read_text()
+        assert 'numbers: ["1000", "demo"]' in text
+        gw.plan.write_text(text.replace('numbers: ["1000", "demo"]', 'numbers: ["demo"]'))
+        gw.proc.send_signal(signal.SIGHUP)
+        h = gw.wait_health(lambda h: h["last_reload"] is not None)
+        assert h["last_reload"]["ok"], h["last_reload"]
+        status = json.loads(gw.get("/api/status")[2])
+        assert "1000" not in [n for n, _ in status["dialplan"]["dialable"]], "the new plan was not taken"
+        rooms = status["rooms"]
+        assert any(r["id"] == "demo" and r["participants"] == 1 for r in rooms), "the reload dropped the call"
+        t.join(30)
+    r = result["r"]
+    assert r.ok and r.successful == 1, r.explain()
+    assert gw.stop() == 0
