@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -92,6 +93,16 @@ def serve(n: int, seconds: float) -> None:
     clock.start()
     rss1 = rss_kib()
     result: dict = {}
+    gc_pauses: list[float] = []  # (ms) of every collection in the measured window
+    gc_t: list[float] = [0.0]
+
+    def gc_watch(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_t[0] = time.perf_counter()
+        elif "t0" in result:
+            gc_pauses.append((time.perf_counter() - gc_t[0]) * 1000.0)
+
+    gc.callbacks.append(gc_watch)
 
     def begin() -> None:  # after a 2 s warm-up (jitter buffers settle, encoders exist)
         result["cpu0"] = _cpu()
@@ -116,6 +127,9 @@ def serve(n: int, seconds: float) -> None:
             "rss_kib_per_leg": (result["rss_warm"] - rss0) / n, "rss_setup_kib_per_leg": (rss1 - rss0) / n,
             "jb_lost": jb_lost, "jb_late": jb_late,
             "speakers": list(room.mixer.speakers),
+            "jb_depth_ms": sum(leg.media.jitter.stats.depth_ms for leg in legs) / n,
+            "jb_now_ms": sum(leg.media.jitter.stats.current_ms for leg in legs) / n,
+            "gc_runs": len(gc_pauses), "gc_max_ms": max(gc_pauses, default=0.0),
         }), flush=True)
         reactor.stop()
 
@@ -226,8 +240,9 @@ def _band(block: np.ndarray, rate: int, f: float) -> float:
 
 
 def trial(n: int, seconds: float) -> dict:
+    # CAU_BENCH_SERVER: another script to run as the gateway side (e.g. one that instruments it)
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(n), "--seconds", str(seconds)],
+        [sys.executable, os.environ.get("CAU_BENCH_SERVER", __file__), "--serve", str(n), "--seconds", str(seconds)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )

@@ -229,3 +229,66 @@ def test_opus_without_libopus_falls_back_to_pyav(monkeypatch: pytest.MonkeyPatch
     assert len(out) == len(sig)
     assert abs(dominant_frequency(out[len(out) // 4:], 16000) - 1000) <= 20
     assert len(dec.conceal(FRAME)) == FRAME
+
+
+@pytest.mark.parametrize("name", ["PCMU", "PCMA", "G722", "opus"])
+def test_level_first_decoding_gives_the_same_audio_when_heard(name: str) -> None:
+    """decode_level + output() only for some frames == decode() of every frame (seamless resampling)."""
+    codec = CAT.get(name)
+    enc = AudioEncoder(codec)
+    sig = np.concatenate([tone(440, 200, level_dbfs=-6.0), np.zeros(3200, dtype=np.int16), tone(900, 200)])
+    payloads = [enc.encode(sig[i:i + FRAME]) for i in range(0, len(sig), FRAME)]
+    eager, lazy = AudioDecoder(codec), AudioDecoder(codec)
+    for k, p in enumerate(payloads):
+        ref = eager.decode(p)
+        level = lazy.decode_level(p)
+        if k % 10 not in (0, 1):  # away from the signal's edges (filter delays differ by rate)
+            assert level == pytest.approx(float(np.mean(ref.astype(np.float64) ** 2)), rel=0.1, abs=50.0)
+        if k % 3 == 2:  # heard only now and then
+            out = lazy.output()
+            if name != "opus":  # opus: silent packets are not decoded (see next test)
+                assert np.array_equal(out, ref)
+
+
+def test_repeated_payloads_are_not_decoded_again() -> None:
+    codec = CAT.get("G722")
+    enc, dec = AudioEncoder(codec), AudioDecoder(codec)
+    silence = enc.encode(np.zeros(FRAME, dtype=np.int16))
+    for _ in range(20):
+        silence = enc.encode(np.zeros(FRAME, dtype=np.int16))
+    outs = [dec.decode(silence) for _ in range(30)]
+    assert dec.stats.repeats > 10 and dec.stats.decoded == 30
+    assert all(np.array_equal(o, outs[-1]) for o in outs[-5:])
+    sig = tone(700, 200)
+    heard = np.concatenate([dec.decode(enc.encode(sig[i:i + FRAME])) for i in range(0, len(sig), FRAME)])
+    assert dominant_frequency(heard[FRAME:], 16000) == pytest.approx(700, abs=20)
+
+
+@pytest.mark.skipif(opus_library() is None, reason="libopus not loadable")
+def test_opus_silence_packets_are_skipped_and_speech_after_them_is_clean() -> None:
+    import av as _av
+
+    codec = CAT.get("opus")
+    ctx = _av.CodecContext.create("libopus", "w")  # as a browser/endpoint without DTX would encode
+    ctx.sample_rate, ctx.layout, ctx.format, ctx.bit_rate = 48000, "mono", "s16", 24000
+    ctx.open()
+
+    def encode48(pcm16k: np.ndarray) -> bytes:
+        f = _av.AudioFrame.from_ndarray(np.repeat(pcm16k, 3).reshape(1, -1), format="s16", layout="mono")
+        f.sample_rate = 48000
+        return b"".join(bytes(p) for p in ctx.encode(f))
+
+    dec = AudioDecoder(codec)
+    sig = tone(600, 300)
+    for i in range(0, len(sig), FRAME):
+        dec.decode_level(encode48(sig[i:i + FRAME]))
+    quiet = [dec.decode_level(encode48(np.zeros(FRAME, dtype=np.int16))) for _ in range(20)]
+    assert quiet[-1] == 0.0 and dec._asleep  # no decoding once silence has settled
+    sig = tone(1000, 400)
+    heard = []
+    for i in range(0, len(sig), FRAME):
+        dec.decode_level(encode48(sig[i:i + FRAME]))
+        heard.append(dec.output())
+    heard_pcm = np.concatenate(heard[4:])
+    assert dominant_frequency(heard_pcm, 16000) == pytest.approx(1000, abs=20)
+    assert level_dbfs(heard_pcm) > -20

@@ -342,3 +342,36 @@ def test_many_members_remove_from_the_middle_keeps_everyone_right():
     assert magnitude(sinks["m8"].audio(10), 400) > 5000
     assert magnitude(sinks["m7"].audio(10), 400) < 1.0
     assert mx.stats.ticks == 15 and mx.stats.tick_time_us_p50 > 0
+
+
+def test_level_sources_are_asked_for_frames_only_when_selected():
+    class Lazy:
+        def __init__(self, hz: float, amp: float) -> None:
+            self.tone, self.frames_made = Tone(hz, amp), 0
+            self._f: np.ndarray | None = None
+
+        def pull(self):  # never used by the mixer when pull_level exists
+            raise AssertionError("pull() called")
+
+        def pull_level(self):
+            self._f = self.tone.pull()
+            x = self._f.astype(np.float64)
+            return float(np.mean(x * x))
+
+        def frame(self):
+            self.frames_made += 1
+            return self._f
+
+    counter = [0]
+    mx = AudioMixer(max_speakers=2)
+    srcs = {"a": Lazy(500, 8000), "b": Lazy(900, 6000), "c": Lazy(1300, 300), "q": Lazy(200, 0)}
+    sinks = {k: Sink(counter) for k in srcs}
+    for k in srcs:
+        mx.add(k, srcs[k], sinks[k])
+    for _ in range(20):
+        mx.tick()
+    assert sorted(mx.speakers) == ["a", "b"]
+    assert srcs["c"].frames_made == 0 and srcs["q"].frames_made == 0
+    assert srcs["a"].frames_made >= 15
+    heard = sinks["q"].audio(5)
+    assert magnitude(heard, 500) > 6000 and magnitude(heard, 900) > 4000 and magnitude(heard, 1300) < 50
