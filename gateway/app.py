@@ -152,6 +152,7 @@ class Gateway:
             digest=DigestServer(self.settings.sip_realm, algorithms=algorithms),
         )
         self.sip.config.answer_delay = self.settings.sip_answer_delay
+        self.sip.call_endpoint = lambda endpoint, spec, room: self.call_endpoint(endpoint, spec, room)
         self.listening["SIP"] = f"{bind}:{transport.port}/udp+tcp"
 
     def advertised_host(self) -> str:
@@ -287,6 +288,14 @@ class Gateway:
         endpoint = plan.endpoint(target)
         if endpoint is None:
             return defer.fail(ValueError(f"{target!r} is neither a sip:/h323: URI nor an endpoint of the dial plan"))
+        return self.call_endpoint(endpoint, spec, room)
+
+    def call_endpoint(self, endpoint: Any, spec: Any, room: Any = None) -> Any:
+        """Call a dial-plan endpoint where it registered (SIP registrar or gatekeeper) into ``spec``'s room."""
+        from twisted.internet import defer
+
+        from gateway.sip.dialout import dial as sip_dial
+
         if endpoint.protocol == "sip":
             bindings = self.sip.registrar.lookup(endpoint.alias) if self.sip.registrar else []
             if not bindings:

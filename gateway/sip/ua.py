@@ -380,6 +380,10 @@ class SipUserAgent:
         dialed = self._dialed(request)
         result = self.plan().route(dialed, caller=self._caller(request), protocol="sip")
         if result.kind == "none":
+            endpoint = self.plan().endpoint(dialed)
+            if endpoint is not None and self.call_endpoint is not None:
+                self._on_invite_endpoint(request, stx, peer, endpoint)
+                return
             self._refuse(stx, 404, f"no room or route for {dialed!r}")
             return
         if result.kind == "reject":
@@ -388,7 +392,61 @@ class SipUserAgent:
         if result.kind == "dial":
             self._refuse(stx, 403, f"{dialed!r} routes out to {result.target}; bridging a caller out is not offered")
             return
-        spec = result.room
+        self._invite_into(request, stx, peer, result.room, se_value, se_refresher, required)
+
+    # A call to a registered endpoint's number: both parties meet in a two-seat room of their own,
+    # so codecs are bridged by the media plane like any room. The caller rings until the callee answers.
+    call_endpoint: Callable[[Any, Any, Any], Any] | None = None  # set by the app: (endpoint, spec, room) -> Deferred
+
+    def _on_invite_endpoint(self, request: Request, stx: ServerTransaction, peer: Peer, endpoint: Any) -> None:
+        import secrets
+
+        se_value, se_refresher = _session_expires(request.headers.get("Session-Expires"))
+        required = [o.strip().lower() for v in request.headers.get_all("Require") for o in v.split(",") if o.strip()]
+        caller = self._caller(request) or "caller"
+        from gateway.dialplan.model import RoomSpec
+
+        spec = RoomSpec(id=f"call-{secrets.token_hex(4)}", name=f"{caller} → {endpoint.alias}", numbers=(), pin=None,
+                        max_participants=2, layout="voice-switched", audio_codecs=(), video_codecs=(),
+                        max_resolution=None, max_bitrate_kbps=None, cascade=None, template=None, line=0)
+        call = self._invite_into(request, stx, peer, spec, se_value, se_refresher, required, hold_answer=True)
+        if call is None:
+            return
+        d = self.call_endpoint(endpoint, spec, call.room)
+        cancelled = stx.on_cancel
+
+        def on_cancel(cancel: Request) -> None:
+            if not d.called:
+                d.cancel()  # CANCEL towards the callee as well
+            cancelled(cancel)
+
+        stx.on_cancel = on_cancel
+
+        def answered(leg: Any) -> None:
+            log.info("call %s: %s answered", call.dialog.call_id, endpoint.alias)
+            room = self.registry.get(spec.id)
+            if room is not None:  # a two-party room ends when either party leaves
+                room.on("left", lambda *_: self.registry.close(spec.id, "the other party hung up"))
+            self._answer(call)
+
+        def failed(f: Any) -> None:
+            if call.state != "early":
+                return
+            err = f.value
+            status = getattr(err, "status", None) or 480
+            status = status if 400 <= status < 700 else 480
+            reason = getattr(err, "reason", None) or str(err) or "the endpoint did not answer"
+            call.stop_retransmission()
+            self._refuse(call.stx, status, f"{endpoint.alias}: {reason}", to_tag=call.local_tag)
+            call.terminate(f"the call to {endpoint.alias} failed: {reason}")
+            self.registry.close(spec.id, "the call did not connect")
+
+        d.addCallbacks(answered, failed)
+
+    def _invite_into(self, request: Request, stx: ServerTransaction, peer: Peer, spec: Any,
+                     se_value: int | None, se_refresher: str | None, required: list[str],
+                     hold_answer: bool = False) -> "SipCall | None":
+        call_id = request.call_id
         room = self.registry.get(spec.id)
         if room is not None and spec.max_participants and len(room.legs) >= spec.max_participants:
             self._refuse(stx, 486, f"room {spec.id} is full ({spec.max_participants} participants)")
@@ -440,14 +498,16 @@ class SipUserAgent:
                 self._refuse(stx, exc.sip_status, exc.reason, to_tag=call.local_tag)
                 return
         call.refresher = se_refresher or "uac"
-        if self.config.answer_delay > 0:
+        if hold_answer or self.config.answer_delay > 0:
             # ring first (an operator knob: some endpoints expect ringback); CANCEL can arrive meanwhile.
             # A caller that requires 100rel gets no 180 at all: RFC 3262 then has nothing to make reliable.
             if "100rel" not in required:
                 stx.respond(stx.make_response(180, to_tag=call.local_tag))
-            call._answer_timer = self.reactor.callLater(self.config.answer_delay, self._answer, call)
+            if not hold_answer:
+                call._answer_timer = self.reactor.callLater(self.config.answer_delay, self._answer, call)
         else:
             self._answer(call)
+        return call
 
     def _answer(self, call: SipCall) -> None:
         if call.state != "early":

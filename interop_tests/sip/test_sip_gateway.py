@@ -145,3 +145,26 @@ def test_three_wrong_pins_end_the_call(cau, sipp):
     r = sipp.uac(hostport(cau), "uac_pin_wrong", service=cau.pin_room, timeout=30)
     assert r.ok, r.explain()
     assert "wrong PIN entered 3 times" in cau.log()
+
+
+def test_a_registered_endpoint_is_called_by_its_number(cau, baresip_factory, pjsua_call, tmp_path):
+    b = baresip_factory("baresip-a", auto_answer=True, audio_source=("ausine", 440),
+                        register_to=(hostport(cau), "baresip-a", cau.users["baresip-a"]))
+    assert b.registered(timeout=10), "baresip did not register"
+    wav = tmp_path / "pjsua-heard.wav"
+    result = pjsua_call(cau.uri("5001"), codecs=["PCMU"], tone=1000, seconds=4, record=wav)
+    assert result.confirmed, result.error or result.reason
+    freq, level = wav_peak(wav)
+    assert abs(freq - 440) < 20, f"the caller heard {freq:.0f} Hz at {level:.1f} dBFS, not the callee's 440 Hz"
+    b.wait_closed(timeout=10)
+    heard = b.received_audio()
+    assert heard is not None
+    freq, level = wav_peak(heard)
+    assert abs(freq - 1000) < 20, f"the callee heard {freq:.0f} Hz at {level:.1f} dBFS, not the caller's 1000 Hz"
+
+
+def test_calling_an_unregistered_endpoint_says_so(cau):
+    inv = options_request(cau).replace(b"OPTIONS", b"INVITE")
+    data = inv.replace(f"sip:{cau.room}@".encode(), b"sip:5002@").replace(b"opt-1", b"inv-5002")
+    line = send_raw(cau.host, cau.sip_port, data, timeout=5)
+    assert status_code(line) == 480 and "not registered" in line, line
