@@ -11,6 +11,7 @@ settings it was opened with.
 from __future__ import annotations
 
 import datetime as _dt
+import gc
 import logging
 import signal
 import socket
@@ -405,6 +406,14 @@ def run(settings: Settings) -> int:
 
     signal.signal(signal.SIGHUP, on_hup)
     reactor.addSystemEventTrigger("before", "shutdown", gw.stop)
+    # Everything loaded so far (pycrate's ASN.1 modules, the catalogue, the plan) lives for the whole
+    # run: keep it out of the garbage collector's full passes, which otherwise stall the media clock.
+    from gateway.h323 import asn1 as _asn1
+
+    _asn1.h225_module()
+    _asn1.h245_module()
+    gc.collect()
+    gc.freeze()
     print(banner(gw), flush=True)
     log.info("ready")
     reactor.run()  # installs SIGINT/SIGTERM handlers that stop the reactor cleanly

@@ -590,10 +590,11 @@ class Retransmission2xx(_Timed):
         self._next_retx = now + self._interval
 
     def _on_deadline(self) -> None:
+        callback = self.on_ack_timeout
         self.stop()
         self.layer.stats.ack_timeouts += 1
-        if self.on_ack_timeout is not None:
-            _safe_call(self.on_ack_timeout)
+        if callback is not None:
+            _safe_call(callback)
 
     def _acked(self) -> None:
         self.acked = True
@@ -601,6 +602,7 @@ class Retransmission2xx(_Timed):
 
     def stop(self) -> None:
         self.active = False
+        self.on_ack_timeout = None  # drop the TU's closure: the transaction may linger (Timer L) after the call
         self._next_retx = self._deadline = None
         self._disarm()
         table = self.layer.pending_acks

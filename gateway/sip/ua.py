@@ -192,6 +192,10 @@ class SipCall:
             return
         self.state = "terminated"
         self.stop_retransmission()
+        # The INVITE server transaction lingers for Timer L (64*T1) after the call: let go of this
+        # call's objects now, so that a busy gateway does not carry thousands of ended calls.
+        if self.stx is not None:
+            self.stx.on_cancel = None
         for t in (self._refresh_timer, self._ack_wait, self._answer_timer):
             if t is not None and t.active():
                 t.cancel()
