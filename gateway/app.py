@@ -393,6 +393,11 @@ def run(settings: Settings) -> int:
     except DialPlanError as exc:
         print(f"cau: the dial plan is not valid, not starting:\n{exc}", file=sys.stderr)
         return 2
+    # Load pycrate's H.225.0/H.245 modules (~0.3 s) now, before the media clock runs, not on the first call.
+    from gateway.h323 import asn1 as _asn1
+
+    _asn1.h225_module()
+    _asn1.h245_module()
     try:
         gw.start()
     except StartupError as exc:
@@ -408,10 +413,6 @@ def run(settings: Settings) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", gw.stop)
     # Everything loaded so far (pycrate's ASN.1 modules, the catalogue, the plan) lives for the whole
     # run: keep it out of the garbage collector's full passes, which otherwise stall the media clock.
-    from gateway.h323 import asn1 as _asn1
-
-    _asn1.h225_module()
-    _asn1.h245_module()
     gc.collect()
     gc.freeze()
     print(banner(gw), flush=True)
