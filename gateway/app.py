@@ -68,6 +68,7 @@ class Gateway:
         self.ports = PortAllocator(*settings.rtp_ports)
         self.clock = MediaClock()
         self.registry = RoomRegistry(self.clock, reactor=reactor)
+        self.gk_client = None
 
     # -- dial plan -------------------------------------------------------
     def reload_dialplan(self, why: str) -> bool:
@@ -213,7 +214,7 @@ class Gateway:
         from gateway.sip.dialout import enable_cascade
 
         def h323_dial(target: str, spec: Any, room: Any) -> None:
-            d = self.h323.dial(target, spec)
+            d = self.dial_h323(target, spec)
             d.addErrback(lambda f: log.warning("room %s: H.323 cascade to %s failed: %s", room.id, target,
                                                f.getErrorMessage()))
 
@@ -285,11 +286,40 @@ class Gateway:
         if scheme in ("sip", "sips"):
             return sip_dial(self.sip, target, spec, display_name=spec.name, from_user=spec.id, room=room)
         if scheme == "h323":
-            return self.h323.dial(target, spec)
+            return self.dial_h323(target, spec)
         endpoint = plan.endpoint(target)
         if endpoint is None:
             return defer.fail(ValueError(f"{target!r} is neither a sip:/h323: URI nor an endpoint of the dial plan"))
         return self.call_endpoint(endpoint, spec, room)
+
+    def dial_h323(self, target: str, spec: Any) -> Any:
+        """H.323 dial-out: ``h323:alias@ip[:port]`` directly; ``h323:alias`` (no address) through the
+        external gatekeeper Cầu is registered with (ARQ → ACF gives the address)."""
+        import ipaddress
+        import os as _os
+
+        from twisted.internet import defer
+
+        text = target[5:] if target.lower().startswith("h323:") else target
+        alias, at, host = text.rpartition("@")
+        if at:
+            return self.h323.dial(target, spec)
+        alias = text
+        if self.gk_client is None:
+            return defer.fail(ValueError(f"{target!r} has no address and Cầu is not registered with a gatekeeper "
+                                         "(set register_with) to locate it"))
+        kind = "dialedDigits" if alias.isdigit() else "h323-ID"
+        d = self.gk_client.admission([(kind, alias)], _os.urandom(16), _os.urandom(16), 3840)
+
+        def admitted(result: Any) -> Any:
+            if not result.ok or not result.dest_call_signal_address:
+                raise ValueError(f"the gatekeeper did not admit the call to {alias!r}: {result.reason}")
+            ip, port = result.dest_call_signal_address
+            ipaddress.ip_address(ip)
+            log.info("gatekeeper admitted the call to %s at %s:%d", alias, ip, port)
+            return self.h323.dial(f"{alias}@{ip}:{port}", spec)
+
+        return d.addCallback(admitted)
 
     def call_endpoint(self, endpoint: Any, spec: Any, room: Any = None) -> Any:
         """Call a dial-plan endpoint where it registered (SIP registrar or gatekeeper) into ``spec``'s room."""

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -250,3 +251,49 @@ def test_a_reload_never_drops_a_call_in_progress(gateway, tmp_path):
     r = result["r"]
     assert r.ok and r.successful == 1, r.explain()
     assert gw.stop() == 0
+
+
+def test_dial_out_by_alias_through_the_external_gatekeeper(gateway, tmp_path):
+    """The operator invites `h323:lab-national`: Cầu asks the national gatekeeper (ARQ) where it is."""
+    import asyncio
+    import urllib.request
+
+    from gateway.dialplan import parse_dialplan
+    from gateway.h323.gatekeeper import Gatekeeper
+    from interop_tests.h323.endpoint import H323TestEndpoint
+    from tests.conftest import LOOP, run_for
+
+    national = Gatekeeper(parse_dialplan("version: 1\nrooms: []\n"), gatekeeper_id="quocgia",
+                          call_signal_address=("127.0.0.1", 1720))
+    national.start("127.0.0.1", 0)
+    ep = H323TestEndpoint("lab-national", profile="HDX", tone_hz=700)
+    try:
+        LOOP.run_until_complete(asyncio.wait_for(ep.register(("127.0.0.1", national.port)), 10))
+        gw = gateway(config=f"register_with: 127.0.0.1:{national.port}\nregister_as: cau-tinh\n")
+        deadline = time.monotonic() + 10
+        while not national.by_alias("cau-tinh") and time.monotonic() < deadline:
+            run_for(0.1)
+
+        def post() -> tuple[int, dict]:
+            req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/dial", method="POST",
+                                         data=json.dumps({"to": "h323:lab-national"}).encode())
+            try:
+                with urllib.request.urlopen(req, timeout=20) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        async def invite():
+            return await asyncio.get_event_loop().run_in_executor(None, post)
+
+        code, body = LOOP.run_until_complete(asyncio.wait_for(invite(), 30))
+        assert code == 200, body
+        assert body["protocol"] == "h323" and body["room"] == "demo"
+        LOOP.run_until_complete(asyncio.wait_for(ep.wait_connected(), 10))
+        assert "gatekeeper admitted the call to lab-national" in gw.stderr.read_text()
+        LOOP.run_until_complete(ep.hangup())
+        assert gw.stop() == 0
+    finally:
+        LOOP.run_until_complete(ep.close())
+        national.stop()
+        run_for(0.1)
