@@ -168,3 +168,73 @@ def test_calling_an_unregistered_endpoint_says_so(cau):
     data = inv.replace(f"sip:{cau.room}@".encode(), b"sip:5002@").replace(b"opt-1", b"inv-5002")
     line = send_raw(cau.host, cau.sip_port, data, timeout=5)
     assert status_code(line) == 480 and "not registered" in line, line
+
+
+def test_baresip_offering_h264_video_gets_video_negotiated(cau, baresip_factory):
+    """Video signalling is ready: an H.264 (packetization-mode 0) offer is answered with H.264."""
+    b = baresip_factory("video", audio_codecs=("G722/16000/1",), video_codecs=("H264",),
+                        video_source=("fakevideo", "nil"))
+    b.dial(cau.uri(cau.room))
+    b.wait_established(timeout=15)
+    time.sleep(1.0)
+    b.hangup()
+    b.wait_closed(timeout=10)
+    out = b.proc.output
+    # baresip sets its encoder and decoder from our SDP answer
+    assert "Set video encoder: H264 packetization-mode=0" in out, out[-2000:]
+    assert "Set video decoder: H264 packetization-mode=0" in out, out[-2000:]
+    assert "Set audio encoder: G722" in out
+
+
+def _exchange(target, sock, data: bytes, want: str, timeout: float = 3.0) -> str:
+    """Send a request from ``sock`` and return the first response whose status starts with ``want``."""
+    sock.sendto(data, (target.host, target.sip_port))
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            text = sock.recv(65535).decode("utf-8", "replace")
+        except OSError:
+            break
+        seen.append(text.split("\r\n", 1)[0])
+        if text.startswith("SIP/2.0 " + want):
+            return text
+    raise AssertionError(f"no {want} response; got {seen}")
+
+
+def test_session_timers_rfc4028(target):
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+
+    sdp = "v=0\r\no=lab 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n"
+
+    def invite(call_id: str, se: str, branch: str) -> bytes:
+        return (f"INVITE sip:{target.room}@{target.host}:{target.sip_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n"
+                f"From: <sip:lab@127.0.0.1>;tag=st1\r\nTo: <sip:{target.room}@{target.host}>\r\n"
+                f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:lab@127.0.0.1:{port}>\r\n"
+                f"Supported: timer\r\nSession-Expires: {se}\r\nContent-Type: application/sdp\r\n"
+                f"Content-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
+
+    try:
+        r = _exchange(target, s, invite("st-small@lab", "30", "st1"), "422")
+        assert re.search(r"(?im)^Min-SE:\s*(\d+)", r) and int(re.search(r"(?im)^Min-SE:\s*(\d+)", r).group(1)) > 30
+        ok = _exchange(target, s, invite("st-ok@lab", "120;refresher=uac", "st2"), "200")
+        assert re.search(r"(?im)^Session-Expires:\s*120;refresher=uac", ok), ok
+        assert re.search(r"(?im)^Require:.*timer", ok), ok
+        to = re.search(r"(?im)^To:\s*(.+)$", ok).group(1).strip()
+        for method, cseq, want in (("ACK", 1, None), ("BYE", 2, "200")):
+            msg = (f"{method} sip:{target.room}@{target.host}:{target.sip_port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bKst{method}\r\nMax-Forwards: 70\r\n"
+                   f"From: <sip:lab@127.0.0.1>;tag=st1\r\nTo: {to}\r\nCall-ID: st-ok@lab\r\n"
+                   f"CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n").encode()
+            if want:
+                _exchange(target, s, msg, want)
+            else:
+                s.sendto(msg, (target.host, target.sip_port))
+    finally:
+        s.close()
