@@ -89,17 +89,21 @@ class Gateway:
             log.exception("dial plan file watch failed")
 
     # -- listeners -------------------------------------------------------
-    def _listen_tcp(self, what: str, port: int, factory: Any, flag: str) -> Any:
+    def _listen(self, what: str, port: int, flag: str, start: Any) -> Any:
+        """Run ``start()``; a port in use becomes one StartupError line naming the port and the flag."""
         from twisted.internet.error import CannotListenError
 
         try:
-            p = self.reactor.listenTCP(port, factory, interface=self.settings.bind)
+            return start()
         except CannotListenError as exc:
             reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
             raise StartupError(
                 f"cannot listen for {what} on {self.settings.bind}:{port}: {reason}; "
                 f"choose another port with {flag}"
             ) from None
+
+    def _listen_tcp(self, what: str, port: int, factory: Any, flag: str) -> Any:
+        p = self._listen(what, port, flag, lambda: self.reactor.listenTCP(port, factory, interface=self.settings.bind))
         self._ports.append(p)
         actual = p.getHost().port
         self.listening[what] = f"{self.settings.bind}:{actual}/tcp"
@@ -123,22 +127,13 @@ class Gateway:
             self._watch.start(self.settings.watch_interval, now=False)
 
     def _start_sip(self) -> None:
-        from twisted.internet.error import CannotListenError
-
         from gateway.sip.transaction import TransactionLayer
         from gateway.sip.transport import SipTransport
         from gateway.sip.ua import SipUserAgent
 
         bind = self.settings.bind
         transport = SipTransport(bind, self.settings.sip_port, reactor=self.reactor)
-        try:
-            transport.start()
-        except CannotListenError as exc:
-            reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
-            raise StartupError(
-                f"cannot listen for SIP on {bind}:{self.settings.sip_port}: {reason}; "
-                "choose another port with --sip-port"
-            ) from None
+        self._listen("SIP", self.settings.sip_port, "--sip-port", transport.start)
         self.sip_transport = transport
         self.sip_transactions = TransactionLayer(transport, reactor=self.reactor)
         self.sip = SipUserAgent(
@@ -163,20 +158,12 @@ class Gateway:
         return self.settings.bind if self.settings.bind not in ("0.0.0.0", "::") else "127.0.0.1"
 
     def _start_h323(self) -> None:
-        from twisted.internet.error import CannotListenError
-
         from gateway.h323.endpoint import H323Service
 
         svc = H323Service(lambda: self.dialplan.current, self.registry, self.ports, self.catalogue,
                           bind=self.settings.bind, advertise=self.advertised_host(), reactor=self.reactor)
-        try:
-            svc.start(self.settings.h323_port)
-        except CannotListenError as exc:
-            reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
-            raise StartupError(
-                f"cannot listen for H.323 call signalling on {self.settings.bind}:{self.settings.h323_port}: "
-                f"{reason}; choose another port with --h323-port"
-            ) from None
+        self._listen("H.323 call signalling", self.settings.h323_port, "--h323-port",
+                     lambda: svc.start(self.settings.h323_port))
         self.h323 = svc
         self.listening["H.323 call signalling"] = f"{self.settings.bind}:{svc.port}/tcp"
 
@@ -221,8 +208,6 @@ class Gateway:
         self.cascade = enable_cascade(self.sip, self.registry, lambda: self.dialplan.current, h323_dial=h323_dial)
 
     def _start_gatekeeper(self) -> None:
-        from twisted.internet.error import CannotListenError
-
         from gateway.h323.gatekeeper import Gatekeeper
 
         host = self.advertised_host()
@@ -231,14 +216,8 @@ class Gateway:
             call_signal_address=(host, self.h323.port), reactor=self.reactor,
             ras_address=(host, self.settings.ras_port) if self.settings.ras_port else None,
         )
-        try:
-            gk.start(self.settings.bind, self.settings.ras_port)
-        except CannotListenError as exc:
-            reason = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
-            raise StartupError(
-                f"cannot listen for H.323 RAS on {self.settings.bind}:{self.settings.ras_port}: {reason}; "
-                "choose another port with --ras-port"
-            ) from None
+        self._listen("H.323 RAS", self.settings.ras_port, "--ras-port",
+                     lambda: gk.start(self.settings.bind, self.settings.ras_port))
         self.gatekeeper = gk
         self.listening["H.323 RAS (gatekeeper)"] = f"{self.settings.bind}:{gk.port}/udp"
 

@@ -145,14 +145,18 @@ def test_file_watch_reloads_without_a_signal(gateway):
     assert gw.stop() == 0
 
 
-def test_port_in_use_is_one_line_naming_port_and_flag(tmp_path):
-    busy = socket.socket()
+@pytest.mark.parametrize("flag, kind", [("--http-port", socket.SOCK_STREAM), ("--sip-port", socket.SOCK_DGRAM),
+                                        ("--h323-port", socket.SOCK_STREAM), ("--ras-port", socket.SOCK_DGRAM)])
+def test_port_in_use_is_one_line_naming_port_and_flag(tmp_path, flag, kind):
+    busy = socket.socket(socket.AF_INET, kind)
     busy.bind(("127.0.0.1", 0))
-    busy.listen()
+    if kind == socket.SOCK_STREAM:
+        busy.listen()
     port = busy.getsockname()[1]
+    ports = {"--http-port": "0", "--sip-port": "0", "--h323-port": "0", "--ras-port": "0", flag: str(port)}
     try:
         r = subprocess.run(
-            [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--http-port", str(port)],
+            [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", *[x for kv in ports.items() for x in kv]],
             capture_output=True, text=True, timeout=30, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
         )
     finally:
@@ -160,7 +164,7 @@ def test_port_in_use_is_one_line_naming_port_and_flag(tmp_path):
     assert r.returncode == 3
     lines = [l for l in r.stderr.splitlines() if l.startswith("cau:")]
     assert len(lines) == 1, r.stderr
-    assert str(port) in lines[0] and "--http-port" in lines[0]
+    assert str(port) in lines[0] and flag in lines[0]
 
 
 def test_invalid_plan_refuses_to_start_with_file_and_line(tmp_path):
