@@ -1,3 +1,11 @@
+"""Micro-benchmark: µs per 20 ms frame for each audio codec (decode, encode, conceal), resampling and DTMF.
+
+Usage (from the repository root): .venv/bin/python bench/audio_codecs.py   — prints figures, asserts nothing.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import timeit, numpy as np
 from gateway.catalogue import default_catalogue
 from gateway.media.audio_codecs import *

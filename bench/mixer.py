@@ -1,5 +1,12 @@
+"""Micro-benchmark: AudioMixer.tick() for 10/50/200 members, 3 speaking, with cheap counting encoders (mixing logic only).
+
+Usage (from the repository root): .venv/bin/python bench/mixer.py   — prints figures, asserts nothing.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sys, timeit
-sys.path.insert(0, '/work/main')
 import numpy as np
 from gateway.media.mixer import AudioMixer
 F=320

@@ -1,3 +1,11 @@
+"""Micro-benchmark: the per-packet RTP receive path (datagramReceived → jitter buffer), JitterBuffer.get and send().
+
+Usage (from the repository root): .venv/bin/python bench/rtp_path.py   — prints figures, asserts nothing.
+"""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import timeit, struct
 import tests.conftest  # installs reactor
 from gateway.media.rtp import RtpSession

@@ -29,8 +29,9 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
+from gateway.conference.events import Observable
 from gateway.media.mixer import AudioSink, AudioSource
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ class NegotiatedCodec:
         return f"{self.codec_name}/{self.clock_rate} (pt {self.payload_type})"
 
 
-class Leg:
+class Leg(Observable):
     """One participant's connection. Protocol adapters create it; rooms join it."""
 
     EVENTS = frozenset({"keyframe_request", "bitrate_limit", "dtmf", "mute", "hangup"})
@@ -85,38 +86,15 @@ class Leg:
         self.state: LegState = "new"
         self.hung_up = False
         self.hangup_reason: str | None = None
-        self._listeners: dict[str, list[Callable[..., Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<Leg {self.id} {self.protocol} {self.display_name!r} {self.remote} {self.state}>"
 
     # ---------------------------------------------------------------- events
-    def _check(self, event: str) -> None:
-        if event not in self.EVENTS:
-            raise ValueError(f"unknown leg event {event!r}; expected one of {sorted(self.EVENTS)}")
-
-    def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
-        """Call ``callback(**kw)`` whenever ``event`` is emitted; returns an unsubscribe function."""
-        self._check(event)
-        lst = self._listeners.setdefault(event, [])
-        lst.append(callback)
-
-        def unsubscribe() -> None:
-            try:
-                lst.remove(callback)
-            except ValueError:
-                pass
-
-        return unsubscribe
-
     def emit(self, event: str, **kw: Any) -> None:
-        """Deliver ``event`` to every listener (a failing listener is logged, not fatal)."""
-        self._check(event)
-        for cb in tuple(self._listeners.get(event, ())):
-            try:
-                cb(**kw)
-            except Exception:
-                log.exception("leg %s: %r listener %r failed", self.id, event, cb)
+        """Deliver ``event`` to every listener (``callback(**kw)``; a failing listener is logged, not fatal)."""
+        self._check_event(event)
+        self._notify(event, **kw)
 
     # -------------------------------------------------------- conveniences
     def hangup(self, reason: str = "") -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+from gateway.conference.events import Observable
 from gateway.conference.leg import Leg
 from gateway.conference.room import Room, RoomSpecLike
 from gateway.media.clock import MediaClock
@@ -19,7 +20,7 @@ from gateway.media.mixer import AudioMixer
 log = logging.getLogger(__name__)
 
 
-class RoomRegistry:
+class RoomRegistry(Observable):
     """Events: ``room_opened``(room), ``room_closed``(room), ``roster``(room, event, *args)
     where event/args are the room's own (``joined``, leg), (``left``, leg, reason), ..."""
 
@@ -45,29 +46,10 @@ class RoomRegistry:
         self.mixer_factory = mixer_factory
         self.rooms: dict[str, Room] = {}
         self._close_timers: dict[str, Any] = {}
-        self._listeners: dict[str, list[Callable[..., Any]]] = {}
 
     # ---------------------------------------------------------------- events
-    def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
-        if event not in self.EVENTS:
-            raise ValueError(f"unknown registry event {event!r}; expected one of {sorted(self.EVENTS)}")
-        lst = self._listeners.setdefault(event, [])
-        lst.append(callback)
-
-        def unsubscribe() -> None:
-            try:
-                lst.remove(callback)
-            except ValueError:
-                pass
-
-        return unsubscribe
-
     def _emit(self, event: str, *args: Any) -> None:
-        for cb in tuple(self._listeners.get(event, ())):
-            try:
-                cb(*args)
-            except Exception:
-                log.exception("room registry: %r listener %r failed", event, cb)
+        self._notify(event, *args)
 
     # ----------------------------------------------------------------- rooms
     def get(self, room_id: str) -> Room | None:

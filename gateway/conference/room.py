@@ -5,6 +5,7 @@ import logging
 import time
 from typing import Any, Callable, Protocol
 
+from gateway.conference.events import Observable
 from gateway.conference.leg import MUTE_DIRECTIONS, Leg
 from gateway.media.mixer import AudioMixer
 
@@ -46,7 +47,7 @@ class RoomClosed(JoinRefused):
     q850_cause = 18
 
 
-class Room:
+class Room(Observable):
     """One meeting. Roster events: ``joined``(leg), ``left``(leg, reason),
     ``speaking``(leg, bool), ``dominant``(leg | None), ``closed``(reason)."""
 
@@ -68,7 +69,6 @@ class Room:
         self._joined_at: dict[str, float] = {}
         self._unsubs: dict[str, list[Callable[[], None]]] = {}
         self._muted: dict[str, list[bool]] = {}  # leg id -> [in, out]
-        self._listeners: dict[str, list[Callable[..., Any]]] = {}
 
     def __repr__(self) -> str:
         return f"<Room {self.id} {len(self.legs)} legs{' closed' if self.closed else ''}>"
@@ -84,27 +84,8 @@ class Room:
         return n if isinstance(n, int) and n > 0 else None
 
     # ---------------------------------------------------------------- events
-    def on(self, event: str, callback: Callable[..., Any]) -> Callable[[], None]:
-        """Subscribe to a roster event; returns an unsubscribe function."""
-        if event not in self.EVENTS:
-            raise ValueError(f"unknown room event {event!r}; expected one of {sorted(self.EVENTS)}")
-        lst = self._listeners.setdefault(event, [])
-        lst.append(callback)
-
-        def unsubscribe() -> None:
-            try:
-                lst.remove(callback)
-            except ValueError:
-                pass
-
-        return unsubscribe
-
     def _emit(self, event: str, *args: Any) -> None:
-        for cb in tuple(self._listeners.get(event, ())):
-            try:
-                cb(*args)
-            except Exception:
-                log.exception("room %s: %r listener %r failed", self.id, event, cb)
+        self._notify(event, *args)
 
     # ------------------------------------------------------------ membership
     def join(self, leg: Leg) -> None:

@@ -28,7 +28,7 @@ from gateway.sip.dialog import USER_AGENT, Dialog, new_tag
 from gateway.sip.message import Request, Response
 from gateway.sip.offer_answer import LocalMedia, NegotiatedStream, OfferAnswer
 from gateway.sip.sdp import SdpError, SessionDescription
-from gateway.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
+from gateway.sip.transaction import ServerTransaction, TransactionLayer
 from gateway.sip.transport import Peer, SipTransport
 from gateway.sip.uri import SipUri
 
