@@ -48,7 +48,7 @@ from dataclasses import dataclass
 __all__ = ["JitterBuffer", "JitterStats"]
 
 _RESYNC_JUMP = 1000
-_DRIFT_WINDOW = 50  # ticks (1 s at 20 ms)
+_DRIFT_WINDOW = 15  # ticks (300 ms at 20 ms): excess delay is shed one frame per window
 _LONG_GAP_S = 1.0
 _MAX_CONCEAL_TICKS = 3  # consecutive concealments while waiting before switching to silence
 _PEAK_DECAY = 0.995
