@@ -350,14 +350,17 @@ def test_a_call_through_the_gatekeeper(gw):
         run_for(0.1)
 
 
-def test_tshark_decodes_the_call_without_errors(gw, tmp_path):
+@pytest.mark.parametrize("tunnelling", [True, False], ids=["tunnelled H.245", "separate H.245 connection"])
+def test_tshark_decodes_the_call_without_errors(gw, tmp_path, tunnelling):
     if shutil.which("tshark") is None:
         pytest.fail("tshark is not installed: apt-get install tshark")
     if os.geteuid() != 0:
         pytest.fail("capturing on lo needs root (or dumpcap capabilities)")
     pcap = tmp_path / "h323.pcapng"
     port = gw.svc.port
-    cap = subprocess.Popen(["tshark", "-i", "lo", "-f", f"tcp port {port}",
+    # the separate H.245 connection runs between ephemeral ports: capture all of loopback's TCP
+    # for the call's few seconds and judge only what decodes as Q.931/H.225/H.245
+    cap = subprocess.Popen(["tshark", "-i", "lo", "-f", f"tcp port {port}" if tunnelling else "tcp",
                             "-w", str(pcap), "-a", "duration:20"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
     try:
@@ -367,7 +370,7 @@ def test_tshark_decodes_the_call_without_errors(gw, tmp_path):
         time.sleep(0.5)
 
         async def scenario():
-            ep = gw.endpoint("lab-vsx", profile="VSX", fast_start=False)
+            ep = gw.endpoint("lab-vsx", profile="VSX", fast_start=False, tunnelling=tunnelling)
             await ep.call("1000", "127.0.0.1", port)
             await ep.wait_media()
             await asyncio.sleep(0.3)
@@ -384,7 +387,7 @@ def test_tshark_decodes_the_call_without_errors(gw, tmp_path):
                           "q931 || h225 || h245"],
                          capture_output=True, text=True, timeout=60).stdout
     bad = subprocess.run(["tshark", "-r", str(pcap), "-Y",
-                          f"(tcp.port=={port}) && (_ws.malformed || _ws.expert.severity >= error)"],
+                          f"(tcp.port=={port} || h245 || h225 || q931) && (_ws.malformed || _ws.expert.severity >= error)"],
                          capture_output=True, text=True, timeout=60).stdout
     assert not bad.strip(), f"tshark found malformed/erroneous packets:\n{bad}"
     text = out.lower()
