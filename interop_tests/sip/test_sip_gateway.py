@@ -238,3 +238,10 @@ def test_session_timers_rfc4028(target):
                 s.sendto(msg, (target.host, target.sip_port))
     finally:
         s.close()
+
+
+def test_sipp_registers_with_digest_and_a_wrong_password_is_refused(cau, sipp):
+    r = sipp.uac(hostport(cau), "uac_register_auth", service="pjsua-b", auth=("pjsua-b", cau.users["pjsua-b"]))
+    assert r.ok, r.explain()
+    bad = sipp.uac(hostport(cau), "uac_register_auth", service="pjsua-b", auth=("pjsua-b", "not-the-password"))
+    assert not bad.ok and bad.received("SIP/2.0 403"), bad.explain()
