@@ -118,6 +118,20 @@ class Room(Observable):
         log.info("room %s: %s joined (%s %s)", self.id, leg.id, leg.protocol, leg.remote)
         self._emit("joined", leg)
 
+    def replace_audio(self, leg: Leg) -> None:
+        """The leg's audio objects changed (a codec renegotiated mid-call): swap them in the mixer
+        in place, keeping mute and gain, with no roster events (nobody left or joined)."""
+        if self.legs.get(leg.id) is not leg:
+            return
+        old = self.mixer.members.get(leg.id)
+        self.mixer.remove(leg.id)
+        if leg.audio is None:
+            return
+        self.mixer.add(leg.id, *leg.audio)
+        if old is not None:
+            self.mixer.set_mute(leg.id, mute_in=old.mute_in, mute_out=old.mute_out)
+            self.mixer.set_gain(leg.id, old.gain_db)
+
     def leave(self, leg: Leg | str, reason: str = "") -> None:
         """Remove a leg (idempotent). The leg stays connected: use ``leg.hangup`` or :meth:`kick` to end it."""
         leg_id = leg if isinstance(leg, str) else leg.id

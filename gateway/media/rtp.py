@@ -681,7 +681,11 @@ class RtpSession(DatagramProtocol):
         if last is None or last < self._started_at:
             last = self._started_at
         idle = _monotonic() - last
-        if idle >= self.timeout - 0.005:
+        if idle >= self.timeout - 0.005 and self.on_timeout is None:
+            # nobody to tell yet (a call still ringing): count the silence from when someone listens
+            self._started_at = _monotonic()
+            self._timeout_call = self._reactor.callLater(self.timeout, self._check_timeout)
+        elif idle >= self.timeout - 0.005:
             self._timed_out = True
             log.info("RTP port %d: no RTP for %.1f s: media timeout", self.local_port, idle)
             if self.on_timeout is not None:

@@ -98,11 +98,15 @@ class SipCall:
         if audio is None:
             raise SdpError("no audio stream was accepted", status=488)
         self.audio.clock_rate = audio.clock_rate
-        self.audio.set_remote(audio.remote_host if audio.remote_host not in ("0.0.0.0", "::") else self.peer.host,
-                              audio.remote_port, audio.remote_rtcp_port or None)
         video = next((s for s in streams if s.media == "video" and s.accepted), None)
+        try:
+            self.audio.set_remote(audio.remote_host if audio.remote_host not in ("0.0.0.0", "::") else self.peer.host,
+                                  audio.remote_port, audio.remote_rtcp_port or None)
+            if video is not None and self.video is not None and video.remote_port:
+                self.video.set_remote(video.remote_host, video.remote_port, video.remote_rtcp_port or None)
+        except ValueError as exc:  # e.g. a host name or an IPv6 address on an IPv4 gateway
+            raise SdpError(f"cannot send media there: {exc}", status=488) from None
         if video is not None and self.video is not None and video.remote_port:
-            self.video.set_remote(video.remote_host, video.remote_port, video.remote_rtcp_port or None)
             # RTCP PLI/FIR from the far end: it wants a keyframe from us (video media comes with the video issue)
             self.video.on_rtcp_feedback = self._on_video_feedback
         rx = AudioFormat(audio.codec, audio.local_payload_type if audio.local_payload_type is not None else audio.payload_type,
@@ -128,19 +132,15 @@ class SipCall:
             self.leg.emit("keyframe_request")
 
     def _swap_audio(self, rx: AudioFormat, tx: AudioFormat, audio: NegotiatedStream) -> None:
-        """Codec change in a re-INVITE: a new AudioStream on the same RTP session, rejoined to the room."""
+        """Codec change in a re-INVITE: a new AudioStream on the same RTP session, swapped into the mixer."""
         from gateway.media.audio_stream import AudioStream
 
-        room = self.room
-        if room is not None:
-            room.leave(self.leg, "codec change")
         stream = AudioStream(self.audio, rx, tx, dtmf_pt=audio.local_dtmf_pt if audio.local_dtmf_pt is not None else audio.dtmf_pt)
         stream.on_dtmf = lambda digit: self.leg.emit("dtmf", digit=digit)
         self.leg.media = stream
         self.leg.audio = (stream, stream)
-        if room is not None:
-            self.leg.state = "new"
-            room.join(self.leg)
+        if self.room is not None:
+            self.room.replace_audio(self.leg)  # in place: a two-party room must not see anyone leave
 
     def display_name(self) -> str:
         frm = self.invite.from_
@@ -190,7 +190,19 @@ class SipCall:
     def terminate(self, reason: str) -> None:
         if self.state == "terminated":
             return
+        was_early = self.state == "early"
         self.state = "terminated"
+        stx = getattr(self, "stx", None)
+        if was_early and isinstance(stx, ServerTransaction):
+            last = stx.last_response
+            if last is None or last.status < 200:  # the INVITE is still unanswered: finish it (§15)
+                try:
+                    stx.respond(self.final(487 if "cancel" in reason or "hung up" in reason else 480, reason))
+                except Exception:
+                    log.exception("call %s: could not answer the INVITE while ending it", self.dialog.call_id)
+        endpoint_dial = getattr(self, "_endpoint_dial", None)
+        if endpoint_dial is not None and not endpoint_dial.called:
+            endpoint_dial.cancel()
         self.stop_retransmission()
         # The INVITE server transaction lingers for Timer L (64*T1) after the call: let go of this
         # call's objects now, so that a busy gateway does not carry thousands of ended calls.
@@ -212,10 +224,49 @@ class SipCall:
     def arm_session_timer(self) -> None:
         if self._refresh_timer is not None and self._refresh_timer.active():
             self._refresh_timer.cancel()
-        if self.session_expires:
+        if not self.session_expires:
+            return
+        if self.refresher == "uas":
+            # the caller asked us to refresh (RFC 4028 §7.2/§9): do it at half the interval
+            self._refresh_timer = self.ua.reactor.callLater(self.session_expires / 2, self._send_refresh)
+        else:
             # the refresher (the caller) must refresh before expiry; give it the RFC's margin
             grace = min(32, self.session_expires / 3)
             self._refresh_timer = self.ua.reactor.callLater(self.session_expires - grace, self._session_expired)
+
+    def _send_refresh(self) -> None:
+        """Refresh the session: UPDATE without a body where the caller allows it, else a re-INVITE
+        offering our current SDP again (nothing changes, RFC 3264 §8)."""
+        if self.state != "confirmed":
+            return
+        se = [("Session-Expires", f"{self.session_expires};refresher=uas"), ("Supported", "timer")]
+        allowed = _options(self.invite.headers.get_all("Allow"))
+        if "update" in allowed:
+            request = self.dialog.request("UPDATE", self.contact(), extra=se)
+        else:
+            request = self.dialog.request("INVITE", self.contact(), body=self.local_sdp.serialize().encode(),
+                                          content_type="application/sdp", extra=se)
+        cseq = self.dialog.local_seq
+
+        def answered(response: Response | None, tx: Any) -> None:
+            if self.state != "confirmed":
+                return
+            if response is None or response.status >= 300:
+                if response is not None and response.status in (408, 481):
+                    self._on_leg_hangup(f"session refresh failed ({response.status})")
+                elif response is None:
+                    self._on_leg_hangup("session refresh got no answer")
+                else:  # e.g. 491 glare or 501: try again later
+                    self.arm_session_timer()
+                return
+            if response.status < 200:
+                return
+            if request.method == "INVITE":
+                ack = self.dialog.request("ACK", self.contact(), cseq=cseq)
+                self.ua.transport.send(ack, self.dialog.peer)
+            self.arm_session_timer()
+
+        self.ua.tx.client(request, self.dialog.peer, answered)
 
     def _session_expired(self) -> None:
         log.info("call %s: session timer expired without a refresh", self.dialog.call_id)
@@ -417,6 +468,7 @@ class SipUserAgent:
         if call is None:
             return
         d = self.call_endpoint(endpoint, spec, call.room)
+        call._endpoint_dial = d
         cancelled = stx.on_cancel
 
         def on_cancel(cancel: Request) -> None:
@@ -474,6 +526,7 @@ class SipUserAgent:
             want_video = offer is None or any(m.media == "video" and m.port for m in offer.media)
             call.open_media(want_video)
         except PortsExhausted as exc:
+            call.close_media()
             self._refuse(stx, 503, f"no media ports free: {exc}", to_tag=call.local_tag)
             return
         self.calls[call_id] = call
@@ -569,7 +622,8 @@ class SipUserAgent:
                 answer = SessionDescription.parse(request.body)
                 streams = call.oa.process_answer(offer, answer)
                 call.apply_streams(streams)
-                self._enter_room(call)
+                if call.room is None and getattr(call, "gate", None) is None:  # the first ACK, not a re-INVITE's
+                    self._enter_room(call)
             except (SdpError, JoinRefused) as exc:
                 call.state = "confirmed"
                 call._on_leg_hangup(f"unusable answer in ACK: {getattr(exc, 'reason', exc)}")

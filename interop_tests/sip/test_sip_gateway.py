@@ -245,3 +245,45 @@ def test_sipp_registers_with_digest_and_a_wrong_password_is_refused(cau, sipp):
     assert r.ok, r.explain()
     bad = sipp.uac(hostport(cau), "uac_register_auth", service="pjsua-b", auth=("pjsua-b", "not-the-password"))
     assert not bad.ok and bad.received("SIP/2.0 403"), bad.explain()
+
+
+def _raw_invite(target, port: int, call_id: str, sdp: str, branch: str) -> bytes:
+    return (f"INVITE sip:{target.room}@{target.host}:{target.sip_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:lab@127.0.0.1>;tag=lab1\r\nTo: <sip:{target.room}@{target.host}>\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:lab@127.0.0.1:{port}>\r\n"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
+
+
+def test_an_unusable_media_address_is_488_and_holds_no_ports(cau):
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    try:
+        sdp = "v=0\r\no=lab 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 pbx.example.com\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+        r = _exchange(cau, s, _raw_invite(cau, s.getsockname()[1], "badaddr@lab", sdp, "badaddr"), "488")
+        assert "pbx.example.com" in r.split("\r\n", 1)[0] or "Warning" in r
+    finally:
+        s.close()
+    time.sleep(0.3)
+    assert cau.status()["media"]["rtp_ports_in_use"] == 0
+
+
+def test_bye_before_the_answer_ends_the_invite_with_487(cau):
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    try:
+        sdp = "v=0\r\no=lab 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+        ringing = _exchange(cau, s, _raw_invite(cau, port, "earlybye@lab", sdp, "eb1"), "180")
+        to = re.search(r"(?im)^To:\s*(.+)$", ringing).group(1).strip()
+        bye = (f"BYE sip:{cau.room}@{cau.host}:{cau.sip_port} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bKeb2\r\nMax-Forwards: 70\r\n"
+               f"From: <sip:lab@127.0.0.1>;tag=lab1\r\nTo: {to}\r\nCall-ID: earlybye@lab\r\n"
+               "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode()
+        _exchange(cau, s, bye, "487")  # the INVITE's final answer (the BYE's 200 may come first or after)
+    finally:
+        s.close()
