@@ -448,3 +448,11 @@ def test_reject_status_must_be_a_sip_error_code() -> None:
     assert [(p.line, p.col) for p in found] == [(4, 22), (4, 27)]
     assert any("did you mean 'reason'?" in f.message for f in found)
     assert any("from 400 to 699" in f.message for f in found)
+
+
+def test_absurdly_nested_yaml_is_a_clear_error_not_a_crash():
+    from gateway.dialplan import DialPlanError, parse_dialplan
+
+    with pytest.raises(DialPlanError) as e:
+        parse_dialplan("version: 1\nrooms: " + "[" * 5000 + "]" * 5000 + "\n", "deep.yaml")
+    assert "deep.yaml:1:1: the YAML is nested too deeply" in str(e.value)

@@ -118,6 +118,9 @@ class _Builder:
                                          "(check indentation, colons and quotes)")]) from None
         except yaml.YAMLError as exc:
             raise DialPlanError([Problem(self.file, 1, 1, f"YAML error: {exc}")]) from None
+        except RecursionError:
+            raise DialPlanError([Problem(self.file, 1, 1, "the YAML is nested too deeply to read; "
+                                         "a dial plan needs only a few levels")]) from None
         if root is None:
             raise DialPlanError([Problem(self.file, 1, 1, "the dial plan is empty; expected at least "
                                          "'version: 1' and some rooms")])

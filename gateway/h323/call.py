@@ -434,10 +434,14 @@ class H323Call(Protocol):
                  remote_tunnelling, "yes" if body.get("h245Address") else "no")
         try:
             if self.on_incoming is not None:
-                self._hook("on_incoming")
+                self.on_incoming(self)  # not through _hook: a failure here must refuse the call, not answer it
         except CallRejected as rej:
             log.info("%s: call to %r refused: cause %d (%s)", self.name, self.dialed, rej.cause, rej.text)
             self.hangup(rej.cause, rej.text, reason=rej.reason)
+            return
+        except Exception:
+            log.exception("%s: routing the call to %r failed; releasing it", self.name, self.dialed)
+            self.hangup(41, "temporary failure while routing the call")
             return
         if self.state == "released":
             return
