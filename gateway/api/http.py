@@ -10,6 +10,7 @@ import html
 import json
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.web import resource, server
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,6 +96,9 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}pre{{ba
         return body.encode("utf-8")
 
 
+DIAL_TIMEOUT = 90.0  # seconds an operator's invite may ring before the answer is "no answer"
+
+
 class RoomDial(resource.Resource):
     """POST /api/rooms/<room>/dial with JSON {"to": "sip:…" | "h323:…" | endpoint alias or number}.
 
@@ -119,6 +123,8 @@ class RoomDial(resource.Resource):
         except (ValueError, KeyError, TypeError):
             return _json(request, {"error": 'send JSON like {"to": "sip:1234@192.0.2.7"}'}, 400)
         d = self.gateway.invite(parts[0], to)
+        d.addTimeout(DIAL_TIMEOUT, self.gateway.reactor)  # an endpoint that rings for ever must not hold the request
+        request.notifyFinish().addErrback(lambda _: None if d.called else d.cancel())  # the client went away
 
         def done(leg: Any) -> None:
             if not request.finished and not request._disconnected:
@@ -130,6 +136,10 @@ class RoomDial(resource.Resource):
             if request.finished or request._disconnected:
                 return
             err = f.value
+            if f.check(defer.TimeoutError, defer.CancelledError):
+                request.write(_json(request, {"error": f"no answer within {DIAL_TIMEOUT:g} s"}, 504))
+                request.finish()
+                return
             code = 400 if isinstance(err, ValueError) else 502
             request.write(_json(request, {"error": str(err) or type(err).__name__,
                                           "status": getattr(err, "status", None)}, code))
