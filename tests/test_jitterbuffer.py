@@ -265,3 +265,27 @@ def test_30ms_ptime_is_counted_and_played_in_order():
 def test_bad_configuration_is_refused(bad):
     with pytest.raises(ValueError):
         JitterBuffer(*bad)
+
+
+def test_dtmf_packets_in_the_sequence_space_are_not_lost_frames():
+    # 10 audio frames, then an RFC 4733 event spends 8 sequence numbers over 100 ms of
+    # timestamps, then audio resumes (marker): nothing is "lost", the event time is silence
+    jb = JitterBuffer(8000, FRAME)
+    out = []
+    seq, ts, t = 1000, 0, 0.0
+    for k in range(10):
+        jb.put(seq, ts, struct.pack("!I", k), t)
+        seq, ts, t = seq + 1, ts + FRAME, t + TICK
+        out.append(jb.get(t)[0])
+    for k in range(8):  # the event: interim and end packets
+        jb.skip(seq)
+        seq += 1
+        if k < 5:
+            ts, t = ts + FRAME, t + TICK
+            out.append(jb.get(t)[0])
+    for k in range(20):
+        jb.put(seq, ts, struct.pack("!I", 100 + k), t, marker=(k == 0))
+        seq, ts, t = seq + 1, ts + FRAME, t + TICK
+        out.append(jb.get(t)[0])
+    assert jb.stats.lost == 0, out
+    assert out.count("frame") >= 26, out

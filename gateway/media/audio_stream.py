@@ -82,6 +82,7 @@ class AudioStream:
                 self._ssrc = ssrc
             self._put(seq, ts, payload, arrival, marker)
         elif pt == self.dtmf_pt:
+            self.jitter.skip(seq)
             digit = self._dtmf.feed(payload, ts, marker)
             if digit is not None and self.on_dtmf is not None:
                 self.on_dtmf(digit)

@@ -129,6 +129,17 @@ class JitterBuffer:
         self._window_min = 1 << 30
         self._window_ticks = 0
         self._resync_expect = -1
+        self._skip: set[int] = set()  # sequence numbers used by non-audio packets (RFC 4733 events)
+
+    def skip(self, seq: int) -> None:
+        """A packet of this stream's sequence space that carries no audio (an RFC 4733 event
+        shares the audio's SSRC and sequence numbers): its number is not a lost frame. The
+        audio timestamps jump over the event, which then plays as a short silence."""
+        if self._state == IDLE:
+            return
+        ext = self._highest + (((seq - self._highest + 32768) & 0xFFFF) - 32768)
+        if ext >= self._next and ext not in self._frames and len(self._skip) < 256:
+            self._skip.add(ext)
 
     def _frames_for(self, ms: float) -> int:
         return max(1, int(ms / self.frame_ms + 0.999))
@@ -277,6 +288,14 @@ class JitterBuffer:
         st = self._stats
         nxt = self._next
         pkt = frames.get(nxt)
+        if pkt is None and self._skip:
+            skip = self._skip
+            while nxt in skip:  # numbers spent on DTMF events: not holes
+                skip.discard(nxt)
+                nxt += 1
+            skip.difference_update([n for n in skip if n < nxt])
+            self._next = nxt
+            pkt = frames.get(nxt)
         if pkt is not None:
             span = self._highest - nxt + 1
             # a talk spurt starts: the DTX gap before it is ours to stretch or skip
