@@ -393,3 +393,20 @@ def test_tshark_decodes_the_call_without_errors(gw, tmp_path, tunnelling):
     text = out.lower()
     for what in ("setup", "connect", "terminalcapabilityset", "openlogicalchannel", "releasecomplete"):
         assert what in text.replace(" ", "").replace("-", ""), f"{what} not seen by tshark:\n{out}"
+
+
+def test_a_connection_that_never_sends_setup_is_closed(gw, monkeypatch):
+    import socket as _socket
+
+    from gateway.h323 import call as call_mod
+
+    monkeypatch.setattr(call_mod, "SETUP_WAIT", 0.3)
+    s = _socket.create_connection(("127.0.0.1", gw.svc.port), timeout=5)
+    try:
+        run(asyncio.sleep(0.8))
+        s.settimeout(2)
+        assert s.recv(100) == b"", "the gateway kept a silent connection open"
+    finally:
+        s.close()
+    run(asyncio.sleep(0.1))
+    assert not gw.svc.calls

@@ -63,6 +63,9 @@ _STATE_NUMBER = {"idle": 0, "outgoing": 1, "proceeding": 3, "incoming": 6, "answ
                  "connected": 10, "released": 0}
 
 
+SETUP_WAIT = 10.0  # seconds an incoming connection may stay without a Setup
+
+
 @dataclass
 class CallOptions:
     """How this side runs a call.  ``separate_h245``: a caller that does not tunnel puts an
@@ -311,6 +314,14 @@ class H323Call(Protocol):
         else:
             self.state = "idle"
             log.info("%s: call signalling connection from %s:%d", self.name, *self.remote)
+            # a connection that never sends a Setup (a port scan, a half-open peer) must not stay for ever
+            self._setup_wait = self.reactor.callLater(SETUP_WAIT, self._no_setup)
+
+    def _no_setup(self) -> None:
+        self._setup_wait = None
+        if self.state == "idle" and self.transport is not None:
+            log.info("%s: no Setup within %g s; closing the connection", self.name, SETUP_WAIT)
+            self._finish(102, "no Setup received", by="local")
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         for item in self.framer.feed(data):
@@ -406,6 +417,9 @@ class H323Call(Protocol):
     # -- callee ------------------------------------------------------------------------
 
     def _on_setup(self, msg: Q931Message, uu: dict[str, Any]) -> None:
+        wait = getattr(self, "_setup_wait", None)
+        if wait is not None and wait.active():
+            wait.cancel()
         pdu = uu["h323-uu-pdu"]
         kind, body = pdu["h323-message-body"]
         if kind != "setup":
@@ -809,6 +823,9 @@ class H323Call(Protocol):
         self.release_text = text
         self.release_reason = reason
         self.released_by = by
+        wait = getattr(self, "_setup_wait", None)
+        if wait is not None and wait.active():
+            wait.cancel()
         for name in ("_flush_call", "_h245_timer"):
             t = getattr(self, name)
             if t is not None and t.active():
