@@ -109,9 +109,10 @@ class SipCall:
         if video is not None and self.video is not None and video.remote_port:
             # RTCP PLI/FIR from the far end: it wants a keyframe from us (video media comes with the video issue)
             self.video.on_rtcp_feedback = self._on_video_feedback
-        rx = AudioFormat(audio.codec, audio.local_payload_type if audio.local_payload_type is not None else audio.payload_type,
-                         audio.ptime or 20)
-        tx = AudioFormat(audio.codec, audio.payload_type, audio.ptime or 20)
+        # 20 ms both ways: our SDP says a=ptime:20 (what we want to receive), and the mixer makes
+        # 20 ms frames; the far end's a=ptime is a preference we may send differently from (RFC 4566)
+        rx = AudioFormat(audio.codec, audio.local_payload_type if audio.local_payload_type is not None else audio.payload_type, 20)
+        tx = AudioFormat(audio.codec, audio.payload_type, 20)
         if self.leg is None:
             self.leg = rtp_audio_leg(
                 self.audio, rx, tx, dtmf_pt=audio.local_dtmf_pt if audio.local_dtmf_pt is not None else audio.dtmf_pt,
