@@ -38,27 +38,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import re
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-LOOPBACK = "127.0.0.1"
+from bench._gateway import CLK_TCK, LOOPBACK, BenchCau, cpu_ticks, pct, problems, rss_mib, shape  # noqa: E402
+
+
 ROOM_ID, ROOM_NUMBER = "bench", "1000"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 DIALPLAN = """\
 # written by bench/h323_calls.py
 version: 1
@@ -82,23 +79,6 @@ MODES: dict[str, dict[str, bool]] = {   # name → H323TestEndpoint keyword argu
 
 
 # ------------------------------------------------------------------ /proc sampling
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` in clock ticks (fields 14, 15 of /proc/PID/stat)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
 def self_cpu_s() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
@@ -160,57 +140,11 @@ class CpuSampler:
                 "rss_max": self.rss_max, "wall": wall}
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    return v[min(len(v) - 1, max(0, int(round(q / 100 * (len(v) - 1)))))]
-
-
 # ------------------------------------------------------------------ the gateway
-class Cau:
-    """``cau run`` as a child in its own process group; stdout (banner) and stderr (log) to files."""
-
+class Cau(BenchCau):
     def __init__(self, workdir: Path):
-        plan = workdir / "bench-dialplan.yaml"
-        plan.write_text(DIALPLAN)
-        self.out_path, self.log_path = workdir / "cau.out", workdir / "cau.log"
-        self.argv = [sys.executable, "-m", "gateway", "run", "--bind", LOOPBACK, "--sip-port", "0",
-                     "--http-port", "0", "--ras-port", "0", "--h323-port", "0", "--rtp-ports", "20000-39999",
-                     "--dialplan", str(plan), "--no-watch"]
-        self.proc = subprocess.Popen(
-            self.argv, stdout=self.out_path.open("w"), stderr=self.log_path.open("w"), stdin=subprocess.DEVNULL,
-            start_new_session=True, cwd=workdir,
-            env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
-        deadline = time.monotonic() + 30
-        self.h323_port = self.http_port = None
-        while time.monotonic() < deadline:
-            text = self.out_path.read_text(errors="replace")
-            cs = re.search(r"H\.323 call signalling listening on [\d.]+:(\d+)/tcp", text)
-            h = re.search(r"HTTP listening on [\d.]+:(\d+)", text)
-            if cs and h:
-                self.h323_port, self.http_port = int(cs.group(1)), int(h.group(1))
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"cau run did not report its H.323 and HTTP ports (exit {self.proc.returncode}):\n"
-                           f"{self.log_path.read_text(errors='replace')[-3000:]}")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def status(self) -> dict:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.http_port}/api/status", timeout=10) as r:
-            return json.loads(r.read())
-
-    def snapshot(self) -> tuple[int, int, int]:
-        """(participants in the room, rtp_ports_in_use, media clock late ticks so far)."""
-        s = self.status()
-        n = sum(r["participants"] for r in s["rooms"] if r["id"] == ROOM_ID)
-        return n, s["media"]["rtp_ports_in_use"], s["media"]["clock"]["late_ticks"]
+        super().__init__(workdir, DIALPLAN, ROOM_ID, needs=("h323",))
+        self.h323_port = self.ports["h323"]
 
     async def asnapshot(self) -> tuple[int, int, int]:
         return await asyncio.to_thread(self.snapshot)  # never block the loop the endpoints run on
@@ -224,41 +158,7 @@ class Cau:
                 return n, ports, time.monotonic() - t0
             await asyncio.sleep(0.1)
 
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size
 
-    def log_since(self, offset: int) -> list[str]:
-        with self.log_path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace").splitlines()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(10)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)  # anything of its group still there
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(2)
-        except subprocess.TimeoutExpired:
-            pass
-
-
-def problems(lines: list[str]) -> list[str]:
-    return [ln for ln in lines if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", ln)]
-
-
-def shape(line: str) -> str:
-    """A log line with timestamp and numbers blanked: to group alike lines."""
-    return re.sub(r"\d+", "N", re.sub(r"^\S+ \S+ ", "", line))
-
-
-# ------------------------------------------------------------------ endpoints
 class Endpoints:
     """Every endpoint made, so that all are closed at the end whatever happened."""
 

@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
-import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -42,17 +40,16 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from interop_tests.peers.procs import LOOPBACK, PeerProcess, free_port, kill_group, require_binary  # noqa: E402
+from bench._gateway import CLK_TCK, BenchCau, cpu_ticks, pct, problems, rss_mib, shape  # noqa: E402
+from interop_tests.peers.procs import LOOPBACK, PeerProcess, free_port, require_binary  # noqa: E402
 from interop_tests.peers.sipp import TONE_FILE, scenario_path, write_tone  # noqa: E402
 
 ROOM = "1000"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 DIALPLAN = """\
 # written by bench/sip_calls.py
 version: 1
@@ -70,20 +67,6 @@ rooms:
 
 
 # ------------------------------------------------------------------ /proc sampling
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of ``pid`` in clock ticks (fields 14, 15 of /proc/PID/stat)."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 class CpuSampler:
     """Samples a process's CPU every ``period`` s in a thread: average and worst interval."""
 
@@ -119,90 +102,21 @@ class CpuSampler:
         return avg, max(self.samples, default=avg)
 
 
-def pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    v = sorted(values)
-    k = min(len(v) - 1, max(0, int(round(q / 100 * (len(v) - 1)))))
-    return v[k]
-
-
 # ------------------------------------------------------------------ the gateway
-class Cau:
+class Cau(BenchCau):
     def __init__(self, workdir: Path):
+        super().__init__(workdir, DIALPLAN, "bench", needs=("sip",))
         self.workdir = workdir
-        plan = workdir / "bench-dialplan.yaml"
-        plan.write_text(DIALPLAN)
-        self.out_path, self.log_path = workdir / "cau.out", workdir / "cau.log"
-        self.argv = [sys.executable, "-m", "gateway", "run", "--bind", LOOPBACK, "--sip-port", "0",
-                     "--http-port", "0", "--ras-port", "0", "--h323-port", "0", "--rtp-ports", "20000-39999",
-                     "--dialplan", str(plan), "--no-watch"]
-        self.proc = subprocess.Popen(
-            self.argv, stdout=self.out_path.open("w"), stderr=self.log_path.open("w"),
-            start_new_session=True, cwd=workdir,
-            env={**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")})
-        deadline = time.monotonic() + 30
-        self.sip_port = self.http_port = None
-        while time.monotonic() < deadline:
-            text = self.out_path.read_text(errors="replace")
-            m = re.search(r"SIP listening on [\d.]+:(\d+)", text)
-            h = re.search(r"HTTP listening on [\d.]+:(\d+)", text)
-            if m and h:
-                self.sip_port, self.http_port = int(m.group(1)), int(h.group(1))
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"cau run did not start (exit {self.proc.returncode}):\n"
-                           f"{self.log_path.read_text(errors='replace')[-3000:]}")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def status(self) -> dict:
-        with urllib.request.urlopen(f"http://{LOOPBACK}:{self.http_port}/api/status", timeout=10) as r:
-            return json.loads(r.read())
-
-    def participants(self) -> tuple[int, int, int]:
-        """(participants in the room, rtp_ports_in_use, late ticks so far)."""
-        s = self.status()
-        n = sum(r["participants"] for r in s["rooms"] if r["id"] == "bench")
-        return n, s["media"]["rtp_ports_in_use"], s["media"]["clock"]["late_ticks"]
+        self.sip_port = self.ports["sip"]
 
     def wait_idle(self, timeout: float) -> tuple[int, int, float]:
         """Wait for 0 participants and 0 RTP ports in use: (participants, ports, seconds waited)."""
         t0 = time.monotonic()
         while True:
-            n, ports, _ = self.participants()
+            n, ports, _ = self.snapshot()
             if (n == 0 and ports == 0) or time.monotonic() - t0 > timeout:
                 return n, ports, time.monotonic() - t0
             time.sleep(0.25)
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size
-
-    def log_since(self, offset: int) -> list[str]:
-        with self.log_path.open("rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", "replace").splitlines()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            kill_group(self.proc, grace=10, sig=signal.SIGTERM)
-
-
-def problems(lines: list[str]) -> list[str]:
-    """WARNING/ERROR/CRITICAL lines and tracebacks of a log slice."""
-    return [ln for ln in lines if re.search(r" (WARNING|ERROR|CRITICAL) |Traceback", ln)]
-
-
-def shape(line: str) -> str:
-    """A log line with its timestamp, Call-IDs and numbers blanked: to group alike lines."""
-    line = re.sub(r"^\S+ \S+ ", "", line)
-    line = re.sub(r"\b[\w.-]*@[\w.:-]+", "<id>", line)
-    return re.sub(r"\d+", "N", line)
 
 
 # ------------------------------------------------------------------ sipp
@@ -274,7 +188,7 @@ def failure_kinds(stats: dict[str, str]) -> str:
 def setup_rate(cau: Cau, work: Path, rate: int, seconds: float, notes: list[str]) -> dict:
     calls = int(rate * seconds)
     log0 = cau.log_size()
-    late0 = cau.participants()[2]
+    late0 = cau.snapshot()[2]
     run = SippRun(work, f"rate-{rate}", f"{LOOPBACK}:{cau.sip_port}", scenario="builtin:uac", calls=calls,
                   rate=rate, hold_ms=1000, limit=max(50, rate * 10), timeout=seconds + 40)
     sampler = CpuSampler(cau.pid)
@@ -285,7 +199,7 @@ def setup_rate(cau: Cau, work: Path, rate: int, seconds: float, notes: list[str]
     st = run.stats()
     rt = run.response_times_ms()
     left, ports, waited = cau.wait_idle(15)
-    late = cau.participants()[2] - late0
+    late = cau.snapshot()[2] - late0
     probs = problems(cau.log_since(log0))
     r = {"rss_after": rss_mib(cau.pid), "rate": rate, "calls": calls, "rc": rc, "ok": num(st, "SuccessfulCall(C)"), "failed": num(st, "FailedCall(C)"),
          "retrans": num(st, "Retransmissions(C)"), "rt": rt, "cpu": cpu_avg, "cpu_max": cpu_max, "wall": wall,
@@ -304,7 +218,7 @@ def concurrent(cau: Cau, work: Path, n: int, ramp_rate: float, hold: float, audi
     hold_ms = int((ramp + hold) * 1000)
     log0 = cau.log_size()
     rss0 = rss_mib(cau.pid)
-    late0 = cau.participants()[2]
+    late0 = cau.snapshot()[2]
     run = SippRun(work, f"held-{n}{'-audio' if audio else ''}", f"{LOOPBACK}:{cau.sip_port}",
                   scenario="uac_audio" if audio else "builtin:uac", calls=n, rate=ramp_rate,
                   hold_ms=hold_ms, limit=n + 10, timeout=ramp + hold + 60)
@@ -313,7 +227,7 @@ def concurrent(cau: Cau, work: Path, n: int, ramp_rate: float, hold: float, audi
     peak = 0
     # wait until all N are in the room (or the last call should long be up)
     while time.monotonic() - t0 < ramp + hold / 2 and run.proc.alive():
-        peak = max(peak, cau.participants()[0])
+        peak = max(peak, cau.snapshot()[0])
         if peak >= n:
             break
         time.sleep(0.2)
@@ -326,14 +240,14 @@ def concurrent(cau: Cau, work: Path, n: int, ramp_rate: float, hold: float, audi
     end = time.monotonic() + window
     while time.monotonic() < end:
         rss_max = max(rss_max, rss_mib(cau.pid))
-        peak = max(peak, cau.participants()[0])
+        peak = max(peak, cau.snapshot()[0])
         time.sleep(0.5)
     cpu_avg, cpu_max = sampler.stop()
     try:
         sipp_cpu = 100 * (cpu_ticks(sipp_pid) - sipp_c0) / CLK_TCK / window
     except OSError:
         sipp_cpu = float("nan")
-    late = cau.participants()[2] - late0
+    late = cau.snapshot()[2] - late0
     rc = run.wait()
     st = run.stats()
     left, ports, waited = cau.wait_idle(20)
