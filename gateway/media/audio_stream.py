@@ -27,6 +27,8 @@ from gateway.media.rtp import RtpSession
 MIX_RATE = 16000
 FRAME_MS = 20
 FRAME_SAMPLES = MIX_RATE * FRAME_MS // 1000
+#: mean square (int16²) under which a frame counts as quiet enough to shed: -50 dBFS
+QUIET_MS = (32768.0 * 10 ** (-50 / 20)) ** 2
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,11 @@ class AudioStream:
 
     # -- mixer source (per tick) ----------------------------------------------
     def pull(self) -> np.ndarray | None:
-        kind, payload = self.jitter.get(self._clock())
+        jb = self.jitter
+        kind, payload = jb.get(self._clock())
         if kind == "frame":
+            if jb.shed_wanted and self._decode_level(payload) < QUIET_MS:
+                payload = jb.shed()  # a quiet frame: drop the next one too (see JitterBuffer)
             return self.decoder.decode(payload)
         if kind == "lost":
             return self.decoder.conceal(FRAME_SAMPLES, payload)
@@ -104,9 +109,15 @@ class AudioStream:
         The frame is decoded at the codec's own rate only; :meth:`frame` makes the
         16 kHz version if this member is heard (``None``: silence, DTX, nothing yet).
         """
-        kind, payload = self.jitter.get(self._clock())
+        jb = self.jitter
+        kind, payload = jb.get(self._clock())
         if kind == "frame":
-            return self._decode_level(payload)
+            level = self._decode_level(payload)
+            if level < QUIET_MS and jb.shed_wanted:
+                # the buffer holds a frame more than it needs and this one is quiet: the
+                # next frame goes too (decoded, so a stateful decoder keeps its state)
+                level = self._decode_level(jb.shed())
+            return level
         if kind == "lost":
             return self.decoder.conceal_level(FRAME_SAMPLES, payload)
         return None

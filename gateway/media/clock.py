@@ -104,6 +104,12 @@ class MediaClock:
         self._errors.pop(id(callback), None)
 
     @property
+    def origin(self) -> float:
+        """When tick 0 of the current grid was due (the clock's time source; ticks are
+        due at ``origin + k * interval``)."""
+        return self._t0
+
+    @property
     def subscribers(self) -> int:
         return len(self._subscribers)
 

@@ -16,16 +16,36 @@ strictly in sequence order, one per ``get()``. The buffer has three states:
 
 Adaptation
 ----------
-The target delay is ``clamp(peak_jitter + frame, min, max)`` where
-``peak_jitter`` follows the largest recent change of transit time between
-consecutive packets: it jumps up at once on a spike and decays by 0.5 % per
-packet (about 3 s half-life at 50 packets/s), so calm periods shrink it.
-The delay grows where it costs nothing audible: prefetch after an underrun or
-a silence, and by stretching DTX gaps; it shrinks by skipping silence at a
-talk-spurt start and, when the buffer stays deeper than target + 1 frame for a
-whole second (a sender whose clock runs fast), by dropping one frame
-(``drift_adjustments``). A slow sender drains the buffer; the underrun is
-concealed and the prefetch restores the target depth.
+Two figures steer the delay.
+
+*Prefetch target* ``clamp(peak_jitter + frame, min, max)``: ``peak_jitter``
+follows the largest recent change of transit time between consecutive packets:
+it jumps up at once on a spike and decays by 0.5 % per packet (about 3 s
+half-life at 50 packets/s). Play-out (re)starts when the buffered span exceeds
+the target or the first waiting packet is ``target`` old: at start, after an
+underrun, after a talk-spurt end.
+
+*Slack*: every frame played records how long it waited here (play time minus
+arrival). Over a window of ``_SHED_WINDOW`` frames (0.5 s) the smallest wait is
+the margin the worst-timed packet of the window had. If even that packet
+waited more than one frame plus a guard, every frame could have been played a
+tick earlier: one frame is dropped (``drift_adjustments``) and the delay falls
+by a frame. So the delay converges to "the latest packet of the last half
+second just makes its tick", whatever the phase between the sender's clock
+and our tick, and a sender whose clock runs fast is handled by the same rule.
+The guard starts at 2 ms. A frame that play-out ran dry for and that then
+arrives raises it to how late it came plus the slack frames usually had (so the
+spread of arrival times is kept in hand); a packet that arrives after its frame
+was given up adds a quarter frame; at most one frame. A raised guard holds for
+10 s, then decays towards 2 ms (half-life ~11 s): a stream with rare late
+packets settles a tick deeper instead of oscillating. A packet *lost* in
+mid-stream is concealed and play-out goes on on the same schedule when the next
+one comes: loss costs no delay.
+
+The delay also grows where it costs nothing audible (prefetch after an underrun
+or a silence, stretching DTX gaps) and shrinks by skipping silence at a
+talk-spurt start. A slow sender drains the buffer; the underrun is concealed
+and the prefetch restores the target depth.
 
 Talk spurts / DTX: a packet with the marker bit (RFC 3551 §4.1) whose timestamp
 jumps past the previous frame, or any jump > 4 frames, starts a talk spurt;
@@ -48,7 +68,11 @@ from dataclasses import dataclass
 __all__ = ["JitterBuffer", "JitterStats"]
 
 _RESYNC_JUMP = 1000
-_DRIFT_WINDOW = 15  # ticks (300 ms at 20 ms): excess delay is shed one frame per window
+_SHED_WINDOW = 25  # frames played (0.5 s at 20 ms) per look at the smallest wait (slack)
+_GUARD_MIN_MS = 2.0  # slack kept above one frame before a frame is shed
+_GUARD_HOLD = 20  # windows (10 s) a raised guard is kept before it decays
+_GUARD_DECAY = 0.97  # then per window: guard = min + (guard - min) * decay (half-life ~11 s)
+_SHED_FORCE = 50  # frames (1 s): a frame to shed that no quiet moment took is dropped anyway
 _LONG_GAP_S = 1.0
 _MAX_CONCEAL_TICKS = 3  # consecutive concealments while waiting before switching to silence
 _PEAK_DECAY = 0.995
@@ -71,7 +95,9 @@ class JitterStats:
     duplicates: int = 0
     reordered: int = 0
     overflows: int = 0  # frames dropped because the buffer exceeded max delay
-    drift_adjustments: int = 0  # frames dropped because the buffer stayed too deep
+    drift_adjustments: int = 0  # frames dropped because every frame of a window waited > 1 frame + guard
+    guard_ms: float = 0.0  # slack kept when shedding (grows with underruns and late packets)
+    slack_ms: float = 0.0  # smallest wait of a played frame in the last full window
     underruns: int = 0
     resyncs: int = 0
     ptime_mismatch: int = 0
@@ -126,8 +152,12 @@ class JitterBuffer:
         self._conceal_run = 0
         self._gap_seq = -1  # talk-spurt start being stretched
         self._gap_left = 0
-        self._window_min = 1 << 30
+        self._window_slack = 1e9  # smallest (play time - arrival) in this window, seconds
         self._window_ticks = 0
+        self._guard_ms = _GUARD_MIN_MS
+        self._guard_hold = 0
+        self._shed_wait = -1  # >= 0: one frame is to be shed (frames played since decided)
+        self._dry_at = 0.0  # when play-out last ran dry
         self._resync_expect = -1
         self._skip: set[int] = set()  # sequence numbers used by non-audio packets (RFC 4733 events)
 
@@ -150,6 +180,7 @@ class JitterBuffer:
         st.depth_ms = self._target_ms
         st.jitter_ms = self._peak_ms
         st.buffered = len(self._frames)
+        st.guard_ms = self._guard_ms
         span = self._highest - self._next + 1 if self._state != IDLE else 0
         st.current_ms = max(0, span) * self.frame_ms
         return st
@@ -215,6 +246,7 @@ class JitterBuffer:
                 self._stats.duplicates += 1
             else:
                 self._stats.late += 1
+                self._bump_guard()
             return
         elif ext in frames:
             self._stats.duplicates += 1
@@ -222,8 +254,14 @@ class JitterBuffer:
         else:
             self._stats.reordered += 1
         frames[ext] = (timestamp, payload, marker, arrival)
-        if self._state == WAITING and self._wait_since is None:
-            self._wait_since = arrival
+        if self._state == WAITING:
+            if self._wait_since is None:
+                self._wait_since = arrival
+            if self._underrun and ext == self._next:
+                # the frame play-out ran dry for came this much after its tick; frames
+                # usually had slack_ms to spare: keep the difference (+ the minimum) in hand
+                late_by = (arrival - self._dry_at) * 1000.0
+                self._raise_guard(late_by + min(self._stats.slack_ms, self.frame_ms) + _GUARD_MIN_MS)
         if self._highest - self._next + 1 > self._max_frames:
             self._overflow()
 
@@ -236,6 +274,16 @@ class JitterBuffer:
         else:
             self._resync_expect = (seq + 1) & 0xFFFF
             self._stats.late += 1
+
+    def _bump_guard(self) -> None:
+        self._raise_guard(self._guard_ms + self.frame_ms / 4)
+
+    def _raise_guard(self, ms: float) -> None:
+        if ms > self.frame_ms:
+            ms = self.frame_ms
+        if ms > self._guard_ms:
+            self._guard_ms = ms
+        self._guard_hold = _GUARD_HOLD
 
     def _overflow(self) -> None:
         frames = self._frames
@@ -254,6 +302,33 @@ class JitterBuffer:
             return ("empty", None)
         # WAITING (prefetch)
         frames = self._frames
+        if frames and self._underrun:
+            nxt = self._next
+            first = frames.get(nxt)
+            if first is not None and not self._is_spurt_start(first):
+                # the frame we ran dry for came late: play it now - the delay grows by
+                # the ticks concealed meanwhile (and the guard remembers how late it was)
+                return self._resume(nxt, now)
+            if first is None and self._highest >= nxt + self._conceal_run:
+                # a *later* frame is here: the missing ones were lost, not a pause. Resume
+                # on the old schedule - the frame due this tick is ``vnext`` (one slot per
+                # tick concealed since) - so a loss costs no delay.
+                vnext = nxt + self._conceal_run
+                if vnext in frames:
+                    for e in range(nxt, vnext):
+                        if frames.pop(e, None) is None:
+                            st.lost += 1
+                        else:
+                            st.late += 1
+                        self._played[e % _PLAYED_WINDOW] = e
+                    if self._played_ts is not None:
+                        self._played_ts = (self._played_ts + self._conceal_run * self.frame_ticks) & 0xFFFFFFFF
+                    return self._resume(vnext, now)
+                if self._conceal_run < self._max_frames:
+                    self._conceal_run += 1
+                    st.concealed += 1
+                    following = frames.get(vnext + 1)
+                    return ("lost", following[1] if following is not None else None)
         if frames:
             span = self._highest - self._next + 1
             ws = self._wait_since
@@ -276,6 +351,36 @@ class JitterBuffer:
             return ("empty", None)
         st.silence += 1
         return ("silence", None)
+
+    def _resume(self, nxt: int, now: float) -> tuple[str, bytes | None]:
+        self._next = nxt
+        self._state = PLAYING
+        self._underrun = False
+        self._conceal_run = 0
+        self._gap_seq = nxt
+        self._gap_left = 0
+        return self._play(now)
+
+    @property
+    def shed_wanted(self) -> bool:
+        """One frame is to be shed (every frame of the last window waited more than a frame
+        plus the guard) and the next frame is here: if the frame just played was quiet,
+        call :meth:`shed` to drop the next one where a listener cannot hear it."""
+        return self._shed_wait >= 0 and self._state == PLAYING and self._next in self._frames
+
+    def shed(self) -> bytes | None:
+        """Take the next frame out of play-out (see :attr:`shed_wanted`); returns its
+        payload so a stateful decoder can still decode it, or ``None`` if there is none."""
+        if not self.shed_wanted:
+            return None
+        nxt = self._next
+        pkt = self._frames.pop(nxt)
+        self._played[nxt % _PLAYED_WINDOW] = nxt
+        self._played_ts = pkt[0]
+        self._next = nxt + 1
+        self._stats.drift_adjustments += 1
+        self._shed_wait = -1
+        return pkt[1]
 
     def _is_spurt_start(self, pkt: tuple[int, bytes, bool, float]) -> bool:
         if self._played_ts is None:
@@ -316,21 +421,37 @@ class JitterBuffer:
             self._played[nxt % _PLAYED_WINDOW] = nxt
             self._played_ts = pkt[0]
             st.played += 1
-            # clock drift: if the buffer stays deeper than target + 1 frame for a
-            # whole window, drop one frame
-            span -= 1
-            if span < self._window_min:
-                self._window_min = span
+            # slack: if every frame of the window waited more than a frame + guard, play
+            # one frame earlier from now on (drop one); see the module docstring
+            slack = now - pkt[3]
+            if slack < self._window_slack:
+                self._window_slack = slack
             self._window_ticks += 1
-            if self._window_ticks >= _DRIFT_WINDOW:
-                if self._window_min > self._target_frames + 1 and (nxt + 1) in frames:
+            if self._window_ticks >= _SHED_WINDOW:
+                slack_ms = self._window_slack * 1000.0
+                st.slack_ms = slack_ms
+                if slack_ms >= self.frame_ms + self._guard_ms:
+                    if self._shed_wait < 0:
+                        self._shed_wait = 0
+                else:
+                    self._shed_wait = -1
+                if self._guard_hold > 0:
+                    self._guard_hold -= 1
+                elif self._guard_ms > _GUARD_MIN_MS:
+                    self._guard_ms = _GUARD_MIN_MS + (self._guard_ms - _GUARD_MIN_MS) * _GUARD_DECAY
+                self._window_slack = 1e9
+                self._window_ticks = 0
+            if self._shed_wait >= 0:
+                # a frame is to be shed: AudioStream sheds a quiet one (shed()); a stream
+                # that is never quiet loses one anyway after _SHED_FORCE frames
+                self._shed_wait += 1
+                if self._shed_wait > _SHED_FORCE and (nxt + 1) in frames:
                     dropped = frames.pop(nxt + 1)
                     self._played[(nxt + 1) % _PLAYED_WINDOW] = nxt + 1
                     self._played_ts = dropped[0]
                     self._next = nxt + 2
                     st.drift_adjustments += 1
-                self._window_min = 1 << 30
-                self._window_ticks = 0
+                    self._shed_wait = -1
             return ("frame", pkt[1])
         if frames:
             # a hole: the frame never arrived in time
@@ -343,8 +464,10 @@ class JitterBuffer:
         # ran dry: late packets (underrun, conceal) or the sender stopped (silence)
         self._state = WAITING
         self._wait_since = None
-        self._window_min = 1 << 30
+        self._window_slack = 1e9
         self._window_ticks = 0
+        self._shed_wait = -1
+        self._dry_at = now
         # Whether the next packet is late or the sender went quiet cannot be told
         # yet (both empty the buffer about one target delay after the last
         # arrival): conceal a few ticks, then call it silence.

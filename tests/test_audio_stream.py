@@ -1,0 +1,52 @@
+"""AudioStream: the jitter buffer sheds its spare delay on quiet frames, never in speech."""
+from __future__ import annotations
+
+import numpy as np
+
+from gateway.catalogue import default_catalogue
+from gateway.media.audio_codecs import AudioEncoder
+from gateway.media.audio_stream import AudioFormat, AudioStream
+
+
+class _Transport:
+    """Just enough of an RtpSession for AudioStream: nothing is sent in this test."""
+
+    on_packet = None
+
+    def send(self, payload, pt, step):
+        pass
+
+
+def _frames(pattern: str) -> list[np.ndarray]:
+    """'T' = 20 ms of a -20 dBFS 1 kHz tone, '.' = 20 ms of silence (8 kHz)."""
+    out, n = [], 0
+    for c in pattern:
+        t = (np.arange(160) + n) / 8000
+        tone = 3277 * np.sin(2 * np.pi * 1000 * t)
+        out.append((tone if c == "T" else np.zeros(160)).astype(np.int16))
+        n += 160
+    return out
+
+
+def test_spare_delay_is_shed_on_quiet_frames_and_every_tone_frame_is_heard():
+    codec = default_catalogue().get("PCMU")
+    fmt = AudioFormat(codec, 0)
+    now = [100.0]
+    stream = AudioStream(_Transport(), fmt, fmt, clock=lambda: now[0])
+    enc = AudioEncoder(codec, in_rate=8000)
+    # 1 s of tone, 0.2 s pause, repeated: packets arrive 2 ms after each 20 ms tick, so
+    # the start-up delay (40 ms) is more than they need: a frame or two is to be shed
+    pattern = ("T" * 50 + "." * 10) * 5
+    payloads = [enc.encode(f) for f in _frames(pattern)]
+    heard_tone = 0
+    for k, payload in enumerate(payloads + [None] * 10):
+        if payload is not None:
+            stream._on_packet(0, 1000 + k, k * 160, k == 0, payload, 0x1234, 100.0 + k * 0.02 - 0.018)
+        now[0] = 100.0 + k * 0.02
+        level = stream.pull_level()
+        if level is not None and level > 1e5:  # the tone is ~5e6 (int16²); silence ~0
+            heard_tone += 1
+    st = stream.jitter.stats
+    assert st.drift_adjustments >= 1  # the spare delay went
+    assert heard_tone == pattern.count("T")  # ... and not a frame of the tone with it
+    assert st.lost == 0 and st.late == 0
