@@ -10,15 +10,22 @@ mix of 40 % G.711 (PCMU/PCMA), 30 % G.722, 30 % Opus; three talk, the rest send
 Figures printed per N (nothing is asserted):
 - CPU of the gateway process per participant and in total (% of one core),
   from getrusage over the measured window;
-- late ticks (a 20 ms tick that fired > 5 ms late) and missed/caught-up ticks;
+- late ticks (a 20 ms tick that fired > 5 ms late) and missed/caught-up ticks,
+  and how many of the late ones had the CPU taken from us meanwhile: by the
+  hypervisor (steal time in /proc/stat grew since the previous tick) or by other
+  processes (our run-queue wait in /proc/self/schedstat grew by > 1 ms);
 - mixer tick time p50/p99 (the mixing work itself, codecs included);
 - added latency p50/p99: a talker switches its tone between two frequencies
-  every 500 ms; a listener on another codec times when it hears the switch.
-  This is mouth-to-ear through the gateway (jitter buffer, tick wait, decode,
-  mix, encode) minus nothing: loopback adds ~0;
+  every 500 ms; a listener on another codec plays each packet as it arrives and
+  times when it hears the switch, against when it would have heard it had the
+  talker's packets come to it directly. That difference is what the gateway adds
+  (jitter buffer, tick wait, decode, mix, encode; loopback adds ~0). It depends
+  on the *phase*: how long after the talker's send the gateway's tick falls
+  (random per run: the gateway starts its clock after a random pause), which is
+  printed too;
 - memory per participant (gateway RSS growth / N).
 
-Usage: python bench/audio_room.py [--sizes 10,50,200] [--seconds 10]
+Usage: python bench/audio_room.py [--sizes 10,50,200] [--seconds 10] [--repeat 1]
 """
 from __future__ import annotations
 
@@ -41,6 +48,9 @@ sys.path.insert(0, str(ROOT))
 
 MIX = [("PCMU", 0)] * 2 + [("PCMA", 8)] * 2 + [("G722", 9)] * 3 + [("opus", 111)] * 3  # 40/30/30
 F1, F2, SWITCH_S = 700.0, 1300.0, 0.5
+# Measuring starts after this: jitter buffers start at 40 ms and shed what the packets do
+# not need on quiet frames; a talker who never pauses (the timed tone) is shed within ~3 s.
+WARMUP_S = 4.0
 
 
 def codec_plan(n: int) -> list[tuple[str, int]]:
@@ -90,6 +100,7 @@ def serve(n: int, seconds: float) -> None:
     remotes = json.loads(sys.stdin.readline())["ports"]
     for leg, port in zip(legs, remotes):
         leg.media.session.set_remote("127.0.0.1", port)
+    time.sleep(random.uniform(0.0, 0.020))  # a random phase between their sends and our ticks
     clock.start()
     rss1 = rss_kib()
     result: dict = {}
@@ -104,7 +115,21 @@ def serve(n: int, seconds: float) -> None:
 
     gc.callbacks.append(gc_watch)
 
-    def begin() -> None:  # after a 2 s warm-up (jitter buffers settle, encoders exist)
+    cpu_taken = {"steal": 0, "runq": 0}
+    prev = [clock.stats.late_ticks, *_cpu_taken()]
+
+    def watch_tick() -> None:  # after the room's tick: was this one late, and why?
+        late, steal, runq = clock.stats.late_ticks, *_cpu_taken()
+        if late > prev[0] and "t0" in result:
+            if steal > prev[1]:
+                cpu_taken["steal"] += 1
+            elif runq - prev[2] > 1_000_000:
+                cpu_taken["runq"] += 1
+        prev[:] = [late, steal, runq]
+
+    clock.subscribe(watch_tick)
+
+    def begin() -> None:  # after the warm-up (jitter buffers settle, encoders exist)
         result["cpu0"] = _cpu()
         result["t0"] = time.monotonic()
         result["stats0"] = (clock.stats.ticks, clock.stats.late_ticks, clock.stats.missed + clock.stats.skipped)
@@ -130,11 +155,13 @@ def serve(n: int, seconds: float) -> None:
             "jb_depth_ms": sum(leg.media.jitter.stats.depth_ms for leg in legs) / n,
             "jb_now_ms": sum(leg.media.jitter.stats.current_ms for leg in legs) / n,
             "gc_runs": len(gc_pauses), "gc_max_ms": max(gc_pauses, default=0.0),
+            "late_steal": cpu_taken["steal"], "late_runq": cpu_taken["runq"],
+            "clock_origin": clock.origin,
         }), flush=True)
         reactor.stop()
 
-    reactor.callLater(2.0, begin)
-    reactor.callLater(2.0 + seconds, end)
+    reactor.callLater(WARMUP_S, begin)
+    reactor.callLater(WARMUP_S + seconds, end)
     profile_to = os.environ.get("CAU_BENCH_PROFILE")
     if profile_to:  # where does the gateway side spend its time? (cProfile stats file)
         import cProfile
@@ -142,6 +169,15 @@ def serve(n: int, seconds: float) -> None:
         cProfile.runctx("reactor.run()", globals(), {"reactor": reactor}, profile_to)
     else:
         reactor.run()
+
+
+def _cpu_taken() -> tuple[int, int]:
+    """(steal jiffies of all CPUs, ns this process waited on a run queue)."""
+    with open("/proc/stat") as f:
+        steal = int(f.readline().split()[8])
+    with open("/proc/self/schedstat") as f:
+        runq = int(f.read().split()[1])
+    return steal, runq
 
 
 def _cpu() -> float:
@@ -177,19 +213,22 @@ async def drive(n: int, seconds: float, proc: subprocess.Popen) -> dict:
     proc.stdin.flush()
 
     switches: list[float] = []  # send times of F1→F2 and F2→F1 switches
+    sends: list[float] = []  # when the timed talker's packets went
     loop = asyncio.get_event_loop()
     start = loop.time()
     frame = 0
     period = int(timed.rate * SWITCH_S)
-    total = int((seconds + 2.5) / 0.02)
+    total = int((seconds + WARMUP_S + 0.5) / 0.02)
     while frame < total:
         pos_before = timed._pos
         sent_at = time.monotonic()
         for p in parts:
+            if p is timed:
+                sends.append(time.monotonic())
             p.send_frame()
         # did the timed talker's tone switch inside this frame? (its signal is F1 then F2, `period` each)
         into = pos_before % period
-        if frame * 0.02 >= 2.0 and (into == 0 or into + timed.samples > period):
+        if frame * 0.02 >= WARMUP_S and (into == 0 or into + timed.samples > period):
             offset = 0 if into == 0 else period - into
             switches.append(sent_at + offset / timed.rate)
         frame += 1
@@ -200,7 +239,7 @@ async def drive(n: int, seconds: float, proc: subprocess.Popen) -> dict:
     latencies = _latencies(listener, switches)
     for p in parts:
         p.close()
-    return {"latency_ms": latencies, "listener_packets": listener.stats.packets}
+    return {"latency_ms": latencies, "listener_packets": listener.stats.packets, "sends": sends}
 
 
 def _tone(freq: float, rate: int, seconds: float) -> np.ndarray:
@@ -220,8 +259,10 @@ def _latencies(listener, switches: list[float]) -> list[float]:
             e2 = _band(block, rate, F2)
             if max(e1, e2) < 1e3:
                 continue
-            # sample j of a 20 ms packet was played out (j / rate) after the packet's first sample
-            times.append(arrival - (len(pcm) - j) / rate)
+            # the listener plays each packet as it arrives: sample j at arrival + j / rate.
+            # (Direct from the talker, the switch would be heard at its send time + offset:
+            # the difference is what the gateway adds.)
+            times.append(arrival + j / rate)
             which.append(1 if e1 > e2 else 2)
     heard = [times[i] for i in range(1, len(which)) if which[i] != which[i - 1]]
     lat = []
@@ -255,6 +296,9 @@ def trial(n: int, seconds: float) -> dict:
         client = loop.run_until_complete(drive(n, seconds, proc))
         server = json.loads(proc.stdout.readline())
         proc.wait(timeout=30)
+        # phase: how long after the timed talker's send the gateway's next tick fell (median)
+        sends = client.pop("sends")
+        client["phase_ms"] = float(np.median([((server["clock_origin"] - t) % 0.02) * 1000 for t in sends]))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -265,24 +309,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10,50,200")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--repeat", type=int, default=1, help="trials per size (each with its own random phase)")
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         serve(args.serve, args.seconds)
         return
-    print(f"audio room benchmark: {args.seconds:g} s measured per size after 2 s warm-up; "
+    print(f"audio room benchmark: {args.seconds:g} s measured per trial after {WARMUP_S:g} s warm-up; "
           f"codec mix 40 % G.711, 30 % G.722, 30 % Opus; 3 talkers; {os.cpu_count()} cores")
-    print(f"{'N':>5} {'CPU total':>10} {'CPU/part':>9} {'late ticks':>11} {'missed':>7} "
-          f"{'tick p50':>9} {'tick p99':>9} {'lat p50':>8} {'lat p99':>8} {'mem/part':>9} {'jb lost':>8}")
+    print("late ticks: all (and of those, how many had the CPU taken: by the hypervisor / other processes)")
+    print(f"{'N':>5} {'CPU total':>10} {'CPU/part':>9} {'late ticks':>13} {'taken':>6} {'missed':>7} "
+          f"{'tick p50':>9} {'tick p99':>9} {'phase':>6} {'lat p50':>8} {'lat p99':>8} {'mem/part':>9} {'jb lost':>8}")
     for n in [int(x) for x in args.sizes.split(",")]:
-        r = trial(n, args.seconds)
-        cpu = 100 * r["cpu_s"] / r["wall_s"]
-        lat = np.array(r["latency_ms"]) if r["latency_ms"] else np.array([np.nan])
-        late_pct = 100 * r["late_ticks"] / max(1, r["ticks"])
-        print(f"{n:>5} {cpu:>9.1f}% {cpu / n:>8.2f}% {r['late_ticks']:>5} ({late_pct:.2f}%) {r['missed_ticks']:>7} "
-              f"{r['tick_p50_us'] / 1000:>7.2f}ms {r['tick_p99_us'] / 1000:>7.2f}ms "
-              f"{np.percentile(lat, 50):>6.1f}ms {np.percentile(lat, 99):>6.1f}ms "
-              f"{r['rss_kib_per_leg']:>6.0f}KiB {r['jb_lost']:>8}", flush=True)
+        for _ in range(args.repeat):
+            r = trial(n, args.seconds)
+            cpu = 100 * r["cpu_s"] / r["wall_s"]
+            lat = np.array(r["latency_ms"]) if r["latency_ms"] else np.array([np.nan])
+            late_pct = 100 * r["late_ticks"] / max(1, r["ticks"])
+            taken = f"{r['late_steal']}/{r['late_runq']}"
+            print(f"{n:>5} {cpu:>9.1f}% {cpu / n:>8.2f}% {r['late_ticks']:>5} ({late_pct:.2f}%) {taken:>6} "
+                  f"{r['missed_ticks']:>7} {r['tick_p50_us'] / 1000:>7.2f}ms {r['tick_p99_us'] / 1000:>7.2f}ms "
+                  f"{r['phase_ms']:>4.1f}ms {np.percentile(lat, 50):>6.1f}ms {np.percentile(lat, 99):>6.1f}ms "
+                  f"{r['rss_kib_per_leg']:>6.0f}KiB {r['jb_lost']:>8}", flush=True)
 
 
 if __name__ == "__main__":
