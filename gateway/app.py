@@ -67,6 +67,9 @@ class Gateway:
 
         self.ports = PortAllocator(*settings.rtp_ports)
         self.clock = MediaClock()
+        from gateway.media.rtp import read_pending
+
+        self.clock.add_late_hook(read_pending)  # a late tick first reads what queued up
         self.registry = RoomRegistry(self.clock, reactor=reactor)
         self.gk_client = None
 

@@ -34,19 +34,24 @@ def test_spare_delay_is_shed_on_quiet_frames_and_every_tone_frame_is_heard():
     now = [100.0]
     stream = AudioStream(_Transport(), fmt, fmt, clock=lambda: now[0])
     enc = AudioEncoder(codec, in_rate=8000)
-    # 1 s of tone, 0.2 s pause, repeated: packets arrive 2 ms after each 20 ms tick, so
-    # the start-up delay (40 ms) is more than they need: a frame or two is to be shed
-    pattern = ("T" * 50 + "." * 10) * 5
-    payloads = [enc.encode(f) for f in _frames(pattern)]
-    heard_tone = 0
-    for k, payload in enumerate(payloads + [None] * 10):
-        if payload is not None:
-            stream._on_packet(0, 1000 + k, k * 160, k == 0, payload, 0x1234, 100.0 + k * 0.02 - 0.018)
+    # 6 s of silence arriving 18 ms before each tick (the buffer settles), then speech -
+    # 1 s of tone, 0.2 s pause, five times - arriving 20 ms earlier (the path got
+    # shorter): a frame of delay is to be shed, and it must not be a frame of tone
+    settle, pattern = "." * 300, ("T" * 50 + "." * 10) * 5
+    payloads = [enc.encode(f) for f in _frames(settle + pattern)]
+    arrivals = [100.0 + k * 0.02 - (0.018 if k < len(settle) else 0.038) for k in range(len(payloads))]
+    heard_tone, shed_settled, i = 0, 0, 0
+    for k in range(len(payloads) + 10):
         now[0] = 100.0 + k * 0.02
+        while i < len(payloads) and arrivals[i] <= now[0]:
+            stream._on_packet(0, 1000 + i, i * 160, i == 0, payloads[i], 0x1234, arrivals[i])
+            i += 1
+        if k == len(settle):
+            shed_settled = stream.jitter.stats.drift_adjustments
         level = stream.pull_level()
         if level is not None and level > 1e5:  # the tone is ~5e6 (int16²); silence ~0
             heard_tone += 1
     st = stream.jitter.stats
-    assert st.drift_adjustments >= 1  # the spare delay went
+    assert st.drift_adjustments > shed_settled  # the spare delay went
     assert heard_tone == pattern.count("T")  # ... and not a frame of the tone with it
     assert st.lost == 0 and st.late == 0

@@ -145,3 +145,19 @@ def test_a_subscriber_may_unsubscribe_itself_during_a_tick():
     r.advance(0.020)
     r.advance(0.020)
     assert calls == [1]
+
+
+def test_late_hooks_run_before_a_late_tick_only():
+    r = Clock()
+    clock = MediaClock(0.020, reactor=r)
+    order: list[str] = []
+    clock.add_late_hook(lambda: order.append("hook"))
+    clock.subscribe(lambda: order.append("tick"))
+    clock.start()
+    r.advance(0.020)  # on time
+    r.advance(0.021)  # 1 ms late: within the timer granularity
+    assert order == ["tick", "tick"]
+    r.advance(0.024)  # 5 ms late: the hook first (once), then the tick
+    assert order[2:] == ["hook", "tick"]
+    r.advance(0.060)  # a stall: one hook, then the tick and its catch-up ticks
+    assert order[4:] == ["hook", "tick", "tick", "tick"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import time
 
 import pytest
 from aiortc.rtp import RtcpRrPacket
@@ -337,3 +338,19 @@ def test_set_remote_refuses_hostnames(alloc):
             s.set_remote("::1", 5004)
     finally:
         wait(s.close())
+
+
+def test_read_pending_takes_queued_datagrams_without_the_event_loop(pair, raw):
+    # what a late media tick relies on: packets that queued while the loop was busy
+    # are in the jitter buffers before the tick mixes
+    a, b = pair
+    got = []
+    a.on_packet = lambda pt, seq, ts, marker, payload, ssrc, arrival: got.append(seq)
+    s = raw()
+    a.set_remote(LOOP, s.getsockname()[1])  # the signalled peer (no latching involved)
+    for seq in range(5):
+        s.sendto(rtp_bytes(seq, seq * 160, 0xABCD), (LOOP, a.local_port))
+    time.sleep(0.01)  # the loop does not run: the datagrams wait in the socket
+    assert got == []
+    rtp_mod.read_pending()
+    assert got == [0, 1, 2, 3, 4]

@@ -8,6 +8,11 @@ room still produces one audio frame per 20 ms of wall time and the far ends'
 jitter buffers see no gap. If the loop was blocked even longer, the clock
 resyncs to the grid and counts the ticks it skipped.
 
+Before a tick whose timer fired more than ``LATE_HOOK_AFTER`` late, the *late
+hooks* run (``add_late_hook``): the gateway reads the RTP packets that queued up
+meanwhile (``gateway.media.rtp.read_pending``), because the loop runs due timers
+before it polls its sockets.
+
 A subscriber that raises is logged (first time with a traceback, then one in
 every 500) and the clock keeps going.
 """
@@ -51,6 +56,8 @@ class MediaClock:
 
     #: a timer firing this much before its due time still runs the tick (timer granularity)
     EARLY_TOLERANCE = 0.001
+    #: a timer firing this much after its due time runs the late hooks first
+    LATE_HOOK_AFTER = 0.002
 
     def __init__(
         self,
@@ -77,6 +84,7 @@ class MediaClock:
         self.late_threshold = float(late_threshold)
         self._subscribers: list[Callable[[], None]] = []
         self._snapshot: tuple[Callable[[], None], ...] = ()
+        self._late_hooks: list[Callable[[], None]] = []
         self._errors: dict[int, int] = {}
         self._call: Any = None
         self._t0 = 0.0
@@ -102,6 +110,11 @@ class MediaClock:
             return
         self._snapshot = tuple(self._subscribers)
         self._errors.pop(id(callback), None)
+
+    def add_late_hook(self, hook: Callable[[], None]) -> None:
+        """Call ``hook()`` before a tick that fires more than ``LATE_HOOK_AFTER`` late."""
+        if hook not in self._late_hooks:
+            self._late_hooks.append(hook)
 
     @property
     def origin(self) -> float:
@@ -155,6 +168,12 @@ class MediaClock:
             st.late_ticks += 1
         if lateness * 1000.0 > st.max_lateness_ms:
             st.max_lateness_ms = lateness * 1000.0
+        if lateness > self.LATE_HOOK_AFTER:
+            for hook in self._late_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("media clock late hook %r failed", hook)
         behind = int(lateness // self.interval) if lateness > 0 else 0  # ticks due besides this one
         if behind > self.max_catchup:
             skip = behind - self.max_catchup

@@ -30,7 +30,9 @@ arrival). Over a window of ``_SHED_WINDOW`` frames (0.5 s) the smallest wait is
 the margin the worst-timed packet of the window had. If even that packet
 waited more than one frame plus a guard, every frame could have been played a
 tick earlier: one frame is dropped (``drift_adjustments``) and the delay falls
-by a frame. So the delay converges to "the latest packet of the last half
+by a frame: a quiet one if one comes within a second (``AudioStream`` asks for
+it, ``shed()``), else the next; in the first 5 s of a stream at once (the
+start-up delay goes in the first ~1.5 s of a call). So the delay converges to "the latest packet of the last half
 second just makes its tick", whatever the phase between the sender's clock
 and our tick, and a sender whose clock runs fast is handled by the same rule.
 The guard starts at 2 ms. A frame that play-out ran dry for and that then
@@ -73,6 +75,7 @@ _GUARD_MIN_MS = 2.0  # slack kept above one frame before a frame is shed
 _GUARD_HOLD = 20  # windows (10 s) a raised guard is kept before it decays
 _GUARD_DECAY = 0.97  # then per window: guard = min + (guard - min) * decay (half-life ~11 s)
 _SHED_FORCE = 50  # frames (1 s): a frame to shed that no quiet moment took is dropped anyway
+_YOUNG = 250  # frames (5 s): a new stream sheds its start-up delay at once, quiet or not
 _LONG_GAP_S = 1.0
 _MAX_CONCEAL_TICKS = 3  # consecutive concealments while waiting before switching to silence
 _PEAK_DECAY = 0.995
@@ -157,6 +160,7 @@ class JitterBuffer:
         self._guard_ms = _GUARD_MIN_MS
         self._guard_hold = 0
         self._shed_wait = -1  # >= 0: one frame is to be shed (frames played since decided)
+        self._played_at_reset = self._stats.played
         self._dry_at = 0.0  # when play-out last ran dry
         self._resync_expect = -1
         self._skip: set[int] = set()  # sequence numbers used by non-audio packets (RFC 4733 events)
@@ -317,10 +321,10 @@ class JitterBuffer:
                 if vnext in frames:
                     for e in range(nxt, vnext):
                         if frames.pop(e, None) is None:
-                            st.lost += 1
+                            st.lost += 1  # (if it comes after all, it is late)
                         else:
-                            st.late += 1
-                        self._played[e % _PLAYED_WINDOW] = e
+                            st.late += 1  # (a copy that comes later is a duplicate)
+                            self._played[e % _PLAYED_WINDOW] = e
                     if self._played_ts is not None:
                         self._played_ts = (self._played_ts + self._conceal_run * self.frame_ticks) & 0xFFFFFFFF
                     return self._resume(vnext, now)
@@ -445,7 +449,8 @@ class JitterBuffer:
                 # a frame is to be shed: AudioStream sheds a quiet one (shed()); a stream
                 # that is never quiet loses one anyway after _SHED_FORCE frames
                 self._shed_wait += 1
-                if self._shed_wait > _SHED_FORCE and (nxt + 1) in frames:
+                force = _SHED_FORCE if st.played - self._played_at_reset > _YOUNG else 0
+                if self._shed_wait > force and (nxt + 1) in frames:
                     dropped = frames.pop(nxt + 1)
                     self._played[(nxt + 1) % _PLAYED_WINDOW] = nxt + 1
                     self._played_ts = dropped[0]

@@ -68,6 +68,7 @@ __all__ = [
     "parse_rtp_header",
     "RtpHeader",
     "ntp_now",
+    "read_pending",
 ]
 
 RTP_SEQ_MOD = 1 << 16
@@ -81,6 +82,27 @@ _HDR = struct.Struct("!BBHII")
 _unpack_seq_ts_ssrc = struct.Struct("!HII").unpack_from
 _unpack_ext_len = struct.Struct("!H").unpack_from
 _monotonic = time.monotonic
+
+#: every started, not yet closed session (for read_pending)
+_open_sessions: set["RtpSession"] = set()
+
+
+def read_pending() -> None:
+    """Read the datagrams already waiting on every open RTP socket, now.
+
+    The media clock calls this before a tick that fires late: the event loop was
+    busy or the process did not get the CPU, and the loop runs due timers before
+    it polls the sockets, so without this the tick would find the jitter buffers
+    dry although the packets are here - and they would be taken for late ones.
+    """
+    for session in tuple(_open_sessions):
+        port = session._rtp_port
+        if port is not None:
+            try:
+                port.doRead()
+            except Exception:
+                log.exception("RTP port %d: reading pending datagrams failed", session.local_port)
+
 
 PacketCallback = Callable[[int, int, int, bool, bytes, int, float], None]
 FeedbackCallback = Callable[[str, Any], None]
@@ -260,6 +282,7 @@ class RtpSession(DatagramProtocol):
         self._rtcp_port = rtcp_port
         self._sock = rtp_port.getHandle()
         self._started_at = _monotonic()
+        _open_sessions.add(self)
         if self.timeout and self.timeout > 0:
             self._timeout_call = self._reactor.callLater(self.timeout, self._check_timeout)
         self._schedule_rtcp(first=True)
@@ -702,6 +725,7 @@ class RtpSession(DatagramProtocol):
             bye = bytes(RtcpByePacket(sources=[self.ssrc]))
             self._send_rtcp(self._build_report() + bye)
         self._closed = True
+        _open_sessions.discard(self)
         for name in ("_timeout_call", "_rtcp_call"):
             call = getattr(self, name)
             if call is not None and call.active():
