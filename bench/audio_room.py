@@ -78,7 +78,7 @@ def serve(n: int, seconds: float) -> None:
     from gateway.media.audio_stream import AudioFormat
     from gateway.media.clock import MediaClock
     from gateway.media.ports import PortAllocator
-    from gateway.media.rtp import open_rtp_session
+    from gateway.media.rtp import open_rtp_session, read_pending
     from gateway.resources import default_dialplan
 
     cat = default_catalogue()
@@ -86,6 +86,7 @@ def serve(n: int, seconds: float) -> None:
     base = random.randrange(20000, 40000, 2)
     allocator = PortAllocator(base, base + 2 * n + 100)
     clock = MediaClock()
+    clock.add_late_hook(read_pending)  # as gateway.app wires it
     registry = RoomRegistry(clock, grace_period=60)
     rss0 = rss_kib()
     legs = []
@@ -134,6 +135,7 @@ def serve(n: int, seconds: float) -> None:
         result["t0"] = time.monotonic()
         result["stats0"] = (clock.stats.ticks, clock.stats.late_ticks, clock.stats.missed + clock.stats.skipped)
         result["rss_warm"] = rss_kib()
+        result["steal0"] = _cpu_taken()[0]
 
     def end() -> None:
         cpu = _cpu() - result["cpu0"]
@@ -151,11 +153,17 @@ def serve(n: int, seconds: float) -> None:
             "encodes_per_tick": room.mixer.stats.encodes_per_tick,
             "rss_kib_per_leg": (result["rss_warm"] - rss0) / n, "rss_setup_kib_per_leg": (rss1 - rss0) / n,
             "jb_lost": jb_lost, "jb_late": jb_late,
+            "jb_underruns": sum(leg.media.jitter.stats.underruns for leg in legs),
+            "jb_guard_ms": sum(leg.media.jitter.stats.guard_ms for leg in legs) / n,
+            "jb_slack_ms": sum(leg.media.jitter.stats.slack_ms for leg in legs) / n,
+            "jb_shed": sum(leg.media.jitter.stats.drift_adjustments for leg in legs),
             "speakers": list(room.mixer.speakers),
             "jb_depth_ms": sum(leg.media.jitter.stats.depth_ms for leg in legs) / n,
             "jb_now_ms": sum(leg.media.jitter.stats.current_ms for leg in legs) / n,
             "gc_runs": len(gc_pauses), "gc_max_ms": max(gc_pauses, default=0.0),
             "late_steal": cpu_taken["steal"], "late_runq": cpu_taken["runq"],
+            # CPU time the hypervisor gave to others, % of the machine over the window
+            "steal_pct": (_cpu_taken()[0] - result["steal0"]) / (wall * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)) * 100,
             "clock_origin": clock.origin,
         }), flush=True)
         reactor.stop()
@@ -318,7 +326,8 @@ def main() -> None:
     print(f"audio room benchmark: {args.seconds:g} s measured per trial after {WARMUP_S:g} s warm-up; "
           f"codec mix 40 % G.711, 30 % G.722, 30 % Opus; 3 talkers; {os.cpu_count()} cores")
     print("late ticks: all (and of those, how many had the CPU taken: by the hypervisor / other processes)")
-    print(f"{'N':>5} {'CPU total':>10} {'CPU/part':>9} {'late ticks':>13} {'taken':>6} {'missed':>7} "
+    print("steal: CPU time the hypervisor gave to other guests, % of this machine, over the window")
+    print(f"{'N':>5} {'CPU total':>10} {'CPU/part':>9} {'late ticks':>13} {'taken':>6} {'steal':>6} {'missed':>7} "
           f"{'tick p50':>9} {'tick p99':>9} {'phase':>6} {'lat p50':>8} {'lat p99':>8} {'mem/part':>9} {'jb lost':>8}")
     for n in [int(x) for x in args.sizes.split(",")]:
         for _ in range(args.repeat):
@@ -328,6 +337,7 @@ def main() -> None:
             late_pct = 100 * r["late_ticks"] / max(1, r["ticks"])
             taken = f"{r['late_steal']}/{r['late_runq']}"
             print(f"{n:>5} {cpu:>9.1f}% {cpu / n:>8.2f}% {r['late_ticks']:>5} ({late_pct:.2f}%) {taken:>6} "
+                  f"{r['steal_pct']:>5.1f}% "
                   f"{r['missed_ticks']:>7} {r['tick_p50_us'] / 1000:>7.2f}ms {r['tick_p99_us'] / 1000:>7.2f}ms "
                   f"{r['phase_ms']:>4.1f}ms {np.percentile(lat, 50):>6.1f}ms {np.percentile(lat, 99):>6.1f}ms "
                   f"{r['rss_kib_per_leg']:>6.0f}KiB {r['jb_lost']:>8}", flush=True)
