@@ -82,6 +82,7 @@ _HDR = struct.Struct("!BBHII")
 _unpack_seq_ts_ssrc = struct.Struct("!HII").unpack_from
 _unpack_ext_len = struct.Struct("!H").unpack_from
 _monotonic = time.monotonic
+_MAX_DATAGRAM = 8192  # as Twisted's UDP port
 
 #: every started, not yet closed session (for read_pending)
 _open_sessions: set["RtpSession"] = set()
@@ -96,12 +97,7 @@ def read_pending() -> None:
     dry although the packets are here - and they would be taken for late ones.
     """
     for session in tuple(_open_sessions):
-        port = session._rtp_port
-        if port is not None:
-            try:
-                port.doRead()
-            except Exception:
-                log.exception("RTP port %d: reading pending datagrams failed", session.local_port)
+        session._read_pending()
 
 
 PacketCallback = Callable[[int, int, int, bool, bytes, int, float], None]
@@ -270,6 +266,9 @@ class RtpSession(DatagramProtocol):
         self._rtp_port: Any = None
         self._rtcp_port: Any = None
         self._sock: socket.socket | None = None
+        self._loop: Any = None  # asyncio loop we read the RTP socket from directly (see _start)
+        self._fd = -1
+        self._recvfrom: Any = None
         self._started_at = 0.0
         self._timeout_call: Any = None
         self._rtcp_call: Any = None
@@ -283,6 +282,17 @@ class RtpSession(DatagramProtocol):
         self._sock = rtp_port.getHandle()
         self._started_at = _monotonic()
         _open_sessions.add(self)
+        # On the asyncio reactor, read the RTP socket from our own reader callback: one
+        # datagram per readiness event (level-triggered: the loop calls again while more
+        # wait), no EAGAIN exception per packet, none of Twisted's per-read context and
+        # logging wrappers. The per-packet cost is what decides a big room's CPU.
+        loop = getattr(self._reactor, "_asyncioEventloop", None)
+        if loop is not None and self._sock is not None:
+            rtp_port.stopReading()
+            self._fd = self._sock.fileno()
+            self._recvfrom = self._sock.recvfrom
+            loop.add_reader(self._fd, self._read_one)
+            self._loop = loop
         if self.timeout and self.timeout > 0:
             self._timeout_call = self._reactor.callLater(self.timeout, self._check_timeout)
         self._schedule_rtcp(first=True)
@@ -323,6 +333,43 @@ class RtpSession(DatagramProtocol):
         return st
 
     # ------------------------------------------------------------ receive (hot path)
+    def _read_one(self) -> None:
+        try:
+            data, addr = self._recvfrom(_MAX_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. an ICMP error queued on the socket
+            self._stats.bad_packets += 1
+            log.debug("RTP port %d: %s", self.local_port, exc)
+            return
+        try:
+            self.datagramReceived(data, addr)
+        except Exception:
+            log.exception("RTP port %d: handling a packet from %s failed", self.local_port, addr)
+
+    def _read_pending(self) -> None:
+        """Read every datagram waiting on the RTP socket (see ``read_pending``)."""
+        if self._loop is None:
+            if self._rtp_port is not None and not self._closed:
+                try:
+                    self._rtp_port.doRead()
+                except Exception:
+                    log.exception("RTP port %d: reading pending datagrams failed", self.local_port)
+            return
+        recvfrom = self._recvfrom
+        for _ in range(256):
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._stats.bad_packets += 1
+                continue
+            try:
+                self.datagramReceived(data, addr)
+            except Exception:
+                log.exception("RTP port %d: handling a packet from %s failed", self.local_port, addr)
+
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 (Twisted)
         arrival = _monotonic()
         n = len(data)
@@ -726,6 +773,9 @@ class RtpSession(DatagramProtocol):
             self._send_rtcp(self._build_report() + bye)
         self._closed = True
         _open_sessions.discard(self)
+        if self._loop is not None:
+            self._loop.remove_reader(self._fd)
+            self._loop = None
         for name in ("_timeout_call", "_rtcp_call"):
             call = getattr(self, name)
             if call is not None and call.active():
