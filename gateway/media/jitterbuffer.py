@@ -27,20 +27,22 @@ underrun, after a talk-spurt end.
 
 *Slack*: every frame played records how long it waited here (play time minus
 arrival). Over a window of ``_SHED_WINDOW`` frames (0.5 s) the smallest wait is
-the margin the worst-timed packet of the window had. If even that packet
-waited more than one frame plus a guard, every frame could have been played a
-tick earlier: one frame is dropped (``drift_adjustments``) and the delay falls
+the margin the worst-timed packet of the window had. If even the worst packet
+of the last ten windows (5 s) waited more than one frame plus a guard, every
+frame could have been played a tick earlier: one frame is dropped (``drift_adjustments``) and the delay falls
 by a frame: a quiet one if one comes within a second (``AudioStream`` asks for
-it, ``shed()``), else the next; in the first 5 s of a stream at once (the
-start-up delay goes in the first ~1.5 s of a call). So the delay converges to "the latest packet of the last half
+it, ``shed()``), else the next; in the first 10 s of a stream at once (the
+start-up delay goes in the first ~2 s of a call; the first second's waits are not
+part of the history: start-up is not typical). So the delay converges to "the latest packet of the last half
 second just makes its tick", whatever the phase between the sender's clock
 and our tick, and a sender whose clock runs fast is handled by the same rule.
 The guard starts at 2 ms. A frame that play-out ran dry for and that then
 arrives raises it to how late it came plus the slack frames usually had (so the
 spread of arrival times is kept in hand); a packet that arrives after its frame
 was given up adds a quarter frame; at most one frame. A raised guard holds for
-10 s, then decays towards 2 ms (half-life ~11 s): a stream with rare late
-packets settles a tick deeper instead of oscillating. A packet *lost* in
+5 s, then decays towards 2 ms (half-life ~5 s): a stream whose packets are late
+every few seconds settles a tick deeper instead of oscillating, and the delay a
+one-off spike added goes again within ~15 s. A packet *lost* in
 mid-stream is concealed and play-out goes on on the same schedule when the next
 one comes: loss costs no delay.
 
@@ -71,11 +73,13 @@ __all__ = ["JitterBuffer", "JitterStats"]
 
 _RESYNC_JUMP = 1000
 _SHED_WINDOW = 25  # frames played (0.5 s at 20 ms) per look at the smallest wait (slack)
+_SLACK_HISTORY = 10  # windows (5 s) whose smallest waits all have to allow a shed
 _GUARD_MIN_MS = 2.0  # slack kept above one frame before a frame is shed
-_GUARD_HOLD = 20  # windows (10 s) a raised guard is kept before it decays
-_GUARD_DECAY = 0.97  # then per window: guard = min + (guard - min) * decay (half-life ~11 s)
+_GUARD_HOLD = 10  # windows (5 s) a raised guard is kept before it decays
+_GUARD_DECAY = 0.93  # then per window: guard = min + (guard - min) * decay (half-life ~5 s)
 _SHED_FORCE = 50  # frames (1 s): a frame to shed that no quiet moment took is dropped anyway
-_YOUNG = 250  # frames (5 s): a new stream sheds its start-up delay at once, quiet or not
+_YOUNG = 500  # frames (10 s): a new stream sheds its start-up delay at once, quiet or not
+_SETTLE = 50  # frames (1 s): start-up (first encodes, bursts) is not part of the slack history
 _LONG_GAP_S = 1.0
 _MAX_CONCEAL_TICKS = 3  # consecutive concealments while waiting before switching to silence
 _PEAK_DECAY = 0.995
@@ -156,6 +160,7 @@ class JitterBuffer:
         self._gap_seq = -1  # talk-spurt start being stretched
         self._gap_left = 0
         self._window_slack = 1e9  # smallest (play time - arrival) in this window, seconds
+        self._slack_hist: list[float] = []  # the last windows' smallest waits, seconds
         self._window_ticks = 0
         self._guard_ms = _GUARD_MIN_MS
         self._guard_hold = 0
@@ -382,9 +387,16 @@ class JitterBuffer:
         self._played[nxt % _PLAYED_WINDOW] = nxt
         self._played_ts = pkt[0]
         self._next = nxt + 1
+        self._shed_done()
+        return pkt[1]
+
+    def _shed_done(self) -> None:
+        # every frame from now on plays a frame earlier: so would have the ones remembered
         self._stats.drift_adjustments += 1
         self._shed_wait = -1
-        return pkt[1]
+        f = self.frame_ms / 1000.0
+        self._slack_hist = [x - f for x in self._slack_hist]
+        self._window_slack -= f
 
     def _is_spurt_start(self, pkt: tuple[int, bytes, bool, float]) -> bool:
         if self._played_ts is None:
@@ -432,9 +444,14 @@ class JitterBuffer:
                 self._window_slack = slack
             self._window_ticks += 1
             if self._window_ticks >= _SHED_WINDOW:
-                slack_ms = self._window_slack * 1000.0
-                st.slack_ms = slack_ms
-                if slack_ms >= self.frame_ms + self._guard_ms:
+                hist = self._slack_hist
+                age = st.played - self._played_at_reset
+                if age > _SETTLE:  # (the first second of a call is not typical: skipped)
+                    hist.append(self._window_slack)
+                    if len(hist) > _SLACK_HISTORY:
+                        del hist[0]
+                st.slack_ms = self._window_slack * 1000.0
+                if hist and min(hist) * 1000.0 >= self.frame_ms + self._guard_ms:
                     if self._shed_wait < 0:
                         self._shed_wait = 0
                 else:
@@ -455,8 +472,7 @@ class JitterBuffer:
                     self._played[(nxt + 1) % _PLAYED_WINDOW] = nxt + 1
                     self._played_ts = dropped[0]
                     self._next = nxt + 2
-                    st.drift_adjustments += 1
-                    self._shed_wait = -1
+                    self._shed_done()
             return ("frame", pkt[1])
         if frames:
             # a hole: the frame never arrived in time
