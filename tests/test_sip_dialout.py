@@ -378,7 +378,9 @@ def test_digest_challenge_is_answered_once_and_the_call_succeeds(gw, tmp_path):
         assert leg.audio_rx.codec_name == "PCMU" and call.auth_tried
         assert call.invite.cseq.seq == 2 and call.invite.call_id == call.call_id
         leg.hangup("test over")  # → BYE, which the scenario waits for
-        assert poll(lambda: not any(t.method == "BYE" for t in g.tx.clients.values()), 5)
+        # the BYE is answered: its transaction completes (and lingers Timer K = 5 s on UDP)
+        assert poll(lambda: all(t.state in ("completed", "terminated")
+                                for t in g.tx.clients.values() if t.method == "BYE"), 5)
         r = uas.wait(15)
         assert r.ok, r.explain()
         invites = r.received("INVITE")
