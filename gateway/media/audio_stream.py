@@ -96,8 +96,10 @@ class AudioStream:
         jb = self.jitter
         kind, payload = jb.get(self._clock())
         if kind == "frame":
-            if jb.shed_wanted and self._decode_level(payload) < QUIET_MS:
-                payload = jb.shed()  # a quiet frame: drop the next one too (see JitterBuffer)
+            if jb.shed_wanted:
+                if self._decode_level(payload) < QUIET_MS:
+                    self._decode_level(jb.shed())  # quiet: drop the next one too (see pull_level)
+                return self.decoder.output()
             return self.decoder.decode(payload)
         if kind == "lost":
             return self.decoder.conceal(FRAME_SAMPLES, payload)
