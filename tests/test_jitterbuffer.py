@@ -264,12 +264,24 @@ def test_new_stream_after_large_jump_resyncs():
     assert jb.stats.resyncs == 1
 
 
-def test_30ms_ptime_is_counted_and_played_in_order():
+def test_a_sender_of_30ms_packets_is_recognised_and_played_in_order():
     pk = [(100.0 + k * 0.03, k, k * 240, struct.pack("!I", k), k == 0) for k in range(100)]
     jb = JitterBuffer(8000, FRAME)
-    out = run(jb, pk)
-    assert_played_all_but_shed(out, list(range(100)), jb, max_shed=1)
-    assert jb.stats.ptime_mismatch >= 90
+    told = []
+    jb.on_retime = told.append
+    pk = sorted(pk)
+    out, i = [], 0
+    for k in range(int(3.5 / 0.03)):  # the caller asks once per packet duration (once it knows it)
+        now = 100.005 + k * 0.03
+        while i < len(pk) and pk[i][0] <= now:
+            a, seq, ts, payload, marker = pk[i]
+            jb.put(seq, ts, payload, a, marker)
+            i += 1
+        out.append(jb.get(now))
+    assert told == [240] and jb.frame_ticks == 240 and jb.frame_ms == 30
+    assert jb.stats.ptime_mismatch == 3 and jb.stats.retimed == 1
+    assert_played_all_but_shed(out, list(range(100)), jb, max_shed=2)
+    assert jb.stats.lost == 0 and jb.stats.late == 0
 
 
 @pytest.mark.parametrize("bad", [(-1, 0), (0, 0)])

@@ -432,6 +432,11 @@ class AudioDecoder:
         # default frame length for concealment before anything was decoded
         self._frame_samples = out_rate * (codec.ptime_ms or 20) // 1000
 
+    @property
+    def packet_samples(self) -> int:
+        """Samples at ``out_rate`` of the last packet decoded (its duration)."""
+        return self._frame_samples
+
     def __del__(self) -> None:
         if getattr(self, "_opus", None):
             self._lib.opus_decoder_destroy(self._opus)

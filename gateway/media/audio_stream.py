@@ -60,6 +60,13 @@ class AudioStream:
         self._clock = clock
         frame_ticks = rx.codec.clock_rate * rx.ptime_ms // 1000
         self.jitter = JitterBuffer(rx.codec.clock_rate, frame_ticks)
+        self.jitter.on_retime = self._retimed
+        # Re-framing: a sender whose packets are not 20 ms long (10, 30, 40, 60 ms...) is
+        # decoded a packet at a time into a FIFO at 16 kHz, and each tick takes 20 ms of it.
+        self._frame_ticks = frame_ticks  # 20 ms at the RTP clock
+        self._reframe = False
+        self._fifo = np.zeros(0, dtype=np.int16)
+        self._chunk: np.ndarray | None = None  # this tick's re-framed 20 ms
         self.decoder = AudioDecoder(rx.codec, out_rate=MIX_RATE)
         self._dtmf = DtmfReceiver()
         self._ssrc: int | None = None
@@ -92,15 +99,64 @@ class AudioStream:
             self.unknown_pt += 1
 
     # -- mixer source (per tick) ----------------------------------------------
+    def _retimed(self, ticks: int) -> None:
+        if ticks != self._frame_ticks:
+            self._reframe = True  # (back to 20 ms: pull_level leaves re-framing when the FIFO is empty)
+
+    def _pull_reframed(self) -> np.ndarray | None:
+        """This tick's 20 ms at 16 kHz from packets of another duration (``None``: silence)."""
+        jb = self.jitter
+        fifo = self._fifo
+        now = self._clock()
+        for _ in range(8):  # (10 ms packets: two per tick; never loop for ever)
+            if len(fifo) >= FRAME_SAMPLES:
+                break
+            kind, payload = jb.get(now)
+            if kind == "frame":
+                pcm = self.decoder.decode(payload)
+            elif kind == "lost":
+                pcm = self.decoder.conceal(int(jb.frame_ms * MIX_RATE / 1000), payload)
+            else:  # silence, DTX, nothing yet
+                break
+            fifo = np.concatenate((fifo, pcm)) if len(fifo) else pcm
+        if not len(fifo):
+            self._fifo = fifo
+            return None
+        if len(fifo) < FRAME_SAMPLES:  # the sender went quiet mid-frame: pad with silence
+            out = np.zeros(FRAME_SAMPLES, dtype=np.int16)
+            out[:len(fifo)] = fifo
+            self._fifo = fifo[:0]
+            return out
+        self._fifo = fifo[FRAME_SAMPLES:]
+        return fifo[:FRAME_SAMPLES]
+
+    def _spill(self, pcm: np.ndarray) -> np.ndarray:
+        """A packet of another duration than 20 ms came through the plain path (before the
+        jitter buffer has recognised the sender's packet duration): re-frame from now on."""
+        self._reframe = True
+        self._fifo = pcm
+        return self._pull_reframed()  # type: ignore[return-value]  (pcm is not empty)
+
+    def _still_reframing(self) -> bool:
+        if self.jitter.frame_ticks == self._frame_ticks and not len(self._fifo):
+            self._reframe = False  # the sender is back to 20 ms packets
+        return self._reframe
+
     def pull(self) -> np.ndarray | None:
+        if self._reframe and self._still_reframing():
+            return self._pull_reframed()
         jb = self.jitter
         kind, payload = jb.get(self._clock())
         if kind == "frame":
             if jb.shed_wanted:
                 if self._decode_level(payload) < QUIET_MS:
                     self._decode_level(jb.shed())  # quiet: drop the next one too (see pull_level)
-                return self.decoder.output()
-            return self.decoder.decode(payload)
+                pcm = self.decoder.output()
+            else:
+                pcm = self.decoder.decode(payload)
+            if len(pcm) != FRAME_SAMPLES:
+                return self._spill(pcm)
+            return pcm
         if kind == "lost":
             return self.decoder.conceal(FRAME_SAMPLES, payload)
         return None  # silence, DTX or nothing yet
@@ -111,6 +167,11 @@ class AudioStream:
         The frame is decoded at the codec's own rate only; :meth:`frame` makes the
         16 kHz version if this member is heard (``None``: silence, DTX, nothing yet).
         """
+        if self._reframe and self._still_reframing():
+            chunk = self._chunk = self._pull_reframed()
+            if chunk is None:
+                return None
+            return float(np.mean(chunk.astype(np.float32) ** 2))
         jb = self.jitter
         kind, payload = jb.get(self._clock())
         if kind == "frame":
@@ -119,6 +180,9 @@ class AudioStream:
                 # the buffer holds a frame more than it needs and this one is quiet: the
                 # next frame goes too (decoded, so a stateful decoder keeps its state)
                 level = self._decode_level(jb.shed())
+            if self.decoder.packet_samples != FRAME_SAMPLES:  # not a 20 ms packet
+                chunk = self._chunk = self._spill(self.decoder.output())
+                return float(np.mean(chunk.astype(np.float32) ** 2))  # type: ignore[union-attr]
             return level
         if kind == "lost":
             return self.decoder.conceal_level(FRAME_SAMPLES, payload)
@@ -126,6 +190,8 @@ class AudioStream:
 
     def frame(self) -> np.ndarray:
         """This tick's frame at 16 kHz (after :meth:`pull_level` returned a level)."""
+        if self._reframe:
+            return self._chunk  # type: ignore[return-value]
         return self.decoder.output()
 
     # -- mixer sink -------------------------------------------------------------

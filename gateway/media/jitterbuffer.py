@@ -55,11 +55,14 @@ Talk spurts / DTX: a packet with the marker bit (RFC 3551 §4.1) whose timestamp
 jumps past the previous frame, or any jump > 4 frames, starts a talk spurt;
 the gap before it is silence, never loss.
 
-Packet duration: ``frame_ticks`` must be the sender's packet duration and
-``get()`` must be called once per packet duration. Packets whose timestamp
-step differs (e.g. 30 ms ptime into a 20 ms mixer) are still played one per
-``get()``, in order, and counted in ``ptime_mismatch``; the caller then has to
-re-frame decoded audio itself (not handled here).
+Packet duration: ``frame_ticks`` is the sender's packet duration and
+``get()`` is to be called once per packet duration. It starts as configured;
+when three consecutive in-order packets step their timestamps by another amount
+(a sender using 10, 30 or 40 ms packets whatever the SDP said), the buffer
+takes that as the packet duration (``frame_ticks``, ``frame_ms``, counted in
+``retimed``) and calls ``on_retime(frame_ticks)``: the caller re-frames the
+decoded audio to its own frame size (``AudioStream`` does). Packets whose step
+differed are counted in ``ptime_mismatch``.
 
 Resync: a jump of more than 1000 sequence numbers (20 s of audio) is taken as
 a new stream once the next packet confirms it (RFC 3550 A.1 style); the
@@ -68,6 +71,7 @@ buffer resets. On an SSRC change the caller should call ``reset()``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 __all__ = ["JitterBuffer", "JitterStats"]
 
@@ -108,6 +112,7 @@ class JitterStats:
     underruns: int = 0
     resyncs: int = 0
     ptime_mismatch: int = 0
+    retimed: int = 0  # times the packet duration was changed to what the sender sends
 
 
 class JitterBuffer:
@@ -137,6 +142,10 @@ class JitterBuffer:
         self.initial_delay_ms = min(max(float(initial_delay_ms), self.min_delay_ms), self.max_delay_ms)
         self._max_frames = max(2, int(self.max_delay_ms / self.frame_ms + 0.999) + 1)
         self._stats = JitterStats()
+        #: called with the new packet duration (RTP clock ticks) when the sender's differs
+        self.on_retime: Callable[[int], None] | None = None
+        self._odd_step = 0  # a packet duration other than frame_ticks, and how often in a row
+        self._odd_count = 0
         self.reset()
 
     def reset(self) -> None:
@@ -243,6 +252,14 @@ class JitterBuffer:
                 step = ((timestamp - self._last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
                 if step != self.frame_ticks and 0 < step <= 4 * self.frame_ticks:
                     self._stats.ptime_mismatch += 1
+                    if step == self._odd_step:
+                        self._odd_count += 1
+                        if self._odd_count >= 3:
+                            self._retime(step)
+                    else:
+                        self._odd_step, self._odd_count = step, 1
+                elif self._odd_count:
+                    self._odd_count = 0
             self._highest = ext
             self._last_ts = timestamp
             self._last_arrival = arrival
@@ -283,6 +300,16 @@ class JitterBuffer:
         else:
             self._resync_expect = (seq + 1) & 0xFFFF
             self._stats.late += 1
+
+    def _retime(self, ticks: int) -> None:
+        self.frame_ticks = ticks
+        self.frame_ms = ticks * 1000.0 / self.clock_rate
+        self._max_frames = max(2, int(self.max_delay_ms / self.frame_ms + 0.999) + 1)
+        self._target_frames = self._frames_for(self._target_ms)
+        self._odd_count = 0
+        self._stats.retimed += 1
+        if self.on_retime is not None:
+            self.on_retime(ticks)
 
     def _bump_guard(self) -> None:
         self._raise_guard(self._guard_ms + self.frame_ms / 4)
