@@ -45,6 +45,7 @@ from .procs import LOOPBACK, PeerProcess, free_port, kill_group, require_binary
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 TONE_FILE = "cau_tone_pcmu.ulaw"
+PCAP_30MS_FILE = "cau_tone_pcmu_30ms.pcap"  # uac_audio_30ms.xml plays it
 
 
 # --------------------------------------------------------------------------- helpers
@@ -78,6 +79,31 @@ def write_tone(path: Path, freq: float = 1000.0, seconds: float = 2.0,
     t = np.arange(n) / 8000.0
     pcm = (np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16)
     path.write_bytes(ulaw_encode(pcm))
+    return path
+
+
+def write_rtp_pcap(path: Path, ptime_ms: int = 30, freq: float = 1000.0, seconds: float = 6.0,
+                   amplitude: float = 0.3, payload_type: int = 0) -> Path:
+    """A pcap (Ethernet/IPv4/UDP) of RTP packets carrying a mu-law tone, ``ptime_ms`` per
+    packet and timed that far apart, for sipp's ``play_pcap_audio`` (which keeps the
+    payloads, sizes and timing and sends them to the negotiated media address)."""
+    import struct
+
+    n = 8000 * ptime_ms // 1000
+    total = int(seconds * 1000 / ptime_ms)
+    t = np.arange(total * n) / 8000.0
+    audio = ulaw_encode((np.sin(2 * np.pi * freq * t) * amplitude * 32767).astype(np.int16))
+    out = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)]  # pcap, Ethernet
+    for k in range(total):
+        rtp = struct.pack("!BBHII", 0x80, (0x80 if k == 0 else 0) | payload_type, k, k * n, 0x5EED) + \
+            audio[k * n:(k + 1) * n]
+        udp = struct.pack("!HHHH", 40000, 40000, 8 + len(rtp), 0) + rtp
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), k & 0xFFFF, 0, 64, 17, 0,
+                         bytes([127, 0, 0, 1]), bytes([127, 0, 0, 1])) + udp
+        frame = b"\x00" * 12 + b"\x08\x00" + ip
+        usec = k * ptime_ms * 1000
+        out.append(struct.pack("<IIII", usec // 1_000_000, usec % 1_000_000, len(frame), len(frame)) + frame)
+    path.write_bytes(b"".join(out))
     return path
 
 
@@ -218,6 +244,7 @@ class Sipp:
         d = self.workdir / f"sipp-{next(self._n):02d}-{kind}"
         d.mkdir()
         write_tone(d / TONE_FILE)
+        write_rtp_pcap(d / PCAP_30MS_FILE)
         return d
 
     def _argv(self, scenario: str, run_dir: Path, *, local_port: int, media_port: int,

@@ -129,6 +129,48 @@ def test_baresip_and_pjsua_in_one_room_hear_each_other(target, baresip_factory, 
     assert abs(freq - 1000) < 20, f"baresip heard {freq:.0f} Hz at {level:.1f} dBFS, not PJSIP's 1000 Hz"
 
 
+def test_a_sender_of_30ms_packets_is_heard_as_one_unbroken_tone(target, sipp, pjsua_call, tmp_path):
+    # sipp offers a=ptime:30 and sends 30 ms PCMU packets of a 1 kHz tone (from a pcap),
+    # whatever the gateway's answer asks for; PJSIP, in the same room on PCMU, must hear
+    # it as a listener would want: the tone, continuous, without gaps or jumps
+    import threading
+
+    import numpy as np
+
+    done: dict = {}
+    caller = threading.Thread(target=lambda: done.setdefault(
+        "r", sipp.uac(hostport(target), "uac_audio_30ms", service=target.room, call_ms=5000)))
+    caller.start()
+    try:
+        time.sleep(0.5)
+        wav = tmp_path / "pjsua-heard.wav"
+        result = pjsua_call(target.uri(target.room), codecs=["PCMU"], tone=None, seconds=3.5, record=wav)
+    finally:
+        caller.join(30)
+    r = done.get("r")
+    assert r is not None and r.ok, r.explain() if r else "sipp did not finish"
+    assert result.confirmed, result.error or result.reason
+    freq, level = wav_peak(wav, skip_seconds=0.5)
+    assert abs(freq - 1000) < 10, f"PJSIP heard {freq:.0f} Hz at {level:.1f} dBFS, not sipp's 1000 Hz"
+    import wave
+
+    with wave.open(str(wav), "rb") as w:
+        rate = w.getframerate()
+        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")[::w.getnchannels()].astype(np.float64)
+    # 1.5 s from the middle of what PJSIP heard: every 20 ms has the tone at one level...
+    mid = pcm[int(1.0 * rate):int(2.5 * rate)]
+    blocks = mid[:len(mid) // (rate // 50) * (rate // 50)].reshape(-1, rate // 50)
+    rms_db = 20 * np.log10(np.sqrt(np.mean(blocks ** 2, axis=1)) / 32768 + 1e-9)
+    assert rms_db.max() - rms_db.min() < 3, f"the level jumps by {rms_db.max() - rms_db.min():.1f} dB (gaps?)"
+    # ...and it is ONE sinusoid: a sample lost or repeated anywhere would break the fit
+    t = np.arange(len(mid)) / rate
+    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
+    best = min((np.sum((mid - basis @ np.linalg.lstsq(basis, mid, rcond=None)[0]) ** 2), f)
+               for f in np.arange(freq - 2, freq + 2.01, 0.25)
+               for basis in [np.stack([np.sin(2 * np.pi * f * t), np.cos(2 * np.pi * f * t)], axis=1)])
+    assert best[0] / np.sum(mid ** 2) < 0.05, f"not one continuous tone: residual {best[0] / np.sum(mid ** 2):.3f}"
+
+
 def test_baresip_registers_with_digest_authentication(cau, baresip_factory):
     b = baresip_factory("baresip-a", register_to=(hostport(cau), "baresip-a", cau.users["baresip-a"]))
     assert b.registered(timeout=10), "baresip did not register: " + b.proc.tail()
