@@ -26,25 +26,28 @@ the target or the first waiting packet is ``target`` old: at start, after an
 underrun, after a talk-spurt end.
 
 *Slack*: every frame played records how long it waited here (play time minus
-arrival). Over a window of ``_SHED_WINDOW`` frames (0.5 s) the smallest wait is
-the margin the worst-timed packet of the window had. If even the worst packet
-of the last ten windows (5 s) waited more than one frame plus a guard, every
-frame could have been played a tick earlier: one frame is dropped (``drift_adjustments``) and the delay falls
-by a frame: a quiet one if one comes within a second (``AudioStream`` asks for
-it, ``shed()``), else the next; in the first 10 s of a stream at once (the
-start-up delay goes in the first ~2 s of a call; the first second's waits are not
-part of the history: start-up is not typical). So the delay converges to "the latest packet of the last half
-second just makes its tick", whatever the phase between the sender's clock
-and our tick, and a sender whose clock runs fast is handled by the same rule.
-The guard starts at 2 ms. A frame that play-out ran dry for and that then
-arrives raises it to how late it came plus the slack frames usually had (so the
-spread of arrival times is kept in hand); a packet that arrives after its frame
-was given up adds a quarter frame; at most one frame. A raised guard holds for
+arrival); over a window of ``_SHED_WINDOW`` frames (0.5 s) the smallest wait is
+the margin the worst-timed packet of the window had. If even the worst packet of
+the last ten windows (5 s) waited more than one frame plus a guard, every frame
+could have been played a tick earlier, and one frame is shed
+(``drift_adjustments``): a quiet one if one comes within a second (``AudioStream``
+decodes the frame and, if it is quiet, calls ``shed()`` to drop the next), else
+the next one anyway. In a stream's first 10 s it is shed at once, and the first
+second's waits are not part of the history (start-up is not typical): the
+start-up delay goes within ~2 s of a call. So the delay converges to "the latest
+packet of the last 5 s just makes its tick", whatever the phase between the
+sender's clock and our tick; a sender whose clock runs fast is handled by the
+same rule.
+
+*Guard*: 2 ms to start with. A frame that play-out ran dry for and that then
+arrives raises it to how late the frame came plus the slack frames usually had
+(the spread of arrival times is kept in hand); a packet that arrives after its
+frame was given up adds a quarter frame; at most one frame. A raised guard holds
 5 s, then decays towards 2 ms (half-life ~5 s): a stream whose packets are late
 every few seconds settles a tick deeper instead of oscillating, and the delay a
-one-off spike added goes again within ~15 s. A packet *lost* in
-mid-stream is concealed and play-out goes on on the same schedule when the next
-one comes: loss costs no delay.
+one-off spike added goes again within ~15 s. A packet *lost* in mid-stream is
+concealed and play-out goes on on the same schedule when the next one comes:
+loss costs no delay.
 
 The delay also grows where it costs nothing audible (prefetch after an underrun
 or a silence, stretching DTX gaps) and shrinks by skipping silence at a
