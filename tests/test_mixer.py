@@ -375,3 +375,50 @@ def test_level_sources_are_asked_for_frames_only_when_selected():
     assert srcs["a"].frames_made >= 15
     heard = sinks["q"].audio(5)
     assert magnitude(heard, 500) > 6000 and magnitude(heard, 900) > 4000 and magnitude(heard, 1300) < 50
+
+
+@pytest.mark.parametrize("codec_name", ["PCMU", "G722", "opus"])
+def test_starting_and_stopping_to_talk_makes_no_click_in_what_you_hear(codec_name):
+    # B hears A's steady tone from the shared encoder; when B starts talking it gets its
+    # own mix-minus from its own encoder, and back again when it stops. The far end
+    # decodes one continuous stream: the switch must not click (a cold encoder's
+    # resampler or ADPCM state would: -5 to -15 dB of error in the first packets).
+    from gateway.catalogue import default_catalogue
+    from gateway.media.audio_codecs import AudioDecoder, AudioEncoder
+
+    codec = default_catalogue().get(codec_name)
+
+    class CodecSink(Sink):
+        def __init__(self) -> None:
+            super().__init__([0], codec_name)
+            self.decoder = AudioDecoder(codec, out_rate=RATE)  # the far end: one decoder throughout
+            self.heard: list[np.ndarray] = []
+
+        def make_encoder(self):
+            return AudioEncoder(codec, in_rate=RATE)
+
+        def deliver(self, payload: bytes, timestamp_step: int) -> None:
+            self.heard.append(self.decoder.decode(payload))
+
+    a, b = Tone(1000.0, amp=4000.0), Tone(300.0, amp=4000.0)
+    b.on = False
+    mx = AudioMixer()
+    sinks = {"a": CodecSink(), "b": CodecSink()}
+    mx.add("a", a, sinks["a"])
+    mx.add("b", b, sinks["b"])
+    run(mx, 60)
+    b.on = True  # B starts talking: own encoder from here...
+    run(mx, 60)
+    assert "b" in mx.speakers
+    b.on = False  # ...and stops: back to the shared one after the hangover
+    run(mx, 60)
+    assert mx.speakers == ["a"]
+    heard = sinks["b"].heard
+    t = np.arange(F) / RATE
+    basis = np.stack([np.sin(2 * np.pi * 1000 * t), np.cos(2 * np.pi * 1000 * t)], axis=1)
+    worst = -200.0
+    for k in range(20, len(heard)):  # (after the codecs' start-up)
+        x = heard[k].astype(np.float64)
+        res = x - basis @ np.linalg.lstsq(basis, x, rcond=None)[0]
+        worst = max(worst, 10 * np.log10(np.mean(res ** 2) / np.mean(x ** 2)))
+    assert worst < -20, f"{codec_name}: a 20 ms block of what B heard is {worst:.1f} dB off A's tone (a click)"

@@ -203,6 +203,8 @@ class AudioMixer:
     #: limiter ceiling for the full mix, and release per frame (≈ 6 dB in 100 ms)
     LIMIT = 32000.0
     RELEASE_PER_FRAME = 10.0 ** (6.0 / 20.0 / 5.0)
+    #: ticks of the full mix a new speaker's own encoder is primed with (see _prime)
+    PRIME_FRAMES = 10
     #: per-speaker encoders are kept this long after a member stops being a speaker
     ENCODER_IDLE_TICKS = 250
 
@@ -269,6 +271,7 @@ class AudioMixer:
         self._zeros = np.zeros(F, dtype=np.int16)
         self._zeros.flags.writeable = False
         self._tick_no = 0
+        self._heard_ring: tuple[np.ndarray, ...] = ()  # the full mixes of the last PRIME_FRAMES ticks
         self._encodes = 0
         self._warned: dict[Hashable, int] = {}
         self.stats = MixerStats()
@@ -669,6 +672,8 @@ class AudioMixer:
             mix32 = None
             self._lim_gain = min(1.0, self._lim_gain * self.RELEASE_PER_FRAME)
             full = self._zeros
+        heard_before = self._heard_ring  # the full mixes of the last ticks (before this one)
+        self._heard_ring = heard_before[1:] + (full,) if len(heard_before) >= self.PRIME_FRAMES else heard_before + (full,)
 
         for groups, table, pcm in ((self._mix_groups, self._shared_enc, full),
                                    (self._silence_groups, self._silence_enc, self._zeros)):
@@ -695,10 +700,28 @@ class AudioMixer:
                 else:
                     # |mix - own| <= |mix| + |own|
                     pcm = self._limit(mix32 - c, g1, g1, peak + float(np.abs(c).max()))
+                if m._encoder_used != self._tick_no - 1:
+                    self._prime(m, (self._zeros,) if m.mute_out else heard_before)
                 m._encoder_used = self._tick_no
                 out = self._encode(m._encoder, pcm, m.id)
                 if out is not None:
                     self._deliver(m.sink.deliver, out)
+
+    def _prime(self, m: MixerMember, heard: tuple[np.ndarray, ...]) -> None:
+        """A member starts getting its own mix-minus: run what it heard over the last
+        ticks (from its group's shared encoder) through its own encoder first and throw
+        the packets away, so the encoder's resampler and codec state (G.722's ADPCM
+        adaptation, Opus's predictors) continue that sound instead of starting cold -
+        otherwise the first packets click. (Not for encoders that gather several frames
+        per packet: it would shift their packets.)"""
+        enc = m._encoder
+        if enc is None or getattr(enc, "ptime_ms", self.frame_ms) != self.frame_ms:
+            return
+        try:
+            for pcm in heard:
+                enc.encode(pcm)
+        except Exception:
+            self._warn(("enc", m.id), "mixer: encoder for %r failed", m.id, exc=True)
 
     def _expire_encoders(self) -> None:
         sel = set(self._selected)
