@@ -325,6 +325,26 @@ def test_dialing_a_closed_port_fails_the_deferred(gw):
     run(asyncio.sleep(0.1))
 
 
+def test_a_dialled_endpoint_that_never_answers_is_released_after_the_timeout(gw):
+    # the far end takes the TCP connection and the Setup and then says nothing (a room
+    # system left ringing): the dial fails with "no answer", nothing is left behind
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    try:
+        t0 = time.monotonic()
+        d = gw.svc.dial(f"ringing@127.0.0.1:{port}", PLAN.room("open"), timeout=1.0)
+        with pytest.raises(ConnectionError, match="cause 19"):
+            run(d.asFuture(LOOP))
+        assert 0.9 < time.monotonic() - t0 < 5
+        run(asyncio.sleep(0.1))
+        assert gw.svc.calls == {} and gw.h323_legs("open") == []
+    finally:
+        srv.close()
+
+
 def test_a_call_through_the_gatekeeper(gw):
     gk = Gatekeeper(lambda: PLAN, call_signal_address=("127.0.0.1", gw.svc.port))
     gk.start("127.0.0.1", 0)

@@ -331,11 +331,12 @@ class H323Service:
         call.options.open_video = bool(video)
 
     # -- outgoing -----------------------------------------------------------------------
-    def dial(self, destination: str, room_spec: Any) -> defer.Deferred:
+    def dial(self, destination: str, room_spec: Any, *, timeout: float = 60.0) -> defer.Deferred:
         """Call ``alias@ip[:port]`` (or ``h323:alias@ip[:port]``) into the room ``room_spec``:
         SETUP with fast start and tunnelling (H.245 falls back as the far end answers).
         Fires with the Leg once it is in the room; fails with ConnectionError (the cause in the
-        message) when the call is released first."""
+        message) when the call is released first - also when it is not answered within
+        ``timeout`` seconds (released with cause 19, no answer), as SIP dial-out does."""
         try:
             alias, host, port = parse_destination(destination)
         except ValueError as exc:
@@ -346,7 +347,20 @@ class H323Service:
         self._room_codecs(call, room_spec)
         self.stats["dialled"] += 1
         place_call(call, host, port, [_alias_for(alias)] if alias else [])
-        return m.joined
+
+        def no_answer() -> None:
+            if not m.joined.called and call.state != "released":
+                log.info("H.323 call to %s: no answer within %g s", destination, timeout)
+                call.hangup(19, f"no answer within {timeout:g} s")
+
+        timer = self.reactor.callLater(timeout, no_answer)
+
+        def done(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            return result
+
+        return m.joined.addBoth(done)
 
     # -- views --------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:
