@@ -422,3 +422,57 @@ def test_starting_and_stopping_to_talk_makes_no_click_in_what_you_hear(codec_nam
         res = x - basis @ np.linalg.lstsq(basis, x, rcond=None)[0]
         worst = max(worst, 10 * np.log10(np.mean(res ** 2) / np.mean(x ** 2)))
     assert worst < -20, f"{codec_name}: a 20 ms block of what B heard is {worst:.1f} dB off A's tone (a click)"
+
+
+class Noise:
+    """Steady white noise at ``dbfs`` (a room's fan or hum, as a microphone hears it)."""
+
+    def __init__(self, dbfs: float, seed: int = 1) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.rms = 32768.0 * 10 ** (dbfs / 20)
+
+    def pull(self) -> np.ndarray:
+        return np.clip(self.rng.normal(0.0, self.rms, F), -32768, 32767).astype(np.int16)
+
+
+def test_a_noisy_room_stops_counting_as_speech_and_is_not_mixed_into_everyones_audio():
+    # a commune site whose microphone hears a fan at -32 dBFS (above the -42 dBFS
+    # threshold); one real talker at -20 dBFS; a listener
+    mx, sinks, _ = room({"fan": Noise(-32.0), "talker": Tone(440.0, amp=3277.0), "listener": Silent()})
+    run(mx, 200)  # 4 s
+    assert mx.speakers == ["talker"]
+    assert not mx.members["fan"].speaking
+    heard = sinks["listener"].audio(50).astype(np.float64)
+    # what the listener hears is the talker's tone, not the fan: compare the energy
+    # outside 440 Hz with what the fan would add if it were mixed (-32 dBFS)
+    spec = np.abs(np.fft.rfft(heard)) ** 2
+    k = int(round(440.0 * len(heard) / RATE))
+    noise_power = (spec.sum() - spec[k - 2:k + 3].sum()) * 2 / len(heard) ** 2
+    assert 10 * np.log10(noise_power / 32768.0 ** 2 + 1e-20) < -50, "the fan is in the mix"
+    assert magnitude(heard, 440.0) > 3000
+
+
+def test_loud_steady_programme_audio_stays_in_the_mix():
+    # a site playing a recording at -20 dBFS for a whole minute is still heard at its end
+    mx, sinks, _ = room({"programme": Tone(300.0, amp=3277.0), "listener": Silent()})
+    run(mx, 3000)
+    assert mx.speakers == ["programme"]
+    assert magnitude(sinks["listener"].audio(5), 300.0) > 3000
+
+
+def test_a_quiet_talker_in_a_quiet_room_is_heard():
+    # -36 dBFS speech (far from the microphone) over a -60 dBFS room: 0.3 s on, 0.2 s off
+    class Bursts(Tone):
+        def pull(self):
+            on = (self.n // F) % 25 < 15
+            f = super().pull()
+            return f if on else np.zeros(F, dtype=np.int16)
+
+    quiet = Bursts(500.0, amp=32768.0 * 10 ** (-33 / 20))  # sine peak -33 dBFS = -36 dBFS mean square
+    mx, sinks, _ = room({"far": quiet, "room": Noise(-60.0), "listener": Silent()})
+    mixed = 0
+    for _ in range(500):  # 10 s
+        mx.tick()
+        mixed += "far" in mx.speakers
+    assert mixed > 0.5 * 500  # mixed while talking (0.3 s of every 0.5 s, plus the hangover)
+    assert magnitude(sinks["listener"].audio(500), 500.0) > 100

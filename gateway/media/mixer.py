@@ -23,7 +23,13 @@ Per tick (every 20 ms, driven by :class:`gateway.media.clock.MediaClock`):
 3. voice activity with hysteresis: a member starts *speaking* after
    ``onset_frames`` frames above the threshold and keeps speaking for a
    hangover (``hangover_ms``) after the level drops, so selection never flaps
-   on the gaps between words;
+   on the gaps between words. "Above" means above ``threshold_dbfs`` (−42) *and*
+   ``noise_margin_db`` (9 dB) above the member's own noise floor - or simply
+   above ``loud_dbfs`` (−30). The floor is the lowest level of the last
+   ~2 s (minimum statistics: four half-second windows): the pauses between
+   words keep it at the room's noise, while a commune room's steady fan or hum
+   (say −35 dBFS) is its own floor within ~2 s, stops counting as speech and is
+   not mixed into everyone's audio; a talker, or loud programme audio, still is;
 4. select the loudest ``max_speakers`` speaking members (incumbents get a
    small bonus, ties go to who started speaking first);
 5. mix = sum of their gain-applied frames in int32, through a limiter
@@ -195,6 +201,9 @@ def db_to_power(db: float) -> float:
     return 10.0 ** (db / 10.0)
 
 
+_FLOOR_WINDOWS = 4  # the noise floor is the lowest level of the last four windows (+ this one)
+
+
 class AudioMixer:
     """Mixes one room. Call :meth:`tick` every 20 ms."""
 
@@ -217,6 +226,8 @@ class AudioMixer:
         on_dominant: Callable[[str | None], None] | None = None,
         *,
         threshold_dbfs: float = -42.0,
+        noise_margin_db: float = 9.0,
+        loud_dbfs: float = -30.0,
         onset_frames: int = 2,
         hangover_ms: int = 400,
         dominant_hold_ms: int = 300,
@@ -234,6 +245,9 @@ class AudioMixer:
         self.on_dominant = on_dominant
         self.threshold_dbfs = threshold_dbfs
         self._threshold_ms = (FULL_SCALE ** 2) * db_to_power(threshold_dbfs)
+        self._noise_margin = db_to_power(noise_margin_db)
+        self._loud_ms = (FULL_SCALE ** 2) * db_to_power(loud_dbfs)
+        self._floor_window = max(1, round(500 / frame_ms))  # frames per minimum-statistics window
         self.onset_frames = max(1, onset_frames)
         self.hangover_frames = max(1, round(hangover_ms / frame_ms))
         self.dominant_hold_frames = max(1, round(dominant_hold_ms / frame_ms))
@@ -249,6 +263,12 @@ class AudioMixer:
         self._weight = np.ones(cap, dtype=np.float64)  # power gain, 0 when mute_in
         self._gain = np.ones(cap, dtype=np.float64)  # amplitude gain
         self._smooth = np.zeros(cap, dtype=np.float64)
+        # noise floor per member (mean square): the minimum over the last _FLOOR_WINDOWS
+        # windows (ring) and the current one (cur); see _detect
+        self._floor = np.full(cap, self._threshold_ms)
+        self._floor_ring = np.full((cap, _FLOOR_WINDOWS), self._threshold_ms)
+        self._floor_cur = np.full(cap, np.inf)
+        self._floor_idx = 0
         self._onset = np.zeros(cap, dtype=np.int32)
         self._hang = np.zeros(cap, dtype=np.int32)
         self._speaking = np.zeros(cap, dtype=bool)
@@ -298,6 +318,9 @@ class AudioMixer:
         self._weight[n] = 1.0
         self._gain[n] = 1.0
         self._smooth[n] = 0.0
+        self._floor[n] = self._threshold_ms
+        self._floor_ring[n] = self._threshold_ms
+        self._floor_cur[n] = np.inf
         self._onset[n] = 0
         self._hang[n] = 0
         self._speaking[n] = False
@@ -316,7 +339,8 @@ class AudioMixer:
             self._order[i] = lm
             self._pulls[i] = self._pulls[last]
             self._frame_fns[i] = self._frame_fns[last]
-            for arr in (self._weight, self._gain, self._smooth, self._onset, self._hang, self._speaking):
+            for arr in (self._weight, self._gain, self._smooth, self._floor, self._floor_ring,
+                        self._floor_cur, self._onset, self._hang, self._speaking):
                 arr[i] = arr[last]
             lm._slot = i
         self._order.pop()
@@ -406,6 +430,9 @@ class AudioMixer:
         self._weight = grow(self._weight)
         self._gain = grow(self._gain)
         self._smooth = grow(self._smooth)
+        self._floor = grow(self._floor)
+        self._floor_ring = grow(self._floor_ring)
+        self._floor_cur = grow(self._floor_cur)
         self._onset = grow(self._onset)
         self._hang = grow(self._hang)
         self._speaking = grow(self._speaking)
@@ -569,7 +596,16 @@ class AudioMixer:
         sm = self._smooth[:n]
         sm *= self._alpha
         sm += (1.0 - self._alpha) * ms
-        above = ms > self._threshold_ms
+        cur = self._floor_cur[:n]
+        floor = np.minimum(self._floor[:n], cur)
+        above = (ms > self._threshold_ms) & ((ms > floor * self._noise_margin) | (ms > self._loud_ms))
+        np.minimum(cur, ms, out=cur)  # the noise floor: minimum statistics
+        if self._tick_no % self._floor_window == 0:
+            ring = self._floor_ring
+            ring[:n, self._floor_idx] = cur
+            self._floor_idx = (self._floor_idx + 1) % _FLOOR_WINDOWS
+            self._floor[:n] = ring[:n].min(axis=1)
+            cur[:] = np.inf
         onset = self._onset[:n]
         onset += 1
         onset *= above
