@@ -315,12 +315,6 @@ def test_dtmf_packets_in_the_sequence_space_are_not_lost_frames():
 
 
 # ---------------------------------------------------------------- delay (slack) control
-def waits_ms(pkts, out_ticks_t0: float = 100.0, offset: float = 0.005):
-    """How long each played frame waited: tick time minus arrival (ms), by frame index."""
-    arrival = {struct.unpack("!I", p)[0]: a for a, s, t, p, m in pkts}
-    return arrival
-
-
 @pytest.mark.parametrize("offset_ms", [1, 5, 12, 19])
 def test_delay_falls_to_what_the_latest_packet_needs_whatever_the_phase(offset_ms):
     # packets jitter by 0-4 ms; ticks come offset_ms after the undelayed arrival time
