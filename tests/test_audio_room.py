@@ -179,3 +179,26 @@ def test_ports_are_released_after_many_calls(harness):
         leg.hangup("done")
     run_for(0.2)
     assert h.allocator.in_use == 0
+
+
+def test_the_roster_shows_each_sites_loss_and_an_estimated_mos(harness):
+    import json
+
+    h = harness()
+    clean, _ = h.add("PCMU", 0)
+    clean.play_tone(500, level_dbfs=-12)
+    lossy, _ = h.add("G722", 9)
+    lossy.play_tone(800, level_dbfs=-12)
+    lossy.loss = 0.10  # a commune's bad uplink: 10 % of its packets never arrive
+    h.talk(3.0)
+    for p in h.parts:
+        p.send_rtcp_rr()  # each site reports what it receives from the bridge
+    run_for(0.2)
+    roster = {e["name"]: e for e in json.loads(json.dumps(h.room.roster()))}  # JSON as the API serves it
+    good, bad = roster["PCMU"]["quality"], roster["G722"]["quality"]
+    assert good["rx"]["packets"] > 100 and good["rx"]["loss_pct"] < 1 and good["rx"]["mos"] >= 4.0
+    assert 5 < bad["rx"]["loss_pct"] < 16, bad
+    assert bad["rx"]["mos"] < good["rx"]["mos"] - 0.3 and bad["rx"]["concealed"] > 0
+    # the other direction, from the sites' RTCP receiver reports: both get clean audio
+    assert good["tx"] is not None and good["tx"]["loss_pct"] < 1 and good["tx"]["mos"] >= 4.0
+    assert bad["tx"] is not None and bad["tx"]["loss_pct"] < 1

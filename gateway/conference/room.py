@@ -8,6 +8,7 @@ from typing import Any, Callable, Protocol
 from gateway.conference.events import Observable
 from gateway.conference.leg import MUTE_DIRECTIONS, Leg
 from gateway.media.mixer import AudioMixer
+from gateway.media.quality import leg_quality
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ class Room(Observable):
                 "muted_out": muted[1],
                 "audio": leg.audio_tx.codec_name if leg.audio_tx else None,
                 "video": leg.video_tx.codec_name if leg.video_tx else None,
+                "quality": _quality(leg),
             })
         return out
 
@@ -245,3 +247,15 @@ class Room(Observable):
             "closed": self.closed,
             "mixer": self.mixer.stats.as_dict(),
         }
+
+
+def _quality(leg: Leg) -> dict[str, Any] | None:
+    """Loss, jitter, delay and estimated MOS both ways, for a leg with RTP audio."""
+    stream = getattr(leg, "media", None)
+    if stream is None or not hasattr(stream, "jitter"):
+        return None
+    try:
+        return leg_quality(stream)
+    except Exception:  # figures for a dashboard must never break the roster
+        log.exception("quality figures for leg %s failed", leg.id)
+        return None

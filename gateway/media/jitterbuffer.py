@@ -112,6 +112,7 @@ class JitterStats:
     drift_adjustments: int = 0  # frames dropped because every frame of a window waited > 1 frame + guard
     guard_ms: float = 0.0  # slack kept when shedding (grows with underruns and late packets)
     slack_ms: float = 0.0  # smallest wait of a played frame in the last full window
+    delay_ms: float = 0.0  # how long played frames wait here, on average (recent, ~1 s)
     underruns: int = 0
     resyncs: int = 0
     ptime_mismatch: int = 0
@@ -145,6 +146,7 @@ class JitterBuffer:
         self.initial_delay_ms = min(max(float(initial_delay_ms), self.min_delay_ms), self.max_delay_ms)
         self._max_frames = max(2, int(self.max_delay_ms / self.frame_ms + 0.999) + 1)
         self._stats = JitterStats()
+        self._delay = 0.0  # smoothed wait of played frames, seconds
         #: called with the new packet duration (RTP clock ticks) when the sender's differs
         self.on_retime: Callable[[int], None] | None = None
         self._odd_step = 0  # a packet duration other than frame_ticks, and how often in a row
@@ -202,6 +204,7 @@ class JitterBuffer:
         st.jitter_ms = self._peak_ms
         st.buffered = len(self._frames)
         st.guard_ms = self._guard_ms
+        st.delay_ms = self._delay * 1000.0
         span = self._highest - self._next + 1 if self._state != IDLE else 0
         st.current_ms = max(0, span) * self.frame_ms
         return st
@@ -470,6 +473,7 @@ class JitterBuffer:
             # slack: if every frame of the window waited more than a frame + guard, play
             # one frame earlier from now on (drop one); see the module docstring
             slack = now - pkt[3]
+            self._delay += (slack - self._delay) * 0.02
             if slack < self._window_slack:
                 self._window_slack = slack
             self._window_ticks += 1
