@@ -241,6 +241,12 @@ def test_a_reload_never_drops_a_call_in_progress(gateway, tmp_path):
             time.sleep(0.05)
         else:
             raise AssertionError("the call never reached the demo room")
+        # the operator's views of the call: its quality figures and the status page's room row
+        demo = next(r for r in rooms if r["id"] == "demo")
+        q = demo["roster"][0]["quality"]
+        assert set(q["rx"]) >= {"packets", "loss_pct", "jitter_ms", "buffer_ms", "mos"} and "rtt_ms" in q
+        page = gw.get("/")[2].decode()
+        assert "Worst line" in page and "<td>demo</td>" in page
         text = gw.plan.read_text()
         assert 'numbers: ["1000", "demo"]' in text
         gw.plan.write_text(text.replace('numbers: ["1000", "demo"]', 'numbers: ["demo"]'))

@@ -48,6 +48,18 @@ class Status(resource.Resource):
         return _json(request, self.gateway.status())
 
 
+def _worst_line(roster: list[dict[str, Any]]) -> str:
+    """The participant whose audio reaches the bridge worst: name, MOS, loss (HTML-escaped)."""
+    rated = [(p["quality"]["rx"]["mos"], p) for p in roster
+             if p.get("quality") and p["quality"]["rx"]["packets"] > 0]
+    if not rated:
+        return "-"
+    mos, p = min(rated, key=lambda x: x[0])
+    rx = p["quality"]["rx"]
+    return html.escape(f"{p['name'] or p['id']}: {mos:.1f} ({rx['loss_pct']:.1f} % lost, "
+                       f"jitter {rx['jitter_ms']:.0f} ms)")
+
+
 class StatusPage(resource.Resource):
     """A small human page: what is running, what people can dial, the rooms open now."""
 
@@ -68,9 +80,10 @@ class StatusPage(resource.Resource):
             f"<tr><td><code>{e(n)}</code></td><td>{e(d)}</td></tr>" for n, d in st["dialplan"]["dialable"]
         )
         rooms = "".join(
-            f"<tr><td>{e(r['id'])}</td><td>{e(r['name'])}</td><td>{r['participants']}</td></tr>"
+            f"<tr><td>{e(r['id'])}</td><td>{e(r['name'])}</td><td>{r['participants']}</td>"
+            f"<td>{_worst_line(r.get('roster', []))}</td></tr>"
             for r in st["rooms"]
-        ) or '<tr><td colspan="3">no room is open</td></tr>'
+        ) or '<tr><td colspan="4">no room is open</td></tr>'
         last = st["dialplan"]["last_reload"]
         reload_line = ""
         if last:
@@ -88,7 +101,8 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}pre{{ba
 <h2>Dial plan</h2><p><code>{e(st['dialplan']['path'])}</code>: {e(st['dialplan']['summary'])}
 (sha256 {e(st['dialplan']['sha256'][:12])}…)</p>{reload_line}
 <h2>Numbers to dial</h2><table><tr><th>Number</th><th>Goes to</th></tr>{rows}</table>
-<h2>Rooms open now</h2><table><tr><th>Room</th><th>Name</th><th>Participants</th></tr>{rooms}</table>
+<h2>Rooms open now</h2><table><tr><th>Room</th><th>Name</th><th>Participants</th>
+<th>Worst line (estimated MOS received)</th></tr>{rooms}</table>
 <h2>Listening</h2><ul>{''.join(f'<li>{e(k)}: {e(v)}</li>' for k, v in st['listening'].items())}</ul>
 </body></html>
 """
