@@ -16,6 +16,7 @@ A settings file looks like::
     sip_realm: cau                 # digest realm for SIP registration
     sip_digest: MD5                # digest algorithms offered, in order, e.g. SHA-256,MD5 (RFC 8760) when every device can
     sip_answer_delay: 0            # seconds of ringing (180) before a SIP call is answered
+    api_token: 9f86d081884c7d65... # HTTP API: POSTs must carry "Authorization: Bearer <token>"
 
 Problems are reported as ``FILE:LINE:COL: message`` like the dial plan's.
 """
@@ -55,11 +56,12 @@ class Settings:
     register_with: str = ""   # HOST:PORT of an external gatekeeper (e.g. the national one) Cầu registers with
     register_as: str = "cau"  # Cầu's h323-ID there; room numbers go along as E.164 aliases and prefixes
     advertise: str = ""  # address written into SDP/Contact; empty: the bind address (or loopback when bound to any)
+    api_token: str = ""  # when set, HTTP POSTs (operator actions) need "Authorization: Bearer <api_token>"
 
 
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
-         "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as")
+         "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "api_token")
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -176,6 +178,11 @@ def load_settings(path: str | Path) -> Settings:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 30:
                     raise ValueError(f"sip_answer_delay must be 0 to 30 seconds, not {value!r}")
                 values[key] = float(value)
+            elif key == "api_token":
+                if not isinstance(value, str) or len(value) < 16 or any(c.isspace() for c in value):
+                    raise ValueError("api_token must be a secret of at least 16 characters without spaces "
+                                     "(e.g. the output of: openssl rand -hex 24)")
+                values[key] = value
             elif key == "watch_interval":
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                     raise ValueError(f"watch_interval must be a positive number of seconds, not {value!r}")

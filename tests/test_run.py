@@ -189,6 +189,42 @@ def test_bad_settings_file_is_refused_with_line(tmp_path):
     assert f"{cfg}:2:1: unknown key 'http_prot' (did you mean 'http_port'?)" in r.stderr
 
 
+def test_an_api_token_guards_operator_actions(gateway, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from gateway.config import ConfigError, load_settings
+
+    short = tmp_path / "short.yaml"
+    short.write_text("api_token: secret\n")
+    with pytest.raises(ConfigError, match=r"short\.yaml:1:\d+: api_token must be a secret of at least 16"):
+        load_settings(short)
+
+    token = "3b1f0c9e7d5a4b2c8e6f1a0d"
+    gw = gateway(config=f"api_token: {token}\n")
+
+    def post(auth: str | None) -> tuple[int, dict, str]:
+        headers = {"content-type": "application/json"}
+        if auth is not None:
+            headers["authorization"] = auth
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/dial", method="POST",
+                                     data=b'{"nothing": 1}', headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read()), ""
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read()), e.headers.get("www-authenticate", "")
+
+    code, body, challenge = post(None)
+    assert code == 401 and "API token" in body["error"] and challenge.startswith("Bearer")
+    assert post("Bearer " + token[:-1] + "x")[0] == 401
+    assert post("Basic " + token)[0] == 401
+    code, body, _ = post("Bearer " + token)  # let in: now it is the request that is wrong
+    assert code == 400 and '"to"' in body["error"]
+    assert gw.get("/api/status")[0] == 200  # reading stays open (bind the port to a management network)
+    assert gw.stop() == 0
+
+
 def test_endpoint_mode_registers_the_rooms_with_an_external_gatekeeper(gateway, tmp_path):
     """Cầu registers with a national gatekeeper (here: another Cầu gatekeeper on loopback)."""
     from gateway.dialplan import parse_dialplan

@@ -6,6 +6,7 @@ until the operator API exists).
 """
 from __future__ import annotations
 
+import hmac
 import html
 import json
 from typing import TYPE_CHECKING, Any
@@ -126,6 +127,13 @@ class RoomDial(resource.Resource):
         self.gateway = gateway
 
     def render_POST(self, request: server.Request) -> Any:
+        token = self.gateway.settings.api_token
+        if token:
+            given = request.getHeader("authorization") or ""
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+                request.setHeader(b"www-authenticate", b'Bearer realm="cau"')
+                return _json(request, {"error": "this needs the API token: Authorization: Bearer <api_token>"}, 401)
         parts = [p.decode("utf-8", "replace") for p in request.postpath]
         if len(parts) != 2 or parts[1] != "dial" or not parts[0]:
             return _json(request, {"error": "use POST /api/rooms/<room>/dial"}, 404)
