@@ -542,14 +542,14 @@ class AudioDecoder:
         if pcm is self._level_of:
             return self._level
         self._level_of = pcm
-        self._level = level = 0.0 if pcm is self._silence else _mean_square(pcm)
+        self._level = level = 0.0 if pcm is self._silence else mean_square(pcm)
         return level
 
     def conceal_level(self, samples: int, next_payload: bytes | None = None) -> float:
         """Like :meth:`conceal`, but returns the mean square; :meth:`output` gives the audio."""
         pcm = self._conceal_native(samples, next_payload)
         self._advance(pcm, samples)
-        return _mean_square(pcm)
+        return mean_square(pcm)
 
     def output(self) -> np.ndarray:
         """The last decoded/concealed frame at ``out_rate`` (resampled on first request)."""
@@ -669,7 +669,8 @@ class AudioDecoder:
         return pcm
 
 
-def _mean_square(pcm: np.ndarray) -> float:
+def mean_square(pcm: np.ndarray) -> float:
+    """Mean square of int16 samples (int16² units; 0.0 for none)."""
     n = len(pcm)
     if not n:
         return 0.0

@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from gateway.catalogue import Codec
-from gateway.media.audio_codecs import AudioDecoder, AudioEncoder
+from gateway.media.audio_codecs import AudioDecoder, AudioEncoder, mean_square
 from gateway.media.dtmf import DtmfReceiver
 from gateway.media.jitterbuffer import JitterBuffer
 from gateway.media.rtp import RtpSession
@@ -171,7 +171,7 @@ class AudioStream:
             chunk = self._chunk = self._pull_reframed()
             if chunk is None:
                 return None
-            return float(np.mean(chunk.astype(np.float32) ** 2))
+            return mean_square(chunk)
         jb = self.jitter
         kind, payload = jb.get(self._clock())
         if kind == "frame":
@@ -182,7 +182,7 @@ class AudioStream:
                 level = self._decode_level(jb.shed())
             if self.decoder.packet_samples != FRAME_SAMPLES:  # not a 20 ms packet
                 chunk = self._chunk = self._spill(self.decoder.output())
-                return float(np.mean(chunk.astype(np.float32) ** 2))  # type: ignore[union-attr]
+                return mean_square(chunk)  # type: ignore[arg-type]
             return level
         if kind == "lost":
             return self.decoder.conceal_level(FRAME_SAMPLES, payload)
