@@ -333,19 +333,21 @@ class RtpSession(DatagramProtocol):
         return st
 
     # ------------------------------------------------------------ receive (hot path)
-    def _read_one(self) -> None:
+    def _read_one(self) -> bool:
+        """Read and handle one datagram; False when none was waiting."""
         try:
             data, addr = self._recvfrom(_MAX_DATAGRAM)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as exc:  # e.g. an ICMP error queued on the socket
             self._stats.bad_packets += 1
             log.debug("RTP port %d: %s", self.local_port, exc)
-            return
+            return True
         try:
             self.datagramReceived(data, addr)
         except Exception:
             log.exception("RTP port %d: handling a packet from %s failed", self.local_port, addr)
+        return True
 
     def _read_pending(self) -> None:
         """Read every datagram waiting on the RTP socket (see ``read_pending``)."""
@@ -356,19 +358,9 @@ class RtpSession(DatagramProtocol):
                 except Exception:
                     log.exception("RTP port %d: reading pending datagrams failed", self.local_port)
             return
-        recvfrom = self._recvfrom
         for _ in range(256):
-            try:
-                data, addr = recvfrom(_MAX_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
+            if not self._read_one():
                 return
-            except OSError:
-                self._stats.bad_packets += 1
-                continue
-            try:
-                self.datagramReceived(data, addr)
-            except Exception:
-                log.exception("RTP port %d: handling a packet from %s failed", self.local_port, addr)
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 (Twisted)
         arrival = _monotonic()
