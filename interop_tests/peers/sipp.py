@@ -41,7 +41,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .procs import LOOPBACK, PeerProcess, free_port, kill_group, require_binary
+from .procs import LOOPBACK, PeerProcess, free_port, free_port_block, kill_group, require_binary
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 TONE_FILE = "cau_tone_pcmu.ulaw"
@@ -276,8 +276,8 @@ class Sipp:
         digest challenges. sipp is killed if it outlives ``timeout`` + 10 s.
         """
         run_dir = self._run_dir("uac")
+        media_port = media_port or free_port_block(4)   # audio RTP/RTCP, video RTP/RTCP
         local_port = local_port or free_port()
-        media_port = media_port or free_port()
         argv = self._argv(scenario, run_dir, local_port=local_port, media_port=media_port,
                           timeout=timeout, keys=keys, extra=extra)
         argv[1:1] = [target]
@@ -304,8 +304,8 @@ class Sipp:
         bound. ``rtp_echo`` echoes RTP received on ``media_port``.
         """
         run_dir = self._run_dir("uas")
+        media_port = media_port or free_port_block(4)   # audio RTP/RTCP, video RTP/RTCP
         port = port or free_port()
-        media_port = media_port or free_port()
         argv = self._argv(scenario, run_dir, local_port=port, media_port=media_port,
                           timeout=timeout, keys=keys, extra=extra)
         if rtp_echo:
