@@ -86,8 +86,19 @@ class Target:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
 
+def _rtp_base() -> int:
+    """First port of a 1000-port RTP range below the kernel's ephemeral range, so that
+    the ports the peers are given (bound to port 0 first) never fall in it."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    top = max(low - 1000, 11000)
+    return random.randrange(10000, top, 1000)
+
+
 def _start_cau(tmp: Path) -> Target:
-    base = random.randrange(30000, 60000, 1000)
+    base = _rtp_base()
     out, err = tmp / "cau.out", tmp / "cau.log"
     settings = tmp / "cau.yaml"
     # ring briefly before answering so that CANCEL can be exercised
