@@ -19,7 +19,7 @@ from gateway.dialplan import load_dialplan
 from gateway.media.audio_stream import AudioFormat
 from gateway.media.clock import MediaClock
 from gateway.media.ports import PortAllocator
-from gateway.media.rtp import open_rtp_session
+from gateway.media.rtp import open_rtp_session, read_pending
 from gateway.resources import default_dialplan
 from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, spectrum_peak
 from tests.conftest import LOOP, run_for
@@ -35,6 +35,7 @@ class Harness:
         base = random.randrange(20000, 50000, 2)
         self.allocator = PortAllocator(base, base + 199)
         self.clock = MediaClock()
+        self.clock.add_late_hook(read_pending)  # as the app does: a late tick first reads what queued up
         self.registry = RoomRegistry(self.clock, grace_period=0.2)
         self.clock.start()
         self.rtp_timeout = rtp_timeout

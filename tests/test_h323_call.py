@@ -31,7 +31,7 @@ from gateway.h323.tpkt import TpktFramer, tpkt_frame
 from gateway.media.audio_stream import AudioFormat
 from gateway.media.clock import MediaClock
 from gateway.media.ports import PortAllocator
-from gateway.media.rtp import open_rtp_session
+from gateway.media.rtp import open_rtp_session, read_pending
 from interop_tests.h323.endpoint import H323TestEndpoint
 from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db
 from tests.conftest import LOOP, run_for
@@ -51,6 +51,7 @@ class Gw:
         base = random.randrange(20000, 50000, 2)
         self.ports = PortAllocator(base, base + 199)
         self.clock = MediaClock()
+        self.clock.add_late_hook(read_pending)  # as the app wires it
         self.clock.start()
         self.registry = RoomRegistry(self.clock, grace_period=0.2)
         self.svc = H323Service(lambda: PLAN, self.registry, self.ports, CAT, bind="127.0.0.1",

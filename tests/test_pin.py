@@ -10,7 +10,7 @@ from gateway.conference.pin import PinGate
 from gateway.media.audio_stream import AudioFormat
 from gateway.media.clock import MediaClock
 from gateway.media.ports import PortAllocator
-from gateway.media.rtp import open_rtp_session
+from gateway.media.rtp import open_rtp_session, read_pending
 from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db
 from tests.conftest import LOOP, run_for
 
@@ -34,6 +34,7 @@ def talk(p: RtpParticipant, seconds: float) -> None:
 def test_prompt_wrong_pin_then_right_pin_admits():
     alloc, leg, p = caller()
     clock = MediaClock()
+    clock.add_late_hook(read_pending)  # as the app wires it
     clock.start()
     admitted = []
     gate = PinGate(leg, "2468", clock, on_admit=admitted.append)
@@ -66,6 +67,7 @@ def test_prompt_wrong_pin_then_right_pin_admits():
 def test_three_wrong_pins_hang_up():
     alloc, leg, p = caller()
     clock = MediaClock()
+    clock.add_late_hook(read_pending)  # as the app wires it
     clock.start()
     admitted = []
     PinGate(leg, "2468", clock, on_admit=admitted.append)

@@ -22,7 +22,7 @@ from gateway.dialplan import parse_dialplan
 from gateway.media.audio_stream import AudioFormat
 from gateway.media.clock import MediaClock
 from gateway.media.ports import PortAllocator
-from gateway.media.rtp import open_rtp_session
+from gateway.media.rtp import open_rtp_session, read_pending
 from gateway.sip.dialout import DialFailed, OutgoingCall, dial, enable_cascade, parse_target
 from gateway.sip.transaction import TransactionLayer
 from gateway.sip.transport import Peer, SipTransport
@@ -63,6 +63,7 @@ class Gw:
         base = random.randrange(10000, 30000, 2)  # below the kernel's ephemeral ports (peers use those)
         self.ports = PortAllocator(base, base + 199)
         self.clock = MediaClock()
+        self.clock.add_late_hook(read_pending)  # as the app wires it
         self.clock.start()
         self.registry = RoomRegistry(self.clock, grace_period=0.3)
         self.ua = SipUserAgent(self.tx, self.transport, lambda: self.plan, self.registry, self.ports, CAT,
