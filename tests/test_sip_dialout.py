@@ -372,7 +372,7 @@ def test_digest_challenge_is_answered_once_and_the_call_succeeds(gw, tmp_path):
     sipp = Sipp(tmp_path / "sipp")
     try:
         uas = sipp.uas(str(scenario), calls=1, timeout=20, keys={"user": "tinh", "password": "s3cret"})
-        g = gw()
+        g = gw(T1=0.5)  # RFC 3261's T1: a stalled machine must not make us retransmit into the scenario
         d = dial(g.ua, f"sip:mcu@127.0.0.1:{uas.port}", g.spec(), timeout=10, credentials=("tinh", "s3cret"))
         call = d.call
         leg = wait(d, timeout=15)
@@ -401,7 +401,7 @@ def test_digest_without_credentials_fails_401(gw, tmp_path):
     sipp = Sipp(tmp_path / "sipp")
     try:
         uas = sipp.uas(str(scenario), calls=1, timeout=20, keys={"user": "tinh", "password": "s3cret"})
-        g = gw()
+        g = gw(T1=0.5)  # RFC 3261's T1: a stalled machine must not make us retransmit into the scenario
         exc = failure_of(dial(g.ua, f"sip:mcu@127.0.0.1:{uas.port}", g.spec(), timeout=5))
         assert exc.status == 401 and "credentials" in exc.reason
         assert g.ports.in_use == 0 and not g.ua.calls
