@@ -127,7 +127,19 @@ def test_five_percent_loss_and_reordering_still_give_continuous_audio(harness):
     talker.loss, talker.reorder = 0.05, 0.05
     talker.play_tone(800, level_dbfs=-12)
     listener, _ = h.add("PCMU", 0)
-    h.talk(2.5)
+    for _attempt in range(3):
+        resyncs = h.clock.stats.resyncs
+        listener.clear()
+        h.talk(2.5)
+        if h.clock.stats.resyncs == resyncs:
+            break
+        # The whole test process was blocked for longer than the media clock catches up
+        # (it logged "skipped N ticks"): a VM pause. The in-process talker was frozen with
+        # it and sent nothing, which no remote talker would do, so the gap after it says
+        # nothing about loss and reordering: measure again.
+    else:
+        pytest.fail(f"the test machine stalled the event loop beyond the clock's catch-up in 3 measurements "
+                    f"({h.clock.stats.skipped} ticks skipped)")
     # the last 1.5 s before the talker stopped: the last 0.1 s the listener received may
     # already be the end (the talker's final packet lost or held back by the reordering,
     # never sent: concealed, then silence) - not a gap
