@@ -32,7 +32,8 @@ DTMF_PT = 101
 
 class Harness:
     def __init__(self, rtp_timeout: float = 10.0):
-        base = random.randrange(20000, 50000, 2)
+        # below the kernel's ephemeral ports (32768.. by default), where the peers' sockets land
+        base = random.randrange(10000, 32000, 2)
         self.allocator = PortAllocator(base, base + 199)
         self.clock = MediaClock()
         self.clock.add_late_hook(read_pending)  # as the app does: a late tick first reads what queued up

@@ -48,7 +48,8 @@ class Gw:
     """Cầu's H.323 side with its own rooms and ports."""
 
     def __init__(self) -> None:
-        base = random.randrange(20000, 50000, 2)
+        # below the kernel's ephemeral ports (32768.. by default), where the peers' sockets land
+        base = random.randrange(10000, 32000, 2)
         self.ports = PortAllocator(base, base + 199)
         self.clock = MediaClock()
         self.clock.add_late_hook(read_pending)  # as the app wires it
@@ -169,7 +170,10 @@ def test_dtmf_pin_by_user_input_indication_admits_to_the_pin_room(gw):
         ep = gw.endpoint("lab-g711", profile="G711", tunnelling=True, fast_start=True)
         await ep.call("2000", "127.0.0.1", gw.svc.port)
         await ep.wait_media()
-        await asyncio.sleep(0.5)
+        for _ in range(30):     # 0.5 s of the prompt heard (not 0.5 s of wall time: the machine may stall)
+            await asyncio.sleep(0.1)
+            if len(ep.heard()) >= ep.rx_rate // 2:
+                break
         assert gw.registry.get("locked") is None, "joined before the PIN"
         # the PIN prompt (523 then 784 Hz) is heard while waiting
         assert band_level_db(ep.heard(), ep.rx_rate, 784) > -35
