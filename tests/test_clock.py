@@ -24,7 +24,7 @@ def test_about_50_ticks_per_second_of_real_time():
     elapsed = time.monotonic() - t0  # ~1 s; more if the machine is busy
     due = int(elapsed / 0.020)
     assert due - 6 - clock.stats.skipped <= len(stamps) <= due + 1
-    assert 40 <= len(stamps)
+    assert 40 <= len(stamps) + clock.stats.skipped  # a stall > 100 ms skips ticks (and logs it)
     n = len(stamps)
     run_for(0.1)
     assert len(stamps) == n  # stopped means stopped
