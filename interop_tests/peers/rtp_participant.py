@@ -394,6 +394,17 @@ def band_level_db(pcm: np.ndarray, rate: int, freq: float, width: float = 30.0) 
     return 20 * np.log10(max(float(band.max()) if len(band) else 0.0, 1e-9) / 32768)
 
 
+def tone_level_db(pcm: np.ndarray, rate: int, freq: float, block: float = 0.1) -> float:
+    """The typical level of a steady tone at ``freq``: the median of ``band_level_db``
+    over ``block``-second pieces. Is the tone there most of the time? A short gap (a
+    machine that froze for a moment) does not hide a tone that is there, and a short
+    burst does not make one up."""
+    n = int(block * rate)
+    if n <= 0 or len(pcm) < n:
+        return band_level_db(pcm, rate, freq)
+    return float(np.median([band_level_db(pcm[i:i + n], rate, freq) for i in range(0, len(pcm) - n + 1, n)]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rtp_participant", description=__doc__.split("\n\n")[0])
     ap.add_argument("--codec", choices=list(CODECS), default="PCMU")
