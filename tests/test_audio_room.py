@@ -21,7 +21,7 @@ from gateway.media.clock import MediaClock
 from gateway.media.ports import PortAllocator
 from gateway.media.rtp import open_rtp_session, read_pending
 from gateway.resources import default_dialplan
-from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, spectrum_peak
+from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, tone_level_db, spectrum_peak
 from tests.conftest import LOOP, run_for
 
 CAT = default_catalogue()
@@ -114,10 +114,11 @@ def test_three_talkers_each_hear_the_other_two_but_not_themselves(harness):
     for p in h.parts:
         heard = p.heard(0.6)
         for codec, f in tones.items():
-            level = band_level_db(heard, p.rate, f)
             if codec == p.codec:
+                level = band_level_db(heard, p.rate, f)
                 assert level < -45, f"{p.codec} hears its own {f} Hz at {level:.1f} dB"
             else:
+                level = tone_level_db(heard, p.rate, f)
                 assert level > -35, f"{p.codec} does not hear {codec}'s {f} Hz ({level:.1f} dB)"
     assert sorted(h.room.mixer.speakers) == sorted(leg.id for leg in h.legs if leg.display_name in tones)
 
@@ -128,10 +129,11 @@ def test_five_percent_loss_and_reordering_still_give_continuous_audio(harness):
     talker.loss, talker.reorder = 0.05, 0.05
     talker.play_tone(800, level_dbfs=-12)
     listener, _ = h.add("PCMU", 0)
-    for _attempt in range(3):
-        resyncs = h.clock.stats.resyncs
+    for _attempt in range(4):
         listener.clear()
-        h.talk(2.5)
+        h.talk(0.7)             # settling: a stall in here does not reach the window measured below
+        resyncs = h.clock.stats.resyncs
+        h.talk(1.8)
         if h.clock.stats.resyncs == resyncs:
             break
         # The whole test process was blocked for longer than the media clock catches up
@@ -139,7 +141,7 @@ def test_five_percent_loss_and_reordering_still_give_continuous_audio(harness):
         # it and sent nothing, which no remote talker would do, so the gap after it says
         # nothing about loss and reordering: measure again.
     else:
-        pytest.fail(f"the test machine stalled the event loop beyond the clock's catch-up in 3 measurements "
+        pytest.fail(f"the test machine stalled the event loop beyond the clock's catch-up in 4 measurements "
                     f"({h.clock.stats.skipped} ticks skipped)")
     # the last 1.5 s before the talker stopped: the last 0.1 s the listener received may
     # already be the end (the talker's final packet lost or held back by the reordering,
