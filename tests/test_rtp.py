@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -226,7 +227,7 @@ def test_stray_packets_do_not_hijack(alloc, raw):
 
 
 def test_media_timeout_fires_once(alloc, raw):
-    s = open_rtp_session(alloc, LOOP, timeout=0.3)
+    s = open_rtp_session(alloc, LOOP, timeout=0.6)  # longer than a machine's pause (this sender pauses with us)
     fired = []
     s.on_timeout = lambda: fired.append(1)
     try:
@@ -235,11 +236,44 @@ def test_media_timeout_fires_once(alloc, raw):
             src.sendto(rtp_bytes(k, 160 * k, 9), (LOOP, s.local_port))
             run_for(0.05)
         assert fired == []
-        run_for(0.6)
+        run_for(1.0)
         assert fired == [1]
         run_for(0.4)
         assert fired == [1]
     finally:
+        wait(s.close())
+
+
+def test_a_stalled_process_does_not_time_out_a_session_whose_packets_kept_coming(alloc, raw):
+    """After the event loop was blocked longer than the timeout, the packets that queued
+    up meanwhile count: a VM pause must not hang up a call whose far end kept sending."""
+    s = open_rtp_session(alloc, LOOP, timeout=0.3)
+    fired = []
+    s.on_timeout = lambda: fired.append(1)
+    src = raw()
+    sending = threading.Event()
+    sending.set()
+
+    def far_end():  # another machine: it goes on sending while we are frozen
+        k = 0
+        while sending.is_set():
+            src.sendto(rtp_bytes(k, 160 * k, 9), (LOOP, s.local_port))
+            k += 1
+            time.sleep(0.02)
+
+    t = threading.Thread(target=far_end, daemon=True)
+    t.start()
+    try:
+        run_for(0.1)
+        time.sleep(0.5)  # the whole event loop blocked for longer than the timeout
+        run_for(0.2)
+        assert fired == [], "timed out although RTP kept arriving"
+        sending.clear()
+        t.join()
+        run_for(0.6)
+        assert fired == [1], "no timeout after the far end really stopped"
+    finally:
+        sending.clear()
         wait(s.close())
 
 

@@ -735,14 +735,24 @@ class RtpSession(DatagramProtocol):
             self._schedule_rtcp()
 
     # ------------------------------------------------------------ timeout
+    def _idle(self) -> float:
+        last = self._stats.last_received
+        if last is None or last < self._started_at:
+            last = self._started_at
+        return _monotonic() - last
+
     def _check_timeout(self) -> None:
         self._timeout_call = None
         if self._closed or self._timed_out:
             return
-        last = self._stats.last_received
-        if last is None or last < self._started_at:
-            last = self._started_at
-        idle = _monotonic() - last
+        idle = self._idle()
+        if idle >= self.timeout - 0.005 and self.on_timeout is not None:
+            # The loop runs due timers before it polls the sockets: after a stall of the
+            # process, the packets that kept coming are still queued. Read them first.
+            self._read_pending()
+            if self._closed or self._timed_out:
+                return
+            idle = self._idle()
         if idle >= self.timeout - 0.005 and self.on_timeout is None:
             # nobody to tell yet (a call still ringing): count the silence from when someone listens
             self._started_at = _monotonic()
