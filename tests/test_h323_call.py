@@ -9,9 +9,7 @@ release carries the cause.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import shutil
 import socket
 import subprocess
 import time
@@ -34,6 +32,7 @@ from gateway.media.ports import PortAllocator
 from gateway.media.rtp import open_rtp_session, read_pending
 from interop_tests.h323.endpoint import H323TestEndpoint
 from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, tone_level_db
+from tests.capture import LoopbackCapture
 from tests.conftest import LOOP, run_for
 
 CAT = default_catalogue()
@@ -377,22 +376,11 @@ def test_a_call_through_the_gatekeeper(gw):
 
 @pytest.mark.parametrize("tunnelling", [True, False], ids=["tunnelled H.245", "separate H.245 connection"])
 def test_tshark_decodes_the_call_without_errors(gw, tmp_path, tunnelling):
-    if shutil.which("tshark") is None:
-        pytest.fail("tshark is not installed: apt-get install tshark")
-    if os.geteuid() != 0:
-        pytest.fail("capturing on lo needs root (or dumpcap capabilities)")
     pcap = tmp_path / "h323.pcapng"
     port = gw.svc.port
     # the separate H.245 connection runs between ephemeral ports: capture all of loopback's TCP
     # for the call's few seconds and judge only what decodes as Q.931/H.225/H.245
-    cap = subprocess.Popen(["tshark", "-i", "lo", "-f", f"tcp port {port}" if tunnelling else "tcp",
-                            "-w", str(pcap), "-a", "duration:20"], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
-    try:
-        for line in cap.stderr:                 # wait until dumpcap really captures
-            if "Capture started" in line or "Capturing on" in line:
-                break
-        time.sleep(0.5)
+    with LoopbackCapture(f"tcp port {port}" if tunnelling else "tcp", pcap):
 
         async def scenario():
             ep = gw.endpoint("lab-vsx", profile="VSX", fast_start=False, tunnelling=tunnelling)
@@ -402,10 +390,7 @@ def test_tshark_decodes_the_call_without_errors(gw, tmp_path, tunnelling):
             await ep.hangup()
 
         run(scenario())
-        time.sleep(0.5)
-    finally:
-        cap.terminate()
-        cap.wait(10)
+        run_for(0.3)        # the last answers
     # No "-d tcp.port==PORT,tpkt": in tshark 4.0 "tpkt" names two dissectors and the first one
     # decodes nothing; Q.931-over-TPKT is found by tshark's heuristics on any port.
     out = subprocess.run(["tshark", "-r", str(pcap), "-Y",

@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import shutil
-import signal
 import subprocess
 import tempfile
-import time
 
 import pytest
 from twisted.internet import defer, reactor, task
@@ -18,6 +15,7 @@ from gateway.dialplan import parse_dialplan
 from gateway.h323 import ras
 from gateway.h323.gatekeeper import Gatekeeper
 from gateway.h323.ras import RasMessage
+from tests.capture import LoopbackCapture
 from tests.conftest import run_for, wait
 
 PLAN = parse_dialplan("""
@@ -320,39 +318,21 @@ def test_unknown_request_gets_xrs(gk: Gatekeeper, ep: Endpoint) -> None:
 
 
 def _tshark_capture(port: int, count: int, action) -> str:
-    tshark = shutil.which("tshark")
-    if tshark is None:
-        pytest.fail("tshark is not installed (scripts/debian-test-packages.txt lists it)")
+    tshark = shutil.which("tshark") or "tshark"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "ras.pcap")
         env = dict(os.environ, HOME=tmp)
-        proc = subprocess.Popen([tshark, "-n", "-i", "lo", "-f", f"udp port {port}",
-                                 "-a", "duration:30", "-w", path], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                env=env)
-        try:
-            sel = selectors.DefaultSelector()
-            sel.register(proc.stderr, selectors.EVENT_READ)
-            deadline, seen = time.monotonic() + 15, b""
-            while b"Capturing on" not in seen:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail(f"tshark did not start capturing: {seen.decode(errors='replace')}")
-                if sel.select(timeout=0.2):
-                    seen += os.read(proc.stderr.fileno(), 4096)
+        with LoopbackCapture(f"udp port {port}", path):
             run_for(0.2)
             action()
-            run_for(0.5)  # let the last answers reach the capture, then stop it (retransmissions under load add frames)
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            run_for(0.5)  # the last answers (retransmissions under load add frames)
         decode = ["-n", "-r", path, "-d", f"udp.port=={port},h225"]
         bad = subprocess.run([tshark, *decode, "-Y", "_ws.malformed || _ws.expert.severity >= error"],
                              capture_output=True, text=True, env=env, timeout=60)
         assert bad.returncode == 0, bad.stderr
         assert bad.stdout.strip() == "", f"tshark flags malformed/error packets:\n{bad.stdout}"
-        full = subprocess.run([tshark, *decode, "-V"], capture_output=True, text=True, env=env, timeout=60)
+        # -Y: not the capture's probes
+        full = subprocess.run([tshark, *decode, "-Y", f"udp.port=={port}", "-V"], capture_output=True, text=True, env=env, timeout=60)
         assert full.returncode == 0, full.stderr
         return full.stdout
 
