@@ -492,8 +492,11 @@ def test_cancel_end_to_end_200_on_cancel_fires_and_487(transports):
 
 def test_tables_empty_after_1000_transactions(transports):
     a, b = transports(), transports()
-    uac = TransactionLayer(a, T1=0.02, T4=0.04)
-    uas = TransactionLayer(b, T1=0.02, T4=0.04)
+    # Timer F = 64*T1 = 3.2 s: longer than a stall of the test machine (the loop runs due
+    # timers before it reads the answers that queued meanwhile; with T1 = 20 ms a stall
+    # took 95 of 1000 transactions to a 408)
+    uac = TransactionLayer(a, T1=0.05, T4=0.04)
+    uas = TransactionLayer(b, T1=0.05, T4=0.04)
 
     def uas_tu(req, tx, peer):
         if req.method == "OPTIONS":
@@ -531,7 +534,7 @@ def test_tables_empty_after_1000_transactions(transports):
             uac.client(new_request(method, call_id=f"c{n}@t", cseq=n), target, on_response)
         assert poll(lambda: len(finals) == n, timeout=3)
     assert finals.count(200) == 950 and finals.count(486) == 50
-    assert poll(lambda: not (uac.clients or uas.servers or uas.pending_acks), timeout=3)
+    assert poll(lambda: not (uac.clients or uas.servers or uas.pending_acks), timeout=8)  # Timer J = 3.2 s
     assert uas.stats.server_transactions == 1000
     assert uac.stats.timeouts == 0
     from twisted.internet import reactor
