@@ -42,6 +42,7 @@ class Harness:
         self.rtp_timeout = rtp_timeout
         self.parts: list[RtpParticipant] = []
         self.legs = []
+        self.closed = False
 
     def add(self, codec: str, pt: int, timeout: float | None = None):
         c = CAT.get(codec)
@@ -61,6 +62,9 @@ class Harness:
         LOOP.run_until_complete(asyncio.gather(*(p.run(seconds) for p in parts)))
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         for leg in self.legs:
             leg.hangup("test over")
         for p in self.parts:
@@ -83,16 +87,33 @@ def harness():
         h.close()
 
 
+def talk_and_check(h: Harness, seconds: float, check, tries: int = 3) -> None:
+    """Talk for ``seconds``, then ``check()`` what was heard. When a check fails and the
+    media clock had to resync meanwhile (the whole test process froze beyond its catch-up:
+    a VM pause), the talkers in this process froze too and the window measured was not
+    ``seconds`` long: talk and check again, at most ``tries`` times in all."""
+    for attempt in range(tries):
+        resyncs = h.clock.stats.resyncs
+        for p in h.parts:
+            p.clear()
+        h.talk(seconds)
+        try:
+            check()
+            return
+        except AssertionError as e:
+            if h.clock.stats.resyncs == resyncs or attempt == tries - 1:
+                if h.clock.stats.resyncs != resyncs:
+                    e.args = (f"{e.args[0] if e.args else ''} (the test machine stalled in each of "
+                              f"{tries} tries: {h.clock.stats.skipped} ticks skipped)",)
+                raise
+
+
 def test_a_tone_in_each_codec_is_heard_at_1khz_in_every_other_codec_and_not_by_its_sender(harness):
     h = harness()
     for codec, pt in ALL:
         h.add(codec, pt)
-    for talker in h.parts:
-        for p in h.parts:
-            p.play_silence()
-            p.clear()
-        talker.play_tone(1000, level_dbfs=-12)
-        h.talk(1.2)
+
+    def check_round(talker):
         for p in h.parts:
             heard = p.heard(0.5)
             freq, level = spectrum_peak(heard, p.rate)
@@ -102,6 +123,12 @@ def test_a_tone_in_each_codec_is_heard_at_1khz_in_every_other_codec_and_not_by_i
                 assert abs(freq - 1000) < 25, f"{talker.codec} → {p.codec}: heard {freq:.0f} Hz"
                 assert -24 < level < -9, f"{talker.codec} → {p.codec}: level {level:.1f} dBFS"
 
+    for talker in h.parts:
+        for p in h.parts:
+            p.play_silence()
+        talker.play_tone(1000, level_dbfs=-12)
+        talk_and_check(h, 1.2, lambda: check_round(talker))
+
 
 def test_three_talkers_each_hear_the_other_two_but_not_themselves(harness):
     h = harness()
@@ -110,17 +137,20 @@ def test_three_talkers_each_hear_the_other_two_but_not_themselves(harness):
         p, _ = h.add(codec, pt)
         if codec in tones:
             p.play_tone(tones[codec], level_dbfs=-16)
-    h.talk(1.5)
-    for p in h.parts:
-        heard = p.heard(0.6)
-        for codec, f in tones.items():
-            if codec == p.codec:
-                level = band_level_db(heard, p.rate, f)
-                assert level < -45, f"{p.codec} hears its own {f} Hz at {level:.1f} dB"
-            else:
-                level = tone_level_db(heard, p.rate, f)
-                assert level > -35, f"{p.codec} does not hear {codec}'s {f} Hz ({level:.1f} dB)"
-    assert sorted(h.room.mixer.speakers) == sorted(leg.id for leg in h.legs if leg.display_name in tones)
+
+    def check():
+        for p in h.parts:
+            heard = p.heard(0.6)
+            for codec, f in tones.items():
+                if codec == p.codec:
+                    level = band_level_db(heard, p.rate, f)
+                    assert level < -45, f"{p.codec} hears its own {f} Hz at {level:.1f} dB"
+                else:
+                    level = tone_level_db(heard, p.rate, f)
+                    assert level > -35, f"{p.codec} does not hear {codec}'s {f} Hz ({level:.1f} dB)"
+        assert sorted(h.room.mixer.speakers) == sorted(leg.id for leg in h.legs if leg.display_name in tones)
+
+    talk_and_check(h, 1.5, check)
 
 
 def test_five_percent_loss_and_reordering_still_give_continuous_audio(harness):
@@ -200,21 +230,34 @@ def test_ports_are_released_after_many_calls(harness):
 def test_the_roster_shows_each_sites_loss_and_an_estimated_mos(harness):
     import json
 
-    h = harness()
-    clean, _ = h.add("PCMU", 0)
-    clean.play_tone(500, level_dbfs=-12)
-    lossy, _ = h.add("G722", 9)
-    lossy.play_tone(800, level_dbfs=-12)
-    lossy.loss = 0.10  # a commune's bad uplink: 10 % of its packets never arrive
-    h.talk(3.0)
-    for p in h.parts:
-        p.send_rtcp_rr()  # each site reports what it receives from the bridge
-    run_for(0.2)
-    roster = {e["name"]: e for e in json.loads(json.dumps(h.room.roster()))}  # JSON as the API serves it
-    good, bad = roster["PCMU"]["quality"], roster["G722"]["quality"]
-    assert good["rx"]["packets"] > 100 and good["rx"]["loss_pct"] < 1 and good["rx"]["mos"] >= 4.0
+    def call_two_sites():
+        h = harness()
+        clean, _ = h.add("PCMU", 0)
+        clean.play_tone(500, level_dbfs=-12)
+        lossy, _ = h.add("G722", 9)
+        lossy.play_tone(800, level_dbfs=-12)
+        lossy.loss = 0.10  # a commune's bad uplink: 10 % of its packets never arrive
+        h.talk(3.0)
+        for p in h.parts:
+            p.send_rtcp_rr()  # each site reports what it receives from the bridge
+        run_for(0.2)
+        roster = {e["name"]: e for e in json.loads(json.dumps(h.room.roster()))}  # JSON as the API serves it
+        return h, roster["PCMU"]["quality"], roster["G722"]["quality"]
+
+    for _attempt in range(3):
+        h, good, bad = call_two_sites()
+        clean_line = (good["rx"]["loss_pct"] < 1 and good["rx"]["mos"] >= 4.0
+                      and good["tx"] is not None and good["tx"]["mos"] >= 4.0)
+        if clean_line or h.clock.stats.resyncs == 0:
+            break
+        # The whole test process froze beyond the clock's catch-up (a VM pause of a second
+        # or so): the in-process "clean" site froze too and its packets came in a late burst,
+        # so its line was not clean and its MOS says so. Figures are cumulative: new sites.
+        h.close()
+    stalls = f"(the test machine stalled: {h.clock.stats.skipped} ticks skipped)" if h.clock.stats.resyncs else ""
+    assert good["rx"]["packets"] > 100 and good["rx"]["loss_pct"] < 1 and good["rx"]["mos"] >= 4.0, (good, stalls)
     assert 5 < bad["rx"]["loss_pct"] < 16, bad
     assert bad["rx"]["mos"] < good["rx"]["mos"] - 0.3 and bad["rx"]["concealed"] > 0
     # the other direction, from the sites' RTCP receiver reports: both get clean audio
-    assert good["tx"] is not None and good["tx"]["loss_pct"] < 1 and good["tx"]["mos"] >= 4.0
+    assert good["tx"] is not None and good["tx"]["loss_pct"] < 1 and good["tx"]["mos"] >= 4.0, (good, stalls)
     assert bad["tx"] is not None and bad["tx"]["loss_pct"] < 1
