@@ -31,7 +31,7 @@ from gateway.media.clock import MediaClock
 from gateway.media.ports import PortAllocator
 from gateway.media.rtp import open_rtp_session, read_pending
 from interop_tests.h323.endpoint import H323TestEndpoint
-from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, tone_level_db
+from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, wait_for_tone
 from tests.capture import LoopbackCapture
 from tests.conftest import LOOP, run_for
 
@@ -135,9 +135,8 @@ def test_a_call_in_each_h245_mode_joins_the_room_and_tones_are_heard_both_ways(g
         assert gcall.fast_start == ("active" if MODES[mode]["fast_start"] else "none")
         ep.clear()
         p.clear()
-        await asyncio.sleep(1.2)
-        assert tone_level_db(ep.heard(0.6), ep.rx_rate, 500) > -25, "the H.323 endpoint does not hear the room"
-        assert tone_level_db(p.heard(0.6), p.rate, 1000) > -25, "the room does not hear the H.323 endpoint"
+        assert await wait_for_tone(ep.heard, ep.rx_rate, 500, -25) > -25, "the H.323 endpoint does not hear the room"
+        assert await wait_for_tone(p.heard, p.rate, 1000, -25) > -25, "the room does not hear the H.323 endpoint"
         assert band_level_db(ep.heard(0.6), ep.rx_rate, 1000) < -45, "the endpoint hears itself"
         # the endpoint hangs up: EndSessionCommand + RELEASE COMPLETE; the leg leaves, ports come back
         await ep.hangup()
@@ -157,9 +156,8 @@ def test_hdx_with_g711_preference_sends_pcmu_and_still_hears_the_room(gw):
         await ep.wait_media()
         leg = gw.h323_legs("open")[0]
         assert leg.audio_rx.codec_name == "PCMU"
-        await asyncio.sleep(1.2)
-        assert tone_level_db(ep.heard(0.6), ep.rx_rate, 700) > -25
-        assert tone_level_db(p.heard(0.6), p.rate, 1000) > -25
+        assert await wait_for_tone(ep.heard, ep.rx_rate, 700, -25) > -25
+        assert await wait_for_tone(p.heard, p.rate, 1000, -25) > -25
 
     run(scenario())
 
@@ -303,9 +301,8 @@ def test_outgoing_dial_from_cau_reaches_an_answering_endpoint_with_audio(gw, ans
         # Cầu offered fast start + tunnelling; a plain answerer makes it fall back to H.245 on
         # the separate connection the answerer offers in Connect
         assert (out.fast_start, out.h245_mode) == (("refused", "separate") if plain else ("active", "tunnelled"))
-        await asyncio.sleep(1.2)
-        assert tone_level_db(ep.heard(0.6), ep.rx_rate, 500) > -25
-        assert tone_level_db(p.heard(0.6), p.rate, 1000) > -25
+        assert await wait_for_tone(ep.heard, ep.rx_rate, 500, -25) > -25
+        assert await wait_for_tone(p.heard, p.rate, 1000, -25) > -25
         await ep.hangup()
         await asyncio.sleep(0.3)
         assert gw.h323_legs("open") == []
@@ -362,9 +359,8 @@ def test_a_call_through_the_gatekeeper(gw):
         assert ep.admission.call_model == "gatekeeperRouted"
         assert ep.admission.dest_call_signal_address == ("127.0.0.1", gw.svc.port)
         await ep.wait_media()
-        await asyncio.sleep(1.0)
+        assert await wait_for_tone(p.heard, p.rate, 1000, -25, window=0.5) > -25
         assert len(gw.h323_legs("open")) == 1
-        assert tone_level_db(p.heard(0.5), p.rate, 1000) > -25
         await ep.close()
 
     try:

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from interop_tests.peers.rtp_participant import band_level_db, tone_level_db
+from interop_tests.peers.rtp_participant import band_level_db, wait_for_tone
 
 
 def test_a_vsx_and_an_hdx_call_the_room_and_hear_each_other(target, h323, h323_endpoint, h323_run):
@@ -21,13 +21,15 @@ def test_a_vsx_and_an_hdx_call_the_room_and_hear_each_other(target, h323, h323_e
         await vsx.call(target.room, h323.host, h323.port)
         await hdx.call(target.room, h323.host, h323.port)
         await asyncio.gather(vsx.wait_media(), hdx.wait_media())
-        await asyncio.sleep(2.0)
+        # each hears the other within a few seconds: a whole second of the other's tone
+        return (await wait_for_tone(vsx.heard, vsx.rx_rate, 1000, -30, within=6, window=1.0),
+                await wait_for_tone(hdx.heard, hdx.rx_rate, 600, -30, within=6, window=1.0))
 
-    h323_run(scenario())
+    vsx_hears, hdx_hears = h323_run(scenario())
     if h323.local_cau:
         assert target.room_participants("open") >= 2
-    assert tone_level_db(vsx.heard(1.0), vsx.rx_rate, 1000) > -30, "the VSX does not hear the HDX"
-    assert tone_level_db(hdx.heard(1.0), hdx.rx_rate, 600) > -30, "the HDX does not hear the VSX"
+    assert vsx_hears > -30, f"the VSX does not hear the HDX ({vsx_hears:.1f} dB)"
+    assert hdx_hears > -30, f"the HDX does not hear the VSX ({hdx_hears:.1f} dB)"
     assert band_level_db(vsx.heard(1.0), vsx.rx_rate, 600) < -40, "the VSX hears itself"
     h323_run(vsx.hangup())
     h323_run(hdx.hangup())
@@ -45,11 +47,12 @@ def test_each_h245_mode_connects_with_audio_both_ways(target, h323, h323_endpoin
         await a.call(target.room, h323.host, h323.port)
         await b.call(target.room, h323.host, h323.port)
         await asyncio.gather(a.wait_media(), b.wait_media())
-        await asyncio.sleep(1.5)
+        return (await wait_for_tone(a.heard, a.rx_rate, 1200, -30, within=6, window=0.8),
+                await wait_for_tone(b.heard, b.rx_rate, 800, -30, within=6, window=0.8))
 
-    h323_run(scenario())
-    assert tone_level_db(a.heard(0.8), a.rx_rate, 1200) > -30
-    assert tone_level_db(b.heard(0.8), b.rx_rate, 800) > -30
+    a_hears, b_hears = h323_run(scenario())
+    assert a_hears > -30, f"{mode}: the caller does not hear the HDX ({a_hears:.1f} dB)"
+    assert b_hears > -30, f"{mode}: the HDX does not hear the caller ({b_hears:.1f} dB)"
 
 
 def test_an_unknown_number_is_released_with_cause_1(target, h323, h323_endpoint, h323_run):
