@@ -87,25 +87,40 @@ def harness():
         h.close()
 
 
-def talk_and_check(h: Harness, seconds: float, check, tries: int = 3) -> None:
-    """Talk for ``seconds``, then ``check()`` what was heard. When a check fails and the
-    media clock had to resync meanwhile (the whole test process froze beyond its catch-up:
-    a VM pause), the talkers in this process froze too and the window measured was not
-    ``seconds`` long: talk and check again, at most ``tries`` times in all."""
+def check_unless_stalled(measure, tries: int = 3) -> None:
+    """``measure()`` talks and returns ``(harness, its clock's resyncs before the window
+    measured, check)``; then ``check()`` asserts what was heard. When a check fails and the
+    media clock had to resync in that window (the whole test process froze beyond its
+    catch-up: a VM pause), the talkers in this process froze too, which no remote talker
+    would do, and the window was not what the check assumes: measure again, at most
+    ``tries`` times in all. A failure without a stall fails at once."""
     for attempt in range(tries):
-        resyncs = h.clock.stats.resyncs
-        for p in h.parts:
-            p.clear()
-        h.talk(seconds)
+        h, resyncs, check = measure()
+        stalled = h.clock.stats.resyncs != resyncs
         try:
             check()
             return
         except AssertionError as e:
-            if h.clock.stats.resyncs == resyncs or attempt == tries - 1:
-                if h.clock.stats.resyncs != resyncs:
+            if not stalled or attempt == tries - 1:
+                if stalled:
                     e.args = (f"{e.args[0] if e.args else ''} (the test machine stalled in each of "
                               f"{tries} tries: {h.clock.stats.skipped} ticks skipped)",)
                 raise
+
+
+def talk_and_check(h: Harness, seconds: float, check, tries: int = 3, settle: float = 0.0) -> None:
+    """Talk for ``settle`` + ``seconds`` (a stall while settling does not count), then
+    ``check()`` what was heard, by :func:`check_unless_stalled`."""
+    def measure():
+        for p in h.parts:
+            p.clear()
+        if settle:
+            h.talk(settle)
+        resyncs = h.clock.stats.resyncs
+        h.talk(seconds)
+        return h, resyncs, check
+
+    check_unless_stalled(measure, tries)
 
 
 def test_a_tone_in_each_codec_is_heard_at_1khz_in_every_other_codec_and_not_by_its_sender(harness):
@@ -159,31 +174,21 @@ def test_five_percent_loss_and_reordering_still_give_continuous_audio(harness):
     talker.loss, talker.reorder = 0.05, 0.05
     talker.play_tone(800, level_dbfs=-12)
     listener, _ = h.add("PCMU", 0)
-    for _attempt in range(4):
-        listener.clear()
-        h.talk(0.7)             # settling: a stall in here does not reach the window measured below
-        resyncs = h.clock.stats.resyncs
-        h.talk(1.8)
-        if h.clock.stats.resyncs == resyncs:
-            break
-        # The whole test process was blocked for longer than the media clock catches up
-        # (it logged "skipped N ticks"): a VM pause. The in-process talker was frozen with
-        # it and sent nothing, which no remote talker would do, so the gap after it says
-        # nothing about loss and reordering: measure again.
-    else:
-        pytest.fail(f"the test machine stalled the event loop beyond the clock's catch-up in 4 measurements "
-                    f"({h.clock.stats.skipped} ticks skipped)")
-    # the last 1.5 s before the talker stopped: the last 0.1 s the listener received may
-    # already be the end (the talker's final packet lost or held back by the reordering,
-    # never sent: concealed, then silence) - not a gap
-    heard = listener.heard(1.6)[: -listener.rate // 10]
-    blocks = heard[: len(heard) // 160 * 160].reshape(-1, 160).astype(np.float64)
-    rms_db = 20 * np.log10(np.sqrt((blocks**2).mean(axis=1)) / 32768 + 1e-12)
-    assert (rms_db < -40).sum() == 0, f"{(rms_db < -40).sum()} silent 20 ms gaps in what the listener heard"
-    freq, _ = spectrum_peak(heard, listener.rate)
-    assert abs(freq - 800) < 25
-    stream = h.legs[0].media
-    assert stream.jitter.stats.lost + stream.jitter.stats.late > 0, "the loss was not even seen"
+
+    def check():
+        # the last 1.5 s before the talker stopped: the last 0.1 s the listener received may
+        # already be the end (the talker's final packet lost or held back by the reordering,
+        # never sent: concealed, then silence) - not a gap
+        heard = listener.heard(1.6)[: -listener.rate // 10]
+        blocks = heard[: len(heard) // 160 * 160].reshape(-1, 160).astype(np.float64)
+        rms_db = 20 * np.log10(np.sqrt((blocks**2).mean(axis=1)) / 32768 + 1e-12)
+        assert (rms_db < -40).sum() == 0, f"{(rms_db < -40).sum()} silent 20 ms gaps in what the listener heard"
+        freq, _ = spectrum_peak(heard, listener.rate)
+        assert abs(freq - 800) < 25
+        stream = h.legs[0].media
+        assert stream.jitter.stats.lost + stream.jitter.stats.late > 0, "the loss was not even seen"
+
+    talk_and_check(h, 1.8, check, tries=4, settle=0.7)
 
 
 def test_dtmf_digit_arrives_as_an_event_on_the_leg(harness):
@@ -230,8 +235,13 @@ def test_ports_are_released_after_many_calls(harness):
 def test_the_roster_shows_each_sites_loss_and_an_estimated_mos(harness):
     import json
 
+    sites: list[Harness] = []
+
     def call_two_sites():
+        if sites:
+            sites[-1].close()  # figures are cumulative: a measurement again needs new sites
         h = harness()
+        sites.append(h)
         clean, _ = h.add("PCMU", 0)
         clean.play_tone(500, level_dbfs=-12)
         lossy, _ = h.add("G722", 9)
@@ -242,22 +252,16 @@ def test_the_roster_shows_each_sites_loss_and_an_estimated_mos(harness):
             p.send_rtcp_rr()  # each site reports what it receives from the bridge
         run_for(0.2)
         roster = {e["name"]: e for e in json.loads(json.dumps(h.room.roster()))}  # JSON as the API serves it
-        return h, roster["PCMU"]["quality"], roster["G722"]["quality"]
+        return h, 0, lambda: check(roster["PCMU"]["quality"], roster["G722"]["quality"])
 
-    for _attempt in range(3):
-        h, good, bad = call_two_sites()
-        clean_line = (good["rx"]["loss_pct"] < 1 and good["rx"]["mos"] >= 4.0
-                      and good["tx"] is not None and good["tx"]["mos"] >= 4.0)
-        if clean_line or h.clock.stats.resyncs == 0:
-            break
-        # The whole test process froze beyond the clock's catch-up (a VM pause of a second
-        # or so): the in-process "clean" site froze too and its packets came in a late burst,
-        # so its line was not clean and its MOS says so. Figures are cumulative: new sites.
-        h.close()
-    stalls = f"(the test machine stalled: {h.clock.stats.skipped} ticks skipped)" if h.clock.stats.resyncs else ""
-    assert good["rx"]["packets"] > 100 and good["rx"]["loss_pct"] < 1 and good["rx"]["mos"] >= 4.0, (good, stalls)
-    assert 5 < bad["rx"]["loss_pct"] < 16, bad
-    assert bad["rx"]["mos"] < good["rx"]["mos"] - 0.3 and bad["rx"]["concealed"] > 0
-    # the other direction, from the sites' RTCP receiver reports: both get clean audio
-    assert good["tx"] is not None and good["tx"]["loss_pct"] < 1 and good["tx"]["mos"] >= 4.0, (good, stalls)
-    assert bad["tx"] is not None and bad["tx"]["loss_pct"] < 1
+    def check(good, bad):
+        # a stall of a second or so makes the in-process "clean" site's packets come in a
+        # late burst: its line is then not clean, and its MOS rightly says so
+        assert good["rx"]["packets"] > 100 and good["rx"]["loss_pct"] < 1 and good["rx"]["mos"] >= 4.0, good
+        assert 5 < bad["rx"]["loss_pct"] < 16, bad
+        assert bad["rx"]["mos"] < good["rx"]["mos"] - 0.3 and bad["rx"]["concealed"] > 0
+        # the other direction, from the sites' RTCP receiver reports: both get clean audio
+        assert good["tx"] is not None and good["tx"]["loss_pct"] < 1 and good["tx"]["mos"] >= 4.0, good
+        assert bad["tx"] is not None and bad["tx"]["loss_pct"] < 1
+
+    check_unless_stalled(call_two_sites)
