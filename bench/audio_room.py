@@ -72,35 +72,31 @@ def serve(n: int, seconds: float) -> None:
     from twisted.internet import reactor, stdio  # noqa: F401
 
     from gateway.catalogue import default_catalogue
-    from gateway.conference import RoomRegistry
-    from gateway.conference.media_leg import rtp_audio_leg
+    from gateway.conference.plane import media_plane
+    from gateway.conference.rtp_media import audio_leg
     from gateway.dialplan import load_dialplan
-    from gateway.media.audio_stream import AudioFormat
-    from gateway.media.clock import MediaClock
-    from gateway.media.ports import PortAllocator
-    from gateway.media.rtp import open_rtp_session, read_pending
+    from gateway.media.codecs import MediaFormat
+    from gateway.media.rtp import open_rtp_session
     from gateway.resources import default_dialplan
 
     cat = default_catalogue()
     spec = load_dialplan(default_dialplan()).room("demo")
     base = random.randrange(20000, 40000, 2)
-    allocator = PortAllocator(base, base + 2 * n + 100)
-    clock = MediaClock()
-    clock.add_late_hook(read_pending)  # as gateway.app wires it
-    registry = RoomRegistry(clock, grace_period=60)
+    plane = media_plane((base, base + 2 * n + 100), grace_period=60)  # as gateway.app wires it
+    allocator, clock, registry = plane.ports, plane.clock, plane.registry
     rss0 = rss_kib()
     legs = []
     for codec, pt in codec_plan(n):
         c = cat.get(codec)
         session = open_rtp_session(allocator, clock_rate=c.clock_rate, timeout=60)
-        leg = rtp_audio_leg(session, AudioFormat(c, pt), display_name=codec)
+        leg = audio_leg(session, MediaFormat(c, pt), display_name=codec)
         registry.join(type(spec)(**{**spec.__dict__, "max_participants": n + 10}), leg)
         legs.append(leg)
     room = next(iter(registry.rooms.values()))
-    print(json.dumps({"ports": [leg.media.session.local_port for leg in legs]}), flush=True)
+    print(json.dumps({"ports": [leg.audio.source.session.local_port for leg in legs]}), flush=True)
     remotes = json.loads(sys.stdin.readline())["ports"]
     for leg, port in zip(legs, remotes):
-        leg.media.session.set_remote("127.0.0.1", port)
+        leg.audio.source.session.set_remote("127.0.0.1", port)
     time.sleep(random.uniform(0.0, 0.020))  # a random phase between their sends and our ticks
     clock.start()
     rss1 = rss_kib()
@@ -142,8 +138,8 @@ def serve(n: int, seconds: float) -> None:
         wall = time.monotonic() - result["t0"]
         ticks0, late0, missed0 = result["stats0"]
         ticks = clock.stats.ticks - ticks0
-        jb_lost = sum(leg.media.jitter.stats.lost for leg in legs)
-        jb_late = sum(leg.media.jitter.stats.late for leg in legs)
+        jb_lost = sum(leg.audio.source.jitter.stats.lost for leg in legs)
+        jb_late = sum(leg.audio.source.jitter.stats.late for leg in legs)
         print(json.dumps({
             "n": n, "wall_s": wall, "cpu_s": cpu,
             "ticks": ticks, "late_ticks": clock.stats.late_ticks - late0,
@@ -153,13 +149,13 @@ def serve(n: int, seconds: float) -> None:
             "encodes_per_tick": room.mixer.stats.encodes_per_tick,
             "rss_kib_per_leg": (result["rss_warm"] - rss0) / n, "rss_setup_kib_per_leg": (rss1 - rss0) / n,
             "jb_lost": jb_lost, "jb_late": jb_late,
-            "jb_underruns": sum(leg.media.jitter.stats.underruns for leg in legs),
-            "jb_guard_ms": sum(leg.media.jitter.stats.guard_ms for leg in legs) / n,
-            "jb_slack_ms": sum(leg.media.jitter.stats.slack_ms for leg in legs) / n,
-            "jb_shed": sum(leg.media.jitter.stats.drift_adjustments for leg in legs),
+            "jb_underruns": sum(leg.audio.source.jitter.stats.underruns for leg in legs),
+            "jb_guard_ms": sum(leg.audio.source.jitter.stats.guard_ms for leg in legs) / n,
+            "jb_slack_ms": sum(leg.audio.source.jitter.stats.slack_ms for leg in legs) / n,
+            "jb_shed": sum(leg.audio.source.jitter.stats.drift_adjustments for leg in legs),
             "speakers": list(room.mixer.speakers),
-            "jb_depth_ms": sum(leg.media.jitter.stats.depth_ms for leg in legs) / n,
-            "jb_now_ms": sum(leg.media.jitter.stats.current_ms for leg in legs) / n,
+            "jb_depth_ms": sum(leg.audio.source.jitter.stats.depth_ms for leg in legs) / n,
+            "jb_now_ms": sum(leg.audio.source.jitter.stats.current_ms for leg in legs) / n,
             "gc_runs": len(gc_pauses), "gc_max_ms": max(gc_pauses, default=0.0),
             "late_steal": cpu_taken["steal"], "late_runq": cpu_taken["runq"],
             # CPU time the hypervisor gave to others, % of the machine over the window

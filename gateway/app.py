@@ -61,16 +61,10 @@ class Gateway:
         self._ports: list[Any] = []
         self._watch = None
         # The media plane and the rooms: shared by every protocol adapter.
-        from gateway.conference import RoomRegistry
-        from gateway.media.clock import MediaClock
-        from gateway.media.ports import PortAllocator
+        from gateway.conference.plane import media_plane
 
-        self.ports = PortAllocator(*settings.rtp_ports)
-        self.clock = MediaClock()
-        from gateway.media.rtp import read_pending
-
-        self.clock.add_late_hook(read_pending)  # a late tick first reads what queued up
-        self.registry = RoomRegistry(self.clock, reactor=reactor)
+        plane = media_plane(settings.rtp_ports, reactor=reactor)
+        self.ports, self.clock, self.registry = plane.ports, plane.clock, plane.registry
         self.gk_client = None
 
     # -- dial plan -------------------------------------------------------

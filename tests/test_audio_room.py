@@ -13,13 +13,11 @@ import numpy as np
 import pytest
 
 from gateway.catalogue import default_catalogue
-from gateway.conference import RoomRegistry
-from gateway.conference.media_leg import rtp_audio_leg
+from gateway.conference.plane import media_plane
+from gateway.conference.rtp_media import audio_leg
 from gateway.dialplan import load_dialplan
-from gateway.media.audio_stream import AudioFormat
-from gateway.media.clock import MediaClock
-from gateway.media.ports import PortAllocator
-from gateway.media.rtp import open_rtp_session, read_pending
+from gateway.media.codecs import MediaFormat
+from gateway.media.rtp import open_rtp_session
 from gateway.resources import default_dialplan
 from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, tone_level_db, spectrum_peak
 from tests.conftest import LOOP, run_for
@@ -34,11 +32,8 @@ class Harness:
     def __init__(self, rtp_timeout: float = 10.0):
         # below the kernel's ephemeral ports (32768.. by default), where the peers' sockets land
         base = random.randrange(10000, 32000, 2)
-        self.allocator = PortAllocator(base, base + 199)
-        self.clock = MediaClock()
-        self.clock.add_late_hook(read_pending)  # as the app does: a late tick first reads what queued up
-        self.registry = RoomRegistry(self.clock, grace_period=0.2)
-        self.clock.start()
+        plane = media_plane((base, base + 199), grace_period=0.2, start_clock=True)  # as the app wires it
+        self.allocator, self.clock, self.registry = plane.ports, plane.clock, plane.registry
         self.rtp_timeout = rtp_timeout
         self.parts: list[RtpParticipant] = []
         self.legs = []
@@ -47,7 +42,7 @@ class Harness:
     def add(self, codec: str, pt: int, timeout: float | None = None):
         c = CAT.get(codec)
         session = open_rtp_session(self.allocator, clock_rate=c.clock_rate, timeout=timeout or self.rtp_timeout)
-        leg = rtp_audio_leg(session, AudioFormat(c, pt), dtmf_pt=DTMF_PT, display_name=codec)
+        leg = audio_leg(session, MediaFormat(c, pt), dtmf_pt=DTMF_PT, display_name=codec)
         p = RtpParticipant(codec, pt, dtmf_pt=DTMF_PT, seed=len(self.parts))
         port = LOOP.run_until_complete(p.start())
         session.set_remote("127.0.0.1", port)
@@ -185,7 +180,7 @@ def test_five_percent_loss_and_reordering_still_give_continuous_audio(harness):
         assert (rms_db < -40).sum() == 0, f"{(rms_db < -40).sum()} silent 20 ms gaps in what the listener heard"
         freq, _ = spectrum_peak(heard, listener.rate)
         assert abs(freq - 800) < 25
-        stream = h.legs[0].media
+        stream = h.legs[0].audio.source
         assert stream.jitter.stats.lost + stream.jitter.stats.late > 0, "the loss was not even seen"
 
     talk_and_check(h, 1.8, check, tries=4, settle=0.7)
@@ -225,7 +220,7 @@ def test_ports_are_released_after_many_calls(harness):
     for _ in range(40):
         c = CAT.get("PCMU")
         session = open_rtp_session(h.allocator, clock_rate=8000)
-        leg = rtp_audio_leg(session, AudioFormat(c, 0))
+        leg = audio_leg(session, MediaFormat(c, 0))
         h.registry.join(SPEC, leg)
         leg.hangup("done")
     run_for(0.2)

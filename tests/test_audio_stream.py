@@ -6,7 +6,8 @@ import pytest
 
 from gateway.catalogue import default_catalogue
 from gateway.media.audio_codecs import AudioEncoder
-from gateway.media.audio_stream import AudioFormat, AudioStream
+from gateway.media.audio_stream import AudioStream
+from gateway.media.codecs import MediaFormat
 
 
 class _Transport:
@@ -32,7 +33,7 @@ def _frames(pattern: str) -> list[np.ndarray]:
 @pytest.mark.parametrize("path", ["pull_level", "pull"])
 def test_spare_delay_is_shed_on_quiet_frames_and_every_tone_frame_is_heard(path):
     codec = default_catalogue().get("PCMU")
-    fmt = AudioFormat(codec, 0)
+    fmt = MediaFormat(codec, 0)
     now = [100.0]
     stream = AudioStream(_Transport(), fmt, fmt, clock=lambda: now[0])
     enc = AudioEncoder(codec, in_rate=8000)
@@ -82,7 +83,7 @@ def test_packets_of_another_duration_are_reframed_into_continuous_20ms_frames(co
     # the SDP (or H.245) said 20 ms, the sender sends ptime_ms: what comes out of the leg
     # each tick is 20 ms of the same unbroken tone - no gaps, no repeated or lost samples
     codec, payloads, step = _tone_packets(codec_name, ptime_ms, 3.0)
-    fmt = AudioFormat(codec, 0 if codec_name == "PCMU" else 9 if codec_name == "G722" else 111)
+    fmt = MediaFormat(codec, 0 if codec_name == "PCMU" else 9 if codec_name == "G722" else 111)
     now = [100.0]
     stream = AudioStream(_Transport(), fmt, fmt, clock=lambda: now[0])
     arrivals = [100.0 + k * ptime_ms / 1000 - 0.002 for k in range(len(payloads))]

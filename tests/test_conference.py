@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from twisted.internet.task import Clock
 
-from gateway.conference import Leg, NegotiatedCodec, Room, RoomClosed, RoomFull, RoomRegistry
+from gateway.catalogue import default_catalogue
+from gateway.conference import Leg, MediaStream, Room, RoomClosed, RoomFull, RoomRegistry
+from gateway.media.codecs import MediaFormat
 from gateway.media.clock import MediaClock
 from tests.test_mixer import Silent, Sink, Tone, magnitude
 
@@ -25,14 +27,10 @@ class Spec:  # the attributes of the dial plan's RoomSpec that the conference us
 
 def audio_leg(name: str, src=None, protocol: str = "sip") -> Leg:
     sink = Sink([0])
-    return Leg(
-        display_name=name,
-        protocol=protocol,
-        remote=f"sip:{name}@192.0.2.1",
-        audio_tx=NegotiatedCodec("L16", 96, 16000),
-        audio_rx=NegotiatedCodec("L16", 96, 16000),
-        audio=(src or Silent(), sink),
-    )
+    g722 = MediaFormat(default_catalogue().get("G722"), 9)
+    leg = Leg(display_name=name, protocol=protocol, remote=f"sip:{name}@192.0.2.1")
+    leg.add_stream(MediaStream("audio", "audio", g722, g722, source=src or Silent(), sink=sink))
+    return leg
 
 
 def recorder(target, events):
@@ -54,7 +52,7 @@ def test_join_leave_and_roster():
     roster = room.roster()
     json.dumps(roster)  # for the HTTP API
     assert [r["id"] for r in roster] == [a.id, b.id]
-    assert roster[0]["name"] == "Hà Giang" and roster[0]["protocol"] == "sip" and roster[0]["audio"] == "L16"
+    assert roster[0]["name"] == "Hà Giang" and roster[0]["protocol"] == "sip" and roster[0]["audio"] == "G722"
     assert roster[1]["protocol"] == "h323" and roster[1]["remote"] == "10.0.0.9" and roster[1]["audio"] is None
     assert roster[0]["joined_at"] > 0 and roster[0]["speaking"] is False and roster[0]["muted"] is False
     room.leave(a, "moved")
@@ -105,7 +103,7 @@ def test_audio_flows_through_the_room_and_speaking_is_reported():
     room.join(b)
     for _ in range(20):
         room.tick()
-    sink_b = b.audio[1]
+    sink_b = b.audio.sink
     assert magnitude(sink_b.audio(10), 400) > 5000
     assert ev == [("speaking", a, True), ("dominant", a)]
     assert room.roster()[0]["speaking"] is True and room.roster()[0]["dominant"] is True
@@ -119,7 +117,7 @@ def test_mute_events_map_to_the_mixer_both_ways():
     a.mute("in", True)  # the endpoint muted its microphone (adapter-originated)
     for _ in range(20):
         room.tick()
-    assert not b.audio[1].audio(10).any()
+    assert not b.audio.sink.audio(10).any()
     assert room.roster()[0]["muted"] is True
     told: list[tuple[str, bool]] = []
     b.on("mute", lambda direction, on: told.append((direction, on)))  # the adapter listens
@@ -241,7 +239,7 @@ def test_registry_rooms_mix_independently():
     reg.join(Spec("y"), c)
     reg.join(Spec("y"), d)
     reactor.advance(0.4)
-    hb, hd = b.audio[1].audio(10), d.audio[1].audio(10)
+    hb, hd = b.audio.sink.audio(10), d.audio.sink.audio(10)
     assert magnitude(hb, 400) > 5000 and magnitude(hb, 1000) < 1
     assert magnitude(hd, 1000) > 5000 and magnitude(hd, 400) < 1
     assert isinstance(hb, np.ndarray)

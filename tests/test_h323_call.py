@@ -18,18 +18,16 @@ from pathlib import Path
 import pytest
 
 from gateway.catalogue import default_catalogue
-from gateway.conference import RoomRegistry
-from gateway.conference.media_leg import rtp_audio_leg
+from gateway.conference.plane import media_plane
+from gateway.conference.rtp_media import audio_leg
 from gateway.dialplan import load_dialplan
 from gateway.h323 import q931
 from gateway.h323.call import parse_destination
 from gateway.h323.endpoint import H323Service
 from gateway.h323.gatekeeper import Gatekeeper
 from gateway.h323.tpkt import TpktFramer, tpkt_frame
-from gateway.media.audio_stream import AudioFormat
-from gateway.media.clock import MediaClock
-from gateway.media.ports import PortAllocator
-from gateway.media.rtp import open_rtp_session, read_pending
+from gateway.media.codecs import MediaFormat
+from gateway.media.rtp import open_rtp_session
 from interop_tests.h323.endpoint import H323TestEndpoint
 from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, wait_for_tone
 from tests.capture import LoopbackCapture
@@ -49,11 +47,8 @@ class Gw:
     def __init__(self) -> None:
         # below the kernel's ephemeral ports (32768.. by default), where the peers' sockets land
         base = random.randrange(10000, 32000, 2)
-        self.ports = PortAllocator(base, base + 199)
-        self.clock = MediaClock()
-        self.clock.add_late_hook(read_pending)  # as the app wires it
-        self.clock.start()
-        self.registry = RoomRegistry(self.clock, grace_period=0.2)
+        plane = media_plane((base, base + 199), grace_period=0.2, start_clock=True)  # as the app wires it
+        self.ports, self.clock, self.registry = plane.ports, plane.clock, plane.registry
         self.svc = H323Service(lambda: PLAN, self.registry, self.ports, CAT, bind="127.0.0.1",
                                advertise="127.0.0.1", rtp_timeout=10.0)
         self.svc.start(0)
@@ -65,7 +60,7 @@ class Gw:
         """A plain RTP leg in ``room`` (an independent RTP peer behind it)."""
         c = CAT.get(codec)
         session = open_rtp_session(self.ports, clock_rate=c.clock_rate, timeout=10)
-        leg = rtp_audio_leg(session, AudioFormat(c, pt), dtmf_pt=101, display_name=f"rtp-{codec}")
+        leg = audio_leg(session, MediaFormat(c, pt), dtmf_pt=101, display_name=f"rtp-{codec}")
         p = RtpParticipant(codec, pt)
         port = await p.start()
         session.set_remote("127.0.0.1", port)
@@ -127,7 +122,7 @@ def test_a_call_in_each_h245_mode_joins_the_room_and_tones_are_heard_both_ways(g
         await ep.wait_media()
         assert call.state == "connected"
         legs = gw.h323_legs("open")
-        assert len(legs) == 1 and legs[0].audio_rx.codec_name == "G722"
+        assert len(legs) == 1 and legs[0].audio.rx.codec.name == "G722"
         gcall = next(iter(gw.svc.calls.values()))
         expected = "tunnelled" if MODES[mode]["tunnelling"] else "separate"
         await asyncio.sleep(0.3)
@@ -155,7 +150,7 @@ def test_hdx_with_g711_preference_sends_pcmu_and_still_hears_the_room(gw):
         await ep.call("open", "127.0.0.1", gw.svc.port)     # an h323-ID alias, not digits
         await ep.wait_media()
         leg = gw.h323_legs("open")[0]
-        assert leg.audio_rx.codec_name == "PCMU"
+        assert leg.audio.rx.codec.name == "PCMU"
         assert await wait_for_tone(ep.heard, ep.rx_rate, 700, -25) > -25
         assert await wait_for_tone(p.heard, p.rate, 1000, -25) > -25
 

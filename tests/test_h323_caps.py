@@ -4,6 +4,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.catalogue import default_catalogue
+from gateway.media.codecs.audio import AudioParams
+from gateway.media.codecs.h261 import H261Params
+from gateway.media.codecs.h263 import H263Params
 from gateway.h323 import asn1, q931
 from gateway.h323.capabilities import (
     RemoteCapability,
@@ -81,8 +84,8 @@ def test_own_set_parses_back() -> None:
     names = [c.codec_name for c in caps]
     assert names[:5] == ["G722", "PCMU", "PCMA", "H264", "H263"]
     h264 = caps[3]
-    assert h264.details["level"] == 71 and h264.details["profiles"] == ["baseline"]
-    assert h264.details["max_bitrate"] == 10240
+    assert h264.params.level == 31 and h264.params.profile_idc == 0x42      # H.241 Level 71, Baseline
+    assert h264.bitrate_cap == 1_024_000                                      # maxBitRate 10240 × 100 bit/s
     te = next(c for c in caps if c.codec_name == "telephone-event")
     assert te.details == {"payload_type": 101, "events": "0-15"}
 
@@ -118,12 +121,12 @@ def test_polycom_hdx_style_set() -> None:
     assert [c.entry for c in caps] == [1, 2, 3, 4, 5, 6]
     assert caps[0] == RemoteCapability(1, "audio", "receive", "nonStandard", None, {"value": caps[0].details["value"]})
     assert caps[1].codec_name is None and caps[1].capability == "genericAudioCapability 0.0.7.7221.1.0"
-    assert (caps[2].codec_name, caps[2].details) == ("G722", {"frames_per_packet": 60})
+    assert (caps[2].codec_name, caps[2].params) == ("G722", AudioParams(60))
     assert caps[3].codec_name == "PCMU"
     h = caps[4]
     assert h.codec_name == "H264" and h.media == "video"
-    assert h.details["level"] == 78 and set(h.details["profiles"]) == {"baseline", "high"}
-    assert h.details["parameters"]["CustomMaxMBPS"] == 216 and h.details["parameters"]["CustomMaxFS"] == 15
+    assert h.params.level == 32 and h.params.profile_idc == 0x42          # Level 78 = 3.2; Baseline (and High)
+    assert h.params.max_mbps == 216 * 500 and h.params.max_fs == 15 * 256  # CustomMaxMBPS / CustomMaxFS units
     assert caps[5].media == "userInput" and caps[5].capability == "dtmf"
 
 
@@ -144,8 +147,9 @@ def test_polycom_vsx_style_set() -> None:
     caps = parse_capabilities(_wire(tcs))
     assert [(c.codec_name, c.capability) for c in caps] == [
         ("G722", "g722-64k"), ("H263", "h263VideoCapability"), (None, "h261VideoCapability"), (None, "t120")]
-    assert caps[1].details == {"qcifMPI": 1, "cifMPI": 1, "cif4MPI": 2, "max_bitrate": 7680}
-    assert caps[2].details["cifMPI"] == 1 and caps[3].media == "data"
+    assert caps[1].params == H263Params((("QCIF", 1), ("CIF", 1), ("CIF4", 2)))
+    assert caps[1].bitrate_cap == 768_000
+    assert caps[2].params == H261Params((("QCIF", 1), ("CIF", 1))) and caps[3].media == "data"
 
 
 def test_tshark_decodes_tunnelled_tcs() -> None:

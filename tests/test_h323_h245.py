@@ -8,6 +8,7 @@ import pytest
 from twisted.internet import task
 
 from gateway.catalogue import default_catalogue
+from gateway.media.codecs.audio import AudioParams
 from gateway.h323 import asn1, q931
 from gateway.h323.capabilities import parse_capabilities, terminal_capability_set
 from gateway.h323.h245 import H245Session, LogicalChannel, h245_address, parse_h245_address
@@ -162,7 +163,7 @@ def test_capabilities_and_master_slave_vsx() -> None:
     caps_a = w.got("a", "caps")[0][1]
     assert [c.codec_name for c in caps_a if c.media in ("audio", "video")] == ["G722", "PCMU", "H263"]
     h263 = next(c for c in caps_a if c.codec_name == "H263")
-    assert h263.details["cifMPI"] == 2 and "sqcifMPI" not in h263.details
+    assert h263.params.sizes.get("CIF") == 2 and "SQCIF" not in h263.params.sizes
     caps_b = w.got("b", "caps")[0][1]
     assert {"G722", "PCMU", "PCMA", "H264", "H263"} <= {c.codec_name for c in caps_b}
     # MCU (190) beats terminal (50): exactly one master, both agree
@@ -273,17 +274,17 @@ def test_hdx_and_cau_open_g722_and_h264_with_level() -> None:
     open_media(w)
     assert tx(w.a, "audio").codec_name == "G722" and tx(w.b, "audio").codec_name == "G722"
     v = tx(w.a, "video")
-    assert v.codec_name == "H264" and v.details["level"] == 71            # min(ours 3.1, HDX 4.0)
-    assert v.details["max_bitrate"] == 10240 and v.payload_type == 96
+    assert v.codec_name == "H264" and v.format.params.level == 31         # min(ours 3.1, HDX 4.0)
+    assert v.format.bitrate_cap == 1_024_000 and v.payload_type == 96
     olc = w.messages("b", "openLogicalChannel")[1]
     p = olc["forwardLogicalChannelParameters"]["multiplexParameters"][1]
     assert p["dynamicRTPPayloadType"] == 96
     assert p["mediaPacketization"] == ("rtpPayloadType", {"payloadDescriptor": ("oid", (0, 0, 8, 241, 0, 0, 0, 0)),
                                                           "payloadType": 96})
     got = rx(w.b, "video")
-    assert got.codec_name == "H264" and got.payload_type == 96 and got.details["packetization_mode"] == 0
+    assert got.codec_name == "H264" and got.payload_type == 96 and got.format.params.packetization_mode == 0
     # the HDX-side session sends H.264 at its own level narrowed to ours
-    assert tx(w.b, "video").details["level"] == 71 and rx(w.a, "video").details["level"] == 71
+    assert tx(w.b, "video").format.params.level == 31 and rx(w.a, "video").format.params.level == 31
     # audio frames narrowed: HDX receives G.711 up to 30 ms, G.722 20 ms
     assert tx(w.a, "audio").capability == ("audioData", ("g722-64k", 20))
 
@@ -295,7 +296,7 @@ def test_open_channel_preconditions_and_explicit_codec() -> None:
     w.connect()
     with pytest.raises(ValueError, match="H264"):
         w.a.open_channel("video", "H264", local_rtcp=("10.0.0.1", 5101))
-    ch = w.a.open_channel("audio", "PCMU", local_rtcp=("10.0.0.1", 5001), details={"frames_per_packet": 30})
+    ch = w.a.open_channel("audio", "PCMU", local_rtcp=("10.0.0.1", 5001), params=AudioParams(30))
     w.pump()
     assert ch.state == "open" and ch.capability == ("audioData", ("g711Ulaw64k", 20))   # ≤ VSX's 20
     assert ch.payload_type == 0
@@ -559,7 +560,7 @@ def test_hdx_h264_generic_capability_decodes_to_h264_with_level() -> None:
     data = asn1.encode_h245(("request", ("terminalCapabilitySet", hdx_tcs(level=85))))
     caps = parse_capabilities(asn1.decode_h245(data)[1][1], CAT)
     h264 = next(c for c in caps if c.media == "video")
-    assert (h264.codec_name, h264.details["level"], h264.details["profiles"]) == ("H264", 85, ["baseline"])
+    assert (h264.codec_name, h264.params.level, h264.params.profile_idc) == ("H264", 40, 0x42)   # Level 85 = 4
     s = H245Session(CAT, send=lambda d: None, clock=task.Clock())
     s.receive(data)
     assert s.remote_tcs_received and s.choose_codec("video") == "H264" and s.choose_codec("audio") == "G722"

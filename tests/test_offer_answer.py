@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.catalogue import default_catalogue
-from gateway.sip.offer_answer import LocalMedia, OfferAnswer, h264_limits
+from gateway.media.codecs import h264
+from gateway.sip.offer_answer import LocalMedia, OfferAnswer
 from gateway.sip.sdp import SdpError, SessionDescription
 
 LOCAL = LocalMedia(audio_port=20000, video_port=20002, address="192.0.2.10")
@@ -114,12 +115,12 @@ def formats(sd: SessionDescription, i: int) -> list[str]:
 def test_baresip_gets_opus_and_mode0_h264_with_its_payload_types():
     answer, streams = negotiator().answer(sdp(BARESIP), LOCAL)
     audio, video = streams
-    assert audio.accepted and audio.codec.name == "opus" and audio.payload_type == 96
-    assert (audio.clock_rate, audio.channels) == (48000, 2)
-    assert audio.dtmf_pt == 101
+    assert audio.accepted and audio.codec.name == "opus" and audio.tx.payload_type == 96
+    assert (audio.tx.clock_rate, audio.codec.channels) == (48000, 2)
+    assert audio.dtmf_tx_pt == 101
     assert audio.remote_host == "192.168.1.20" and audio.remote_port == 10000
     assert audio.remote_rtcp_port == 10001
-    assert audio.fmtp["useinbandfec"] == "0" and audio.fmtp["stereo"] == "1"   # what the remote receives
+    assert audio.tx.params.useinbandfec is False and audio.tx.params.stereo is True   # what the remote receives
     assert formats(answer, 0) == ["96", "101"]
     a = answer.media[0]
     assert a.rtpmap[96] == ("opus", 48000, 2)
@@ -127,9 +128,9 @@ def test_baresip_gets_opus_and_mode0_h264_with_its_payload_types():
     assert a.fmtp[101] == "0-15"
     assert a.port == 20000 and answer.connection_address(a) == "192.0.2.10"
 
-    assert video.codec.name == "H264" and video.payload_type == 100
-    assert video.fmtp["packetization-mode"] == "0"
-    assert video.fmtp["profile-level-id"] == "42801f"
+    assert video.codec.name == "H264" and video.tx.payload_type == 100
+    assert video.tx.params.packetization_mode == 0
+    assert video.tx.params.profile_level_id == "42801f"
     assert video.rtcp_fb == ["ccm fir", "nack", "nack pli"]                    # goog-remb not echoed
     v = answer.media[1]
     assert formats(answer, 1) == ["100"]
@@ -141,17 +142,17 @@ def test_baresip_gets_opus_and_mode0_h264_with_its_payload_types():
 def test_polycom_hdx_gets_g722_h264_mode1_and_its_limits_honoured():
     answer, streams = negotiator().answer(sdp(POLYCOM), LOCAL)
     audio, video, fecc = streams
-    assert audio.codec.name == "G722" and audio.payload_type == 9      # Siren (G7221) skipped
-    assert audio.dtmf_pt == 101
+    assert audio.codec.name == "G722" and audio.tx.payload_type == 9      # Siren (G7221) skipped
+    assert audio.dtmf_tx_pt == 101
     assert formats(answer, 0) == ["9", "101"]
-    assert video.codec.name == "H264" and video.payload_type == 109
-    assert video.fmtp["packetization-mode"] == "1"
+    assert video.codec.name == "H264" and video.tx.payload_type == 109
+    assert video.tx.params.packetization_mode == 1
     # their receive limits, for our encoder: max-fs 3600 (720p), max-mbps 216000 (60 fps)
-    assert h264_limits(video.fmtp) == (3600, 216000)
+    assert video.tx.params.limits() == (3600, 216000)
     ans = answer.media[1].fmtp_params(109)
     assert ans["profile-level-id"] == "42801e"         # their profile, the lower level (3 < our 3.1)
     assert ans["packetization-mode"] == "1"
-    assert h264_limits(ans) == (3600, 108000)          # we can take 720p30 from them
+    assert h264.from_fmtp(None, ans).limits() == (3600, 108000)          # we can take 720p30 from them
     assert video.bandwidth_kbps == 1920
     assert answer.media[1].bandwidth["AS"] == 1920
     assert answer.media[1].rtcp_fb_for(109) == ["ccm fir"]
@@ -164,19 +165,19 @@ def test_polycom_hdx_gets_g722_h264_mode1_and_its_limits_honoured():
 def test_polycom_mode0_only_room_policy_and_h263_sizes():
     # a room that only allows H.263+: picture sizes are the ones both do, MPI the slower
     answer, streams = negotiator(video_codecs=["H263-1998"]).answer(sdp(POLYCOM), LOCAL)
-    assert streams[1].codec.name == "H263-1998" and streams[1].payload_type == 96
+    assert streams[1].codec.name == "H263-1998" and streams[1].tx.payload_type == 96
     assert answer.media[1].fmtp_params(96) == {"CIF": "1", "QCIF": "1"}
     # a room capped at QCIF answers QCIF only
     answer, streams = negotiator(video_codecs=["H263"], max_resolution=(176, 144)).answer(sdp(POLYCOM), LOCAL)
-    assert streams[1].payload_type == 34
+    assert streams[1].tx.payload_type == 34
     assert answer.media[1].fmtp_params(34) == {"QCIF": "1"}
 
 
 def test_pjsip_desk_phone_gets_pcmu_and_its_telephone_event():
     answer, streams = negotiator().answer(sdp(PJSIP), LOCAL)
     (audio,) = streams
-    assert audio.codec.name == "PCMU" and audio.payload_type == 0      # speex, iLBC, GSM skipped
-    assert audio.dtmf_pt == 96
+    assert audio.codec.name == "PCMU" and audio.tx.payload_type == 0      # speex, iLBC, GSM skipped
+    assert audio.dtmf_tx_pt == 96
     assert audio.remote_host == "172.16.0.33"                          # media-level c=
     assert audio.remote_rtcp_port == 4001                              # a=rtcp
     assert formats(answer, 0) == ["0", "96"]
@@ -189,7 +190,7 @@ def test_dynamic_payload_type_is_answered_with_the_offerers_number():
     offer = sdp(HEAD + "m=audio 5000 RTP/AVP 109 0 110\na=rtpmap:109 OPUS/48000/2\n"
                 "a=fmtp:109 useinbandfec=1\na=rtpmap:110 telephone-event/8000\n")
     answer, (audio,) = negotiator().answer(offer, LOCAL)
-    assert audio.codec.name == "opus" and audio.payload_type == 109 and audio.dtmf_pt == 110
+    assert audio.codec.name == "opus" and audio.tx.payload_type == 109 and audio.dtmf_tx_pt == 110
     assert formats(answer, 0) == ["109", "110"]
     assert answer.media[0].rtpmap[109] == ("opus", 48000, 2)
 
@@ -197,7 +198,7 @@ def test_dynamic_payload_type_is_answered_with_the_offerers_number():
 def test_static_payload_type_without_rtpmap_is_known_by_number():
     offer = sdp(HEAD + "m=audio 5000 RTP/AVP 18 8\n")
     _, (audio,) = negotiator().answer(offer, LOCAL)
-    assert audio.codec.name == "PCMA" and audio.payload_type == 8 and audio.dtmf_pt is None
+    assert audio.codec.name == "PCMA" and audio.tx.payload_type == 8 and audio.dtmf_tx_pt is None
 
 
 def test_offerer_order_wins_over_room_preference():
@@ -209,13 +210,13 @@ def test_offerer_order_wins_over_room_preference():
 
 def test_room_that_allows_only_pcmu():
     answer, streams = negotiator(audio_codecs=["PCMU"], video_codecs=["H264"]).answer(sdp(BARESIP), LOCAL)
-    assert streams[0].codec.name == "PCMU" and streams[0].payload_type == 0
+    assert streams[0].codec.name == "PCMU" and streams[0].tx.payload_type == 0
     assert formats(answer, 0) == ["0", "101"]
 
 
 def test_room_without_dtmf_does_not_answer_telephone_event():
     answer, streams = negotiator(dtmf=False).answer(sdp(PJSIP), LOCAL)
-    assert streams[0].dtmf_pt is None and formats(answer, 0) == ["0"]
+    assert streams[0].dtmf_tx_pt is None and formats(answer, 0) == ["0"]
 
 
 def test_only_g729_is_refused_with_488_and_a_reason():
@@ -296,7 +297,7 @@ def test_h264_packetization_mode_absent_means_mode_0_and_mode_2_is_refused():
                 "a=fmtp:97 profile-level-id=42e01f;packetization-mode=2\n"
                 "a=rtpmap:98 H264/90000\na=fmtp:98 profile-level-id=42e01f\nm=audio 5000 RTP/AVP 0\n")
     answer, streams = negotiator().answer(offer, LOCAL)
-    assert streams[0].payload_type == 98 and streams[0].fmtp["packetization-mode"] == "0"
+    assert streams[0].tx.payload_type == 98 and streams[0].tx.params.packetization_mode == 0
     assert "packetization-mode" not in answer.media[0].fmtp_params(98)     # absent, like the offer
     # mode 2 alone: no video, the call goes on with audio
     offer = sdp(HEAD + "m=video 5002 RTP/AVP 97\na=rtpmap:97 H264/90000\n"
@@ -311,7 +312,7 @@ def test_h264_level_capped_by_room_and_unsupported_profile_skipped():
                 "a=fmtp:97 profile-level-id=f4001f;packetization-mode=1\n"       # High 4:4:4
                 "a=rtpmap:98 H264/90000\na=fmtp:98 profile-level-id=640028;packetization-mode=1\n")
     answer, (video,) = negotiator(max_resolution=(352, 288)).answer(offer, LOCAL)
-    assert video.payload_type == 98
+    assert video.tx.payload_type == 98
     assert answer.media[0].fmtp_params(98)["profile-level-id"] == "64000d"      # High, level 1.3 (CIF30)
     assert "max-fs" not in answer.media[0].fmtp_params(98)
 
@@ -412,13 +413,13 @@ a=rtcp-fb:* nack pli
 a=recvonly
 """)
     audio, video = oa.process_answer(offer, answer)
-    assert audio.codec.name == "PCMU" and audio.payload_type == 0 and audio.ptime == 30
-    assert audio.dtmf_pt == offer.media[0].payload_types[-1]
+    assert audio.codec.name == "PCMU" and audio.tx.payload_type == 0 and audio.remote_ptime == 30
+    assert audio.dtmf_tx_pt == offer.media[0].payload_types[-1]
     assert audio.remote_host == "10.20.0.1" and audio.remote_port == 17000
     assert audio.direction == "sendrecv"
-    assert video.codec.name == "H264" and video.payload_type == mode0_pt
-    assert video.local_payload_type == mode0_pt
-    assert video.fmtp["packetization-mode"] == "0" and video.fmtp["profile-level-id"] == "42801e"
+    assert video.codec.name == "H264" and video.tx.payload_type == mode0_pt
+    assert video.rx.payload_type == mode0_pt
+    assert video.tx.params.packetization_mode == 0 and video.tx.params.profile_level_id == "42801e"
     assert video.direction == "sendonly"                        # they only receive
     assert video.bandwidth_kbps == 768 and video.rtcp_fb == ["nack pli"]
 
@@ -428,8 +429,8 @@ def test_process_answer_accepts_a_renumbered_codec_and_a_rejected_stream():
     offer = oa.offer(LOCAL)
     answer = sdp(HEAD + "m=audio 6000 RTP/AVP 111\na=rtpmap:111 opus/48000/2\nm=video 0 RTP/AVP 34\n")
     audio, video = oa.process_answer(offer, answer)
-    assert audio.codec.name == "opus" and audio.payload_type == 111
-    assert audio.local_payload_type == offer.media[0].payload_types[0]
+    assert audio.codec.name == "opus" and audio.tx.payload_type == 111
+    assert audio.rx.payload_type == offer.media[0].payload_types[0]
     assert not video.accepted
 
 
@@ -492,7 +493,7 @@ def test_sloppy_rtpmaps_seen_in_the_wild_still_match():
     answer, (audio,) = negotiator().answer(offer, LOCAL)
     assert audio.codec.name == "G722" and answer.media[0].rtpmap[9] == ("G722", 8000, 1)
     answer, (audio,) = negotiator(audio_codecs=["opus"]).answer(offer, LOCAL)
-    assert audio.payload_type == 107 and answer.media[0].rtpmap[107] == ("opus", 48000, 2)
+    assert audio.tx.payload_type == 107 and answer.media[0].rtpmap[107] == ("opus", 48000, 2)
 
 
 def test_for_room_reads_a_room_spec():

@@ -5,9 +5,9 @@ import asyncio
 import random
 
 from gateway.catalogue import default_catalogue
-from gateway.conference.media_leg import rtp_audio_leg
+from gateway.conference.rtp_media import audio_leg
 from gateway.conference.pin import PinGate
-from gateway.media.audio_stream import AudioFormat
+from gateway.media.codecs import MediaFormat
 from gateway.media.clock import MediaClock
 from gateway.media.ports import PortAllocator
 from gateway.media.rtp import open_rtp_session, read_pending
@@ -19,7 +19,7 @@ def caller():
     base = random.randrange(20000, 50000, 2)
     alloc = PortAllocator(base, base + 9)
     session = open_rtp_session(alloc, clock_rate=8000)
-    leg = rtp_audio_leg(session, AudioFormat(default_catalogue().get("PCMU"), 0), dtmf_pt=101)
+    leg = audio_leg(session, MediaFormat(default_catalogue().get("PCMU"), 0), dtmf_pt=101)
     p = RtpParticipant("PCMU", 0, dtmf_pt=101)
     port = LOOP.run_until_complete(p.start())
     session.set_remote("127.0.0.1", port)

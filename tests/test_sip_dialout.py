@@ -16,13 +16,11 @@ import time
 import pytest
 
 from gateway.catalogue import default_catalogue
-from gateway.conference import RoomRegistry
-from gateway.conference.media_leg import rtp_audio_leg
+from gateway.conference.plane import media_plane
+from gateway.conference.rtp_media import audio_leg
 from gateway.dialplan import parse_dialplan
-from gateway.media.audio_stream import AudioFormat
-from gateway.media.clock import MediaClock
-from gateway.media.ports import PortAllocator
-from gateway.media.rtp import open_rtp_session, read_pending
+from gateway.media.codecs import MediaFormat
+from gateway.media.rtp import open_rtp_session
 from gateway.sip.dialout import DialFailed, OutgoingCall, dial, enable_cascade, parse_target
 from gateway.sip.transaction import TransactionLayer
 from gateway.sip.transport import Peer, SipTransport
@@ -61,11 +59,8 @@ class Gw:
         self.transport.start()
         self.tx = TransactionLayer(self.transport, T1=T1, timer_d=1.0)
         base = random.randrange(10000, 30000, 2)  # below the kernel's ephemeral ports (peers use those)
-        self.ports = PortAllocator(base, base + 199)
-        self.clock = MediaClock()
-        self.clock.add_late_hook(read_pending)  # as the app wires it
-        self.clock.start()
-        self.registry = RoomRegistry(self.clock, grace_period=0.3)
+        plane = media_plane((base, base + 199), grace_period=0.3, start_clock=True)  # as the app wires it
+        self.ports, self.clock, self.registry = plane.ports, plane.clock, plane.registry
         self.ua = SipUserAgent(self.tx, self.transport, lambda: self.plan, self.registry, self.ports, CAT,
                                media_bind="127.0.0.1")
         self.parts: list[RtpParticipant] = []
@@ -77,7 +72,7 @@ class Gw:
         """An independent RTP peer (PCMU) in the room, playing a tone."""
         c = CAT.get("PCMU")
         session = open_rtp_session(self.ports, clock_rate=8000, timeout=20)
-        leg = rtp_audio_leg(session, AudioFormat(c, 0), display_name="participant")
+        leg = audio_leg(session, MediaFormat(c, 0), display_name="participant")
         p = RtpParticipant("PCMU", 0, seed=len(self.parts))
         port = LOOP.run_until_complete(p.start())
         session.set_remote("127.0.0.1", port)
@@ -376,7 +371,7 @@ def test_digest_challenge_is_answered_once_and_the_call_succeeds(gw, tmp_path):
         d = dial(g.ua, f"sip:mcu@127.0.0.1:{uas.port}", g.spec(), timeout=10, credentials=("tinh", "s3cret"))
         call = d.call
         leg = wait(d, timeout=15)
-        assert leg.audio_rx.codec_name == "PCMU" and call.auth_tried
+        assert leg.audio.rx.codec.name == "PCMU" and call.auth_tried
         assert call.invite.cseq.seq == 2 and call.invite.call_id == call.call_id
         leg.hangup("test over")  # → BYE, which the scenario waits for
         # the BYE is answered: its transaction completes (and lingers Timer K = 5 s on UDP)

@@ -3,23 +3,39 @@
 SIP, H.323, WebRTC and the test peers all turn a call into a :class:`Leg`. The
 conference only ever sees Legs; it never learns which protocol is behind one.
 
-Control events flow both ways through one small observer (``on``/``emit``):
+A Leg holds its media as typed streams, :attr:`Leg.streams`, keyed by stream
+id (``"audio"``, ``"video"``): each a :class:`MediaStream` with its kind,
+direction, negotiated :class:`~gateway.media.codecs.MediaFormat` per
+direction (``rx``: what we receive, ``tx``: what we send), the source the
+room pulls from and the sink it delivers to, typed :class:`StreamStats`, and
+:meth:`MediaStream.request_keyframe` to ask the far end for a keyframe.
 
-=================== ============================ ====================================
-event               keyword arguments            typical origin
-=================== ============================ ====================================
-``keyframe_request`` (none)                      conference → adapter (send FIR/PLI,
-                                                 H.245 videoFastUpdatePicture)
-``bitrate_limit``   ``kbps: int``                either (TMMBR/REMB, H.245 flowControl)
-``dtmf``            ``digit: str``               adapter → conference (RFC 4733,
-                                                 H.245 userInputIndication, SIP INFO)
-``mute``            ``direction: str, on: bool`` either; direction ``"in"`` = the
-                                                 participant's audio into the room,
-                                                 ``"out"`` = the room's audio to them,
-                                                 ``"both"``
-``hangup``          ``reason: str``              either; emitted exactly once by
-                                                 :meth:`Leg.hangup`
-=================== ============================ ====================================
+Control events, split by direction:
+
+*from the far end, for the conference* (the adapter emits them; ``on``/``emit``):
+
+=================== ====================================== =================================
+event               keyword arguments                      typical origin
+=================== ====================================== =================================
+``keyframe_request`` ``stream: str``                       the far end wants a keyframe from
+                                                           us (RTCP PLI/FIR, SIP INFO
+                                                           picture_fast_update, H.245
+                                                           videoFastUpdatePicture)
+``bitrate_limit``   ``stream: str, kbps: int | None``      the far end lowers (None: lifts)
+                                                           what it receives (TMMBR, REMB,
+                                                           H.245 flowControlCommand)
+``dtmf``            ``digit: str``                         RFC 4733, H.245 userInput, INFO
+``mute``            ``direction: str, on: bool``           either; ``"in"`` = their audio into
+                                                           the room, ``"out"`` = the room's
+                                                           audio to them, ``"both"``
+``hangup``          ``reason: str``                        either; emitted exactly once by
+                                                           :meth:`Leg.hangup`
+=================== ====================================== =================================
+
+*from the conference, for the far end*: method calls, never events —
+:meth:`Leg.request_keyframe` (→ the stream's ``keyframe_requester``, which the
+adapter sets: RTCP PLI/FIR where negotiated, else H.245 or SIP INFO),
+:meth:`Leg.hangup`, :meth:`Leg.mute`.
 
 Listeners are called synchronously in subscription order; a listener that
 raises is logged and the others still run.
@@ -28,32 +44,93 @@ from __future__ import annotations
 
 import itertools
 import logging
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Literal
 
 from gateway.conference.events import Observable
-from gateway.media.mixer import AudioSink, AudioSource
+from gateway.media.codecs import MediaFormat
 
 log = logging.getLogger(__name__)
 
 LegState = Literal["new", "joined", "left"]
 MUTE_DIRECTIONS = ("in", "out", "both")
+STREAM_KINDS = ("audio", "video")
+DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
 _ids = itertools.count(1)
 
 
-@dataclass
-class NegotiatedCodec:
-    """What offer/answer (or H.245 capability exchange) settled on for one direction."""
+@dataclass(frozen=True)
+class StreamStats:
+    """One stream's figures at one moment (all optional: a stream without RTP has none)."""
 
-    codec_name: str
-    payload_type: int
-    clock_rate: int
-    fmtp: dict[str, str] = field(default_factory=dict)
-    channels: int = 1
+    packets_received: int = 0
+    packets_sent: int = 0
+    octets_received: int = 0
+    octets_sent: int = 0
+    packets_lost: int = 0
+    late: int = 0                         # arrived after their play-out time (jitter buffer)
+    concealed: int = 0
+    jitter_ms: float = 0.0
+    buffer_ms: float = 0.0                # how long media waits in the jitter buffer
+    rtt_ms: float | None = None
+    remote_fraction_lost: float | None = None   # what the far end reports about what we send
+    remote_jitter_ms: float | None = None
+    keyframes_requested: int = 0          # we asked the far end
+    keyframes_asked: int = 0              # the far end asked us
 
-    def __str__(self) -> str:
-        return f"{self.codec_name}/{self.clock_rate} (pt {self.payload_type})"
+
+@dataclass(eq=False)
+class MediaStream:
+    """One media stream of a leg: ``source`` feeds the room, ``sink`` takes the room's media."""
+
+    id: str
+    kind: str
+    rx: MediaFormat | None = None
+    tx: MediaFormat | None = None
+    direction: str = "sendrecv"
+    source: Any = None
+    sink: Any = None
+    #: set by the adapter: ask the far end for a keyframe (returns nothing)
+    keyframe_requester: Callable[[], None] | None = None
+    #: set by the adapter: the stream's figures now
+    stats_provider: Callable[[], StreamStats] | None = None
+    keyframes_requested: int = field(default=0)
+    keyframes_asked: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if self.kind not in STREAM_KINDS:
+            raise ValueError(f"stream kind {self.kind!r} is not one of {STREAM_KINDS}")
+        if self.direction not in DIRECTIONS:
+            raise ValueError(f"stream direction {self.direction!r} is not one of {DIRECTIONS}")
+        for f in (self.rx, self.tx):
+            if f is not None and f.kind != self.kind:
+                raise ValueError(f"stream {self.id}: a {f.kind} format ({f}) in a {self.kind} stream")
+
+    @property
+    def sends(self) -> bool:
+        """We send on it (the far end wants to receive)."""
+        return self.direction in ("sendrecv", "sendonly")
+
+    @property
+    def receives(self) -> bool:
+        return self.direction in ("sendrecv", "recvonly")
+
+    def request_keyframe(self) -> bool:
+        """Ask the far end for a keyframe; False when the stream has no way to."""
+        if self.keyframe_requester is None:
+            return False
+        self.keyframes_requested += 1
+        self.keyframe_requester()
+        return True
+
+    @property
+    def stats(self) -> StreamStats:
+        base = self.stats_provider() if self.stats_provider is not None else StreamStats()
+        return replace(base, keyframes_requested=self.keyframes_requested, keyframes_asked=self.keyframes_asked)
+
+    def __repr__(self) -> str:
+        return f"<MediaStream {self.id} {self.kind} {self.direction} rx={self.rx} tx={self.tx}>"
 
 
 class Leg(Observable):
@@ -68,21 +145,15 @@ class Leg(Observable):
         protocol: str = "rtp",
         remote: str = "",
         *,
-        audio_rx: NegotiatedCodec | None = None,
-        audio_tx: NegotiatedCodec | None = None,
-        video_rx: NegotiatedCodec | None = None,
-        video_tx: NegotiatedCodec | None = None,
-        audio: tuple[AudioSource, AudioSink] | None = None,
+        streams: dict[str, MediaStream] | None = None,
     ) -> None:
         self.id = id or f"leg-{next(_ids)}"
         self.display_name = display_name or self.id
         self.protocol = protocol
         self.remote = remote
-        self.audio_rx = audio_rx
-        self.audio_tx = audio_tx
-        self.video_rx = video_rx
-        self.video_tx = video_tx
-        self.audio = audio
+        self.streams: dict[str, MediaStream] = {}
+        for s in (streams or {}).values():
+            self.add_stream(s)
         self.state: LegState = "new"
         self.hung_up = False
         self.hangup_reason: str | None = None
@@ -90,13 +161,38 @@ class Leg(Observable):
     def __repr__(self) -> str:
         return f"<Leg {self.id} {self.protocol} {self.display_name!r} {self.remote} {self.state}>"
 
+    # --------------------------------------------------------------- streams
+    def add_stream(self, stream: MediaStream) -> MediaStream:
+        """Add (or replace) the stream with ``stream.id``."""
+        self.streams[stream.id] = stream
+        return stream
+
+    def stream(self, kind: str) -> MediaStream | None:
+        """The first stream of ``kind`` (``"audio"`` / ``"video"``), if any."""
+        s = self.streams.get(kind)
+        if s is not None and s.kind == kind:
+            return s
+        return next((s for s in self.streams.values() if s.kind == kind), None)
+
+    @property
+    def audio(self) -> MediaStream | None:
+        return self.stream("audio")
+
+    @property
+    def video(self) -> MediaStream | None:
+        return self.stream("video")
+
     # ---------------------------------------------------------------- events
     def emit(self, event: str, **kw: Any) -> None:
         """Deliver ``event`` to every listener (``callback(**kw)``; a failing listener is logged, not fatal)."""
         self._check_event(event)
+        if event == "keyframe_request":
+            s = self.streams.get(kw.get("stream", "video"))
+            if s is not None:
+                s.keyframes_asked += 1
         self._notify(event, **kw)
 
-    # -------------------------------------------------------- conveniences
+    # ------------------------------------------------ conference → far end
     def hangup(self, reason: str = "") -> None:
         """End this leg: emits ``hangup`` exactly once; later calls do nothing."""
         if self.hung_up:
@@ -112,5 +208,7 @@ class Leg(Observable):
             raise ValueError(f"mute direction must be one of {MUTE_DIRECTIONS}, got {direction!r}")
         self.emit("mute", direction=direction, on=bool(on))
 
-    def request_keyframe(self) -> None:
-        self.emit("keyframe_request")
+    def request_keyframe(self, stream: str = "video") -> bool:
+        """Ask the far end for a keyframe on ``stream``; False when it has no such stream or way."""
+        s = self.streams.get(stream)
+        return s.request_keyframe() if s is not None else False

@@ -65,7 +65,8 @@ class PinGate:
             from twisted.internet import reactor as _r
 
             reactor = _r
-        if leg.audio is None:
+        audio = leg.audio
+        if audio is None or audio.source is None or audio.sink is None:
             raise ValueError("a PIN gate needs a leg with audio")
         self.leg = leg
         self.pin = pin
@@ -74,7 +75,7 @@ class PinGate:
         self.tries_left = tries
         self.digits = ""
         self.done = False
-        self.source, self.sink = leg.audio
+        self.source, self.sink = audio.source, audio.sink
         self.encoder = self.sink.make_encoder()
         self.step = self.encoder.samples_per_packet_rtp
         self._playing = PROMPT_ENTER

@@ -102,12 +102,9 @@ class Room(Observable):
         limit = self.max_participants
         if limit is not None and len(self.legs) >= limit:
             raise RoomFull(self.id, f"full ({limit} participants)")
-        if leg.audio is not None:
-            try:
-                source, sink = leg.audio
-            except (TypeError, ValueError):
-                raise ValueError(f"leg {leg.id}: audio must be a (source, sink) pair, got {leg.audio!r}") from None
-            self.mixer.add(leg.id, source, sink)
+        audio = leg.audio
+        if audio is not None and audio.source is not None and audio.sink is not None:
+            self.mixer.add(leg.id, audio.source, audio.sink)
         self.legs[leg.id] = leg
         self._joined_at[leg.id] = time.time()
         self._muted[leg.id] = [False, False]
@@ -119,16 +116,19 @@ class Room(Observable):
         log.info("room %s: %s joined (%s %s)", self.id, leg.id, leg.protocol, leg.remote)
         self._emit("joined", leg)
 
-    def replace_audio(self, leg: Leg) -> None:
-        """The leg's audio objects changed (a codec renegotiated mid-call): swap them in the mixer
-        in place, keeping mute and gain, with no roster events (nobody left or joined)."""
+    def replace_stream(self, leg: Leg, stream_id: str = "audio") -> None:
+        """A stream's source/sink changed (a codec renegotiated mid-call): swap them in place,
+        keeping mute and gain, with no roster events (nobody left or joined)."""
         if self.legs.get(leg.id) is not leg:
             return
+        stream = leg.streams.get(stream_id)
+        if stream is not None and stream.kind != "audio":
+            return  # video: the compositor comes with the video work
         old = self.mixer.members.get(leg.id)
         self.mixer.remove(leg.id)
-        if leg.audio is None:
+        if stream is None or stream.source is None or stream.sink is None:
             return
-        self.mixer.add(leg.id, *leg.audio)
+        self.mixer.add(leg.id, stream.source, stream.sink)
         if old is not None:
             self.mixer.set_mute(leg.id, mute_in=old.mute_in, mute_out=old.mute_out)
             self.mixer.set_gain(leg.id, old.gain_db)
@@ -228,8 +228,8 @@ class Room(Observable):
                 "dominant": mixer.dominant == leg_id,
                 "muted": muted[0],
                 "muted_out": muted[1],
-                "audio": leg.audio_tx.codec_name if leg.audio_tx else None,
-                "video": leg.video_tx.codec_name if leg.video_tx else None,
+                "audio": _codec(leg, "audio"),
+                "video": _codec(leg, "video"),
                 "quality": _quality(leg),
             })
         return out
@@ -249,13 +249,18 @@ class Room(Observable):
         }
 
 
+def _codec(leg: Leg, kind: str) -> str | None:
+    s = leg.stream(kind)
+    return s.tx.codec.name if s is not None and s.tx is not None else None
+
+
 def _quality(leg: Leg) -> dict[str, Any] | None:
     """Loss, jitter, delay and estimated MOS both ways, for a leg with RTP audio."""
-    stream = getattr(leg, "media", None)
-    if stream is None or not hasattr(stream, "jitter"):
+    audio = leg.audio
+    if audio is None or audio.stats_provider is None:
         return None
     try:
-        return leg_quality(stream)
+        return leg_quality(audio.stats)
     except Exception:  # figures for a dashboard must never break the roster
         log.exception("quality figures for leg %s failed", leg.id)
         return None

@@ -26,6 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.catalogue import Catalogue, Codec
+from gateway.media.codecs import audio as audio_rules
+from gateway.media.codecs import h261 as h261_rules
+from gateway.media.codecs import h263 as h263_rules
+from gateway.media.codecs import h264 as h264_rules
 
 from . import asn1
 
@@ -43,18 +47,6 @@ __all__ = [
 H264_OID: tuple[int, ...] = (0, 0, 8, 241, 0, 0, 1)
 H241_PROFILE = 41
 H241_LEVEL = 42
-# H.241 Table 8-? optional H.264 parameters (standard parameterIdentifier → name)
-H241_PARAMETERS: dict[int, str] = {
-    3: "CustomMaxMBPS", 4: "CustomMaxFS", 5: "CustomMaxDPB", 6: "CustomMaxBRandCPB",
-    7: "MaxStaticMBPS", 8: "max-rcmd-nal-unit-size", 9: "max-nal-unit-size",
-    10: "SampleAspectRatiosSupported", 11: "AdditionalModesSupported", 12: "AdditionalDisplayCapabilities",
-    41: "Profile", 42: "Level",
-}
-# H.241 Profile booleanArray bits
-H241_PROFILES: dict[int, str] = {64: "baseline", 32: "main", 16: "extended", 8: "high"}
-_MPI_FIELDS = ("sqcifMPI", "qcifMPI", "cifMPI", "cif4MPI", "cif16MPI")
-_H263_BOOLEANS = ("unrestrictedVector", "arithmeticCoding", "advancedPrediction", "pbFrames",
-                  "temporalSpatialTradeOffCapability")
 
 
 def _oid(text: str | Sequence[int]) -> tuple[int, ...]:
@@ -63,51 +55,26 @@ def _oid(text: str | Sequence[int]) -> tuple[int, ...]:
     return tuple(text)
 
 
-def _all_false_booleans(type_name: str) -> dict[str, bool]:
-    """Every mandatory BOOLEAN of an H.245 SEQUENCE set to False (h263Options has 22)."""
-    obj = getattr(asn1.h245_module().MULTIMEDIA_SYSTEM_CONTROL, type_name)
-    return {k: False for k in obj._root_mand if obj._cont[k].TYPE == "BOOLEAN"}
-
-
 def _audio(codec: Codec, frames: int | None) -> tuple[str, Any]:
-    h = codec.h245 or {}
-    n = frames if frames is not None else int(h.get("frames_per_packet", codec.ptime_ms or 20))
-    return ("receiveAudioCapability", (h["choice"], max(1, min(256, n))))
-
-
-def _h263(codec: Codec, max_bitrate: int | None) -> dict[str, Any]:
-    h = codec.h245 or {}
-    cap: dict[str, Any] = {k: int(h[k]) for k in _MPI_FIELDS if k in h}
-    cap["maxBitRate"] = int(max_bitrate if max_bitrate is not None else h.get("maxBitRate", 3840))
-    for k in _H263_BOOLEANS:
-        cap[k] = bool(h.get(k, False))
-    cap["errorCompensation"] = False
-    if h.get("h263Options"):
-        cap["h263Options"] = _all_false_booleans("H263Options")
-    return cap
-
-
-def _h264(codec: Codec, max_bitrate: int | None, level: int | None) -> dict[str, Any]:
-    h = codec.h245 or {}
-    collapsing = []
-    for p in h.get("collapsing", ()):
-        value = int(p["value"])
-        if int(p["id"]) == H241_LEVEL and level is not None:
-            value = level
-        collapsing.append({"parameterIdentifier": ("standard", int(p["id"])),
-                           "parameterValue": (str(p["type"]), value)})
-    return {"capabilityIdentifier": ("standard", _oid(h["capabilityIdentifier"])),
-            "maxBitRate": int(max_bitrate if max_bitrate is not None else h.get("maxBitRate", 3840)),
-            "collapsing": collapsing}
+    return ("receiveAudioCapability", audio_rules.to_h245(codec, audio_rules.AudioParams(frames), None))
 
 
 def _video(codec: Codec, max_bitrate: int | None, h264_level: int | None) -> tuple[str, Any]:
+    """Our receive capability for ``codec`` (``max_bitrate`` in 100 bit/s, ``h264_level`` an H.241 Level)."""
     h = codec.h245 or {}
     choice = h.get("choice")
+    cap = max_bitrate * 100 if max_bitrate is not None else None
     if choice == "h263VideoCapability":
-        return ("receiveVideoCapability", ("h263VideoCapability", _h263(codec, max_bitrate)))
+        return ("receiveVideoCapability", ("h263VideoCapability",
+                                           h263_rules.to_h245(codec, h263_rules.local_h245(codec), cap)))
+    if choice == "h261VideoCapability":
+        return ("receiveVideoCapability", ("h261VideoCapability",
+                                           h261_rules.to_h245(codec, h261_rules.local_h245(codec), cap)))
     if choice == "genericVideoCapability":
-        return ("receiveVideoCapability", ("genericVideoCapability", _h264(codec, max_bitrate, h264_level)))
+        params = h264_rules.local_h245(codec)
+        if h264_level is not None:
+            params = params.with_level(h264_rules.level_of_h241(h264_level))
+        return ("receiveVideoCapability", ("genericVideoCapability", h264_rules.to_h245(codec, params, cap)))
     raise ValueError(f"{codec.name}: H.245 video choice {choice!r} is not supported here ({codec.source})")
 
 
@@ -180,6 +147,9 @@ class RemoteCapability:
     ``codec_name`` is the catalogue name (``"G722"``, ``"H264"`` ...) or None
     when Cầu does not know the capability (then ``capability`` names it, e.g.
     ``h261VideoCapability``, ``genericAudioCapability 0.0.7.7221.1.0``).
+    ``params`` are the codec's typed parameters (:mod:`gateway.media.codecs`) and
+    ``bitrate_cap`` its maxBitRate in bit/s; ``details`` holds what is not a codec's
+    (telephone-event payload type, a nonStandard value, a data application's bitrate).
     """
 
     entry: int
@@ -188,6 +158,8 @@ class RemoteCapability:
     capability: str             # H.245 choice name
     codec_name: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    params: Any = None
+    bitrate_cap: int | None = None
 
 
 def _catalogue_index(catalogue: Catalogue | None) -> tuple[dict[str, str], dict[tuple[int, ...], str]]:
@@ -204,30 +176,11 @@ def _catalogue_index(catalogue: Catalogue | None) -> tuple[dict[str, str], dict[
             by_oid[_oid(h["capabilityIdentifier"])] = c.name
         elif h.get("capability") == "audioCapability":
             by_choice[h["choice"]] = c.name
-        elif h.get("choice") == "h263VideoCapability" and not h.get("h263Options"):
-            by_choice["h263VideoCapability"] = c.name
+        elif h.get("choice") in ("h263VideoCapability", "h261VideoCapability") and not h.get("h263Options"):
+            by_choice[h["choice"]] = c.name
         elif h.get("choice") == "h263VideoCapability":
             by_choice["h263VideoCapability+h263Options"] = c.name
     return by_choice, by_oid
-
-
-def _generic_details(cap: Mapping[str, Any]) -> dict[str, Any]:
-    d: dict[str, Any] = {}
-    if "maxBitRate" in cap:
-        d["max_bitrate"] = cap["maxBitRate"]
-    params: dict[str, Any] = {}
-    for p in list(cap.get("collapsing", ())) + list(cap.get("nonCollapsing", ())):
-        pid = p["parameterIdentifier"]
-        kind, value = p["parameterValue"]
-        key = H241_PARAMETERS.get(pid[1], str(pid[1])) if pid[0] == "standard" else repr(pid)
-        params[key] = value
-    if params:
-        d["parameters"] = params
-    if "Profile" in params:
-        d["profiles"] = [name for bit, name in H241_PROFILES.items() if params["Profile"] & bit]
-    if "Level" in params:
-        d["level"] = params["Level"]
-    return d
 
 
 def _one(entry: int, cap: tuple[str, Any], by_choice: Mapping[str, str],
@@ -244,29 +197,36 @@ def _one(entry: int, cap: tuple[str, Any], by_choice: Mapping[str, str],
         if choice == "genericAudioCapability":
             oid = inner["capabilityIdentifier"]
             ident = ".".join(map(str, oid[1])) if oid[0] == "standard" else repr(oid)
+            rate = inner.get("maxBitRate")
             return RemoteCapability(entry, "audio", direction, f"genericAudioCapability {ident}",
                                     by_oid.get(oid[1]) if oid[0] == "standard" else None,
-                                    _generic_details(inner))
-        details = {"frames_per_packet": inner} if isinstance(inner, int) else {"value": inner}
-        return RemoteCapability(entry, "audio", direction, choice, by_choice.get(choice), details)
+                                    bitrate_cap=rate * 100 if isinstance(rate, int) else None)
+        if isinstance(inner, int):
+            return RemoteCapability(entry, "audio", direction, choice, by_choice.get(choice),
+                                    params=audio_rules.from_h245(None, inner)[0])
+        return RemoteCapability(entry, "audio", direction, choice, by_choice.get(choice), {"value": inner})
     if rest == "VideoCapability":
         choice, inner = v
         if choice == "h263VideoCapability":
-            details = {k: inner[k] for k in _MPI_FIELDS if k in inner}
-            details["max_bitrate"] = inner.get("maxBitRate")
             key = "h263VideoCapability+h263Options" if "h263Options" in inner else "h263VideoCapability"
             codec = by_choice.get(key) or by_choice.get("h263VideoCapability")
-            return RemoteCapability(entry, "video", direction, choice, codec, details)
+            params, cap = h263_rules.from_h245(None, inner)
+            return RemoteCapability(entry, "video", direction, choice, codec, params=params, bitrate_cap=cap)
         if choice == "h261VideoCapability":
-            details = {k: inner[k] for k in ("qcifMPI", "cifMPI") if k in inner}
-            details["max_bitrate"] = inner.get("maxBitRate")
-            return RemoteCapability(entry, "video", direction, choice, by_choice.get(choice), details)
+            params, cap = h261_rules.from_h245(None, inner)
+            return RemoteCapability(entry, "video", direction, choice, by_choice.get(choice), params=params,
+                                    bitrate_cap=cap)
         if choice == "genericVideoCapability":
             oid = inner["capabilityIdentifier"]
             ident = ".".join(map(str, oid[1])) if oid[0] == "standard" else repr(oid)
             codec = by_oid.get(oid[1]) if oid[0] == "standard" else None
             label = choice if codec else f"{choice} {ident}"
-            return RemoteCapability(entry, "video", direction, label, codec, _generic_details(inner))
+            if codec is None or tuple(oid[1]) != h264_rules.OID:
+                rate = inner.get("maxBitRate")
+                return RemoteCapability(entry, "video", direction, label, codec,
+                                        bitrate_cap=rate * 100 if isinstance(rate, int) else None)
+            params, cap = h264_rules.from_h245(None, inner)
+            return RemoteCapability(entry, "video", direction, label, codec, params=params, bitrate_cap=cap)
         return RemoteCapability(entry, "video", direction, choice, None, {})
     if rest == "UserInputCapability":
         choice = v[0]

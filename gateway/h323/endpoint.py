@@ -38,15 +38,12 @@ from twisted.internet import defer
 
 from gateway.catalogue import Catalogue
 from gateway.conference import JoinRefused, Leg, RoomRegistry
-from gateway.conference.media_leg import rtp_audio_leg
-from gateway.media.audio_stream import AudioFormat
+from gateway.conference.rtp_media import RtpMedia, StreamPlan, admit
 from gateway.media.ports import PortAllocator, PortsExhausted
-from gateway.media.rtp import RtpSession, open_rtp_session
 
 from . import q931
 from .call import (CallOptions, CallRejected, H323Call, H323CallFactory, _alias_for, parse_destination,
                    place_call)
-from .h245 import LogicalChannel
 
 __all__ = ["H323Service", "H323Media"]
 
@@ -65,87 +62,67 @@ def _codecs(wanted: tuple[str, ...], ours: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class H323Media:
-    """The media of one gateway call: its RTP sessions and, once audio runs both ways, its Leg."""
+    """The media of one gateway call: its RTP (:class:`RtpMedia`) and, once audio runs both ways, its Leg."""
 
     def __init__(self, service: H323Service, call: H323Call) -> None:
         self.service = service
         self.call = call
         self.spec: Any = None
-        self.audio: RtpSession | None = None
-        self.video: RtpSession | None = None
+        self.rtp = RtpMedia(service.ports, bind=service.bind, rtp_timeout=service.rtp_timeout,
+                            reactor=service.reactor, protocol="h323")
+        self.rtp.on_leg = self._on_leg
+        self.rtp.keyframe_fallback = self._fast_update
         self.leg: Leg | None = None
         self.room: Any = None
         self.gate: Any = None
-        self.video_packets = 0
         self.joined = defer.Deferred()   # fires with the Leg once it is in the room (or the PIN gate)
         self._no_media_timer: Any = None
 
+    @property
+    def video_packets(self) -> int:
+        return self.rtp.video_packets
+
     # -- hooks from the call ------------------------------------------------------------
     def media_address(self, call: H323Call, media: str) -> Any:
-        svc = self.service
+        if media not in ("audio", "video"):
+            return None
         try:
-            if media == "audio":
-                if self.audio is None:
-                    self.audio = open_rtp_session(svc.ports, bind=svc.bind, clock_rate=8000,
-                                                  timeout=svc.rtp_timeout, reactor=svc.reactor)
-                s = self.audio
-            elif media == "video":
-                if self.video is None:
-                    self.video = open_rtp_session(svc.ports, bind=svc.bind, clock_rate=90000, timeout=0,
-                                                  reactor=svc.reactor)
-                    self.video.on_packet = self._video_packet
-                s = self.video
-            else:
-                return None
+            s = self.rtp.open(media)
         except PortsExhausted as exc:
             log.error("%s: no RTP ports for %s: %s", call.name, media, exc)
             return None
-        host = svc.advertise
+        host = self.service.advertise
         return (host, s.local_port), (host, s.local_port + 1)
-
-    def _video_packet(self, *args: Any) -> None:
-        self.video_packets += 1
 
     def on_channels(self, call: H323Call) -> None:
         if call.state == "released":
             return
-        tx = call.channel("audio", "tx")
-        rx = call.channel("audio", "rx")
-        if tx is not None and self.audio is not None and tx.remote_media is not None:
-            self._point(self.audio, tx)
-        vtx = call.channel("video", "tx")
-        if vtx is not None and self.video is not None and vtx.remote_media is not None:
-            self._point(self.video, vtx)
-        if self.leg is None and tx is not None and rx is not None and tx.remote_media is not None:
-            self._build_leg(call, rx, tx)
-
-    def _point(self, session: RtpSession, ch: LogicalChannel) -> None:
-        host, port = ch.remote_media
-        rtcp = ch.remote_rtcp[1] if ch.remote_rtcp else None
-        if session.remote != (host, port):
+        for media in ("video", "audio"):   # audio last: the Leg is made with it, video already known
+            tx, rx = call.channel(media, "tx"), call.channel(media, "rx")
+            if tx is None or tx.remote_media is None or media not in self.rtp.sessions:
+                continue
+            plan = StreamPlan(media, rx.format if rx is not None else None, tx.format,
+                              "sendrecv" if rx is not None else "sendonly", tx.remote_media,
+                              tx.remote_rtcp[1] if tx.remote_rtcp else None,
+                              DTMF_PT if media == "audio" else None, DTMF_PT if media == "audio" else None)
+            if self.rtp.plans.get(media) == plan:
+                continue
+            if self.leg is None and media == "audio":
+                self.rtp.display_name = call.display or call.caller or (call.remote[0] if call.remote else "h323")
+                self.rtp.remote = f"{call.remote[0]}:{call.remote[1]}" if call.remote else ""
             try:
-                session.set_remote(host, port, rtcp)
+                self.rtp.apply(media, plan)
             except ValueError as exc:
-                log.warning("%s: unusable media address %s:%s: %s", self.call.name, host, port, exc)
+                log.warning("%s: unusable %s media address %s: %s", call.name, media, tx.remote_media, exc)
 
-    def _build_leg(self, call: H323Call, rx: LogicalChannel, tx: LogicalChannel) -> None:
-        cat = self.service.catalogue
-        try:
-            rx_codec, tx_codec = cat.get(rx.codec_name), cat.get(tx.codec_name)
-        except Exception as exc:
-            log.error("%s: codec %s / %s unknown: %s", call.name, rx.codec_name, tx.codec_name, exc)
-            call.hangup(65, "no usable audio codec")
-            return
-        rx_fmt = AudioFormat(rx_codec, rx.payload_type if rx.payload_type is not None else rx_codec.static_pt)
-        tx_fmt = AudioFormat(tx_codec, tx.payload_type if tx.payload_type is not None else tx_codec.static_pt)
-        name = call.display or call.caller or (call.remote[0] if call.remote else "h323")
-        remote = f"{call.remote[0]}:{call.remote[1]}" if call.remote else ""
-        self.leg = leg = rtp_audio_leg(self.audio, rx_fmt, tx_fmt, dtmf_pt=DTMF_PT, display_name=name,
-                                       protocol="h323", remote=remote)
+    def _on_leg(self, leg: Leg) -> None:
+        call = self.call
+        self.leg = leg
         leg.on("hangup", self._leg_hangup)
         if self._no_media_timer is not None and self._no_media_timer.active():
             self._no_media_timer.cancel()
-        log.info("%s: audio %s in, %s out: joining room %s", call.name, leg.audio_rx, leg.audio_tx, self.spec.id)
+        audio = leg.audio
+        log.info("%s: audio %s in, %s out: joining room %s", call.name, audio.rx, audio.tx, self.spec.id)
         try:
             self._enter_room()
         except JoinRefused as exc:
@@ -155,19 +132,21 @@ class H323Media:
             self.joined.callback(leg)
 
     def _enter_room(self) -> None:
-        reg = self.service.registry
-        if self.spec.pin:
-            from gateway.conference.pin import PinGate
+        def refused(exc: JoinRefused) -> None:
+            self.call.hangup(exc.q850_cause, exc.reason)
 
-            def admitted(leg: Leg) -> None:
-                try:
-                    self.room = reg.join(self.spec, leg)
-                except JoinRefused as exc:
-                    self.call.hangup(exc.q850_cause, exc.reason)
+        def joined(room: Any) -> None:
+            self.room = room
 
-            self.gate = PinGate(self.leg, self.spec.pin, reg.clock, admitted, reactor=self.service.reactor)
-        else:
-            self.room = reg.join(self.spec, self.leg)
+        self.gate = admit(self.service.registry, self.spec, self.leg, reactor=self.service.reactor,
+                          on_joined=joined, on_refused=refused)
+
+    def _fast_update(self, stream_id: str) -> None:
+        """Ask the far end for an intra picture (H.245 videoFastUpdatePicture on its channel to us)."""
+        rx = self.call.channel("video", "rx")
+        h245 = self.call.h245
+        if rx is not None and h245 is not None and not h245.ended:
+            h245.request_fast_update(rx.number)
 
     def on_connected(self, call: H323Call) -> None:
         t = self.service.rtp_timeout
@@ -185,11 +164,13 @@ class H323Media:
 
     def on_fast_update(self, call: H323Call, number: int | None) -> None:
         if self.leg is not None:
-            self.leg.emit("keyframe_request")
+            self.leg.emit("keyframe_request", stream="video")
 
     def on_flow_control(self, call: H323Call, number: int | None, bitrate: int | None) -> None:
-        if self.leg is not None and bitrate is not None:
-            self.leg.emit("bitrate_limit", kbps=bitrate // 10)
+        if self.leg is not None:
+            ch = call.channels.get(("tx", number)) if number is not None else None
+            stream = ch.media if ch is not None else "video"
+            self.leg.emit("bitrate_limit", stream=stream, kbps=bitrate // 10 if bitrate is not None else None)
 
     def _leg_hangup(self, reason: str) -> None:
         call = self.call
@@ -202,11 +183,8 @@ class H323Media:
             self._no_media_timer.cancel()
         self._no_media_timer = None
         if self.leg is not None:
-            self.leg.hangup(f"H.323: {call.release_text}")   # closes the audio RTP session
-        elif self.audio is not None:
-            self.audio.close()
-        if self.video is not None:
-            self.video.close()
+            self.leg.hangup(f"H.323: {call.release_text}")   # closes the RTP sessions
+        self.rtp.close()
         self.service._forget(call)
         if not self.joined.called:
             self.joined.errback(ConnectionError(f"call released before joining: cause {call.cause} "

@@ -45,19 +45,16 @@ import ipaddress
 import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gateway.catalogue import Catalogue
+from gateway.media.codecs import Limits, MediaFormat, NoMatch, rules_for
+from gateway.media.codecs import audio as audio_rules
+from gateway.media.codecs import h264 as h264_rules
 
 from . import asn1
-from .capabilities import (
-    H241_LEVEL,
-    H241_PROFILE,
-    RemoteCapability,
-    parse_capabilities,
-    terminal_capability_set,
-)
+from .capabilities import RemoteCapability, parse_capabilities, terminal_capability_set
 
 __all__ = [
     "AUDIO_SESSION",
@@ -88,9 +85,6 @@ TERMINAL_TYPES: dict[str, int] = {
 # UserInputIndication signalType (H.245: "0123456789#*ABCD!", ! = hook flash)
 DTMF_SIGNALS = "0123456789#*ABCD!"
 
-# H.241 §8.3.2 / catalogue: mediaPacketization payloadDescriptor per packetization mode
-_H264_PACKETIZATION_DEFAULT = {0: (0, 0, 8, 241, 0, 0, 0, 0), 1: (0, 0, 8, 241, 0, 0, 0, 1)}
-_MPI_FIELDS = ("sqcifMPI", "qcifMPI", "cifMPI", "cif4MPI", "cif16MPI")
 _DEFAULT_DYNAMIC_PT = 96
 _SEQ = 256  # SequenceNumber is INTEGER (0..255)
 
@@ -143,7 +137,9 @@ def _addr(a: tuple[str, int] | None) -> tuple[str, Any] | None:
 class LogicalChannel:
     """One uni-directional H.245 logical channel, ours (``tx``) or the far end's (``rx``).
 
-    ``capability`` is the H.245 DataType value (pycrate notation), e.g.
+    ``format`` is what the channel carries (:class:`~gateway.media.codecs.MediaFormat`:
+    codec, payload type, typed parameters, packet time, bitrate cap); ``capability``
+    the H.245 DataType value it was opened with (pycrate notation), e.g.
     ``("audioData", ("g722-64k", 20))``.  Addresses:
 
     * ``remote_media`` / ``remote_rtcp``: where we send RTP / RTCP.  For a tx
@@ -157,23 +153,29 @@ class LogicalChannel:
 
     number: int
     direction: str                       # "tx" (we send) | "rx" (we receive)
-    media: str                           # "audio" | "video" | "data" | "other"
-    codec_name: str | None               # catalogue name, None if unknown
+    media: str                           # "audio" | "video"
+    format: MediaFormat                  # codec, payload type (dynamicRTPPayloadType or static), params
     capability: Any                      # H.245 DataType value
-    payload_type: int | None             # dynamicRTPPayloadType, or the codec's static one
     session_id: int                      # 1 audio, 2 video, 3 data
     remote_media: tuple[str, int] | None = None
     remote_rtcp: tuple[str, int] | None = None
     local_media: tuple[str, int] | None = None
     local_rtcp: tuple[str, int] | None = None
     state: str = "opening"               # opening | open | closing | closed | rejected
-    details: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None            # why it was rejected / closed
     fast_start: bool = False
 
     @property
     def key(self) -> tuple[str, int]:
         return (self.direction, self.number)
+
+    @property
+    def codec_name(self) -> str:
+        return self.format.codec.name
+
+    @property
+    def payload_type(self) -> int:
+        return self.format.payload_type
 
 
 class _Timers:
@@ -428,15 +430,15 @@ class H245Session:
 
     def open_channel(self, media: str, codec_name: str | None = None,
                      local_rtcp: tuple[str, int] | None = None, payload_type: int | None = None,
-                     details: Mapping[str, Any] | None = None) -> LogicalChannel:
+                     params: Any = None) -> LogicalChannel:
         """Open a channel we transmit on (OpenLogicalChannel), for a codec the far end can receive.
 
         ``codec_name`` None picks our most preferred codec the far end declared
         (G722 > PCMU > PCMA, H264 > H263 with the default lists).  The
-        DataType is our capability narrowed to theirs (frames per packet,
-        H.263 MPIs, H.264 level and profile, maxBitRate); ``details`` may
-        override ``frames_per_packet``, ``max_bitrate``, ``level``, MPIs
-        (``cifMPI`` ...) and ``packetization_mode`` (H.264, default 0).
+        DataType is our capability narrowed to theirs by the codec's rules
+        (frames per packet, H.263 MPIs, H.264 level; maxBitRate); ``params``
+        (typed, :mod:`gateway.media.codecs`) replaces ours before narrowing,
+        e.g. ``H264Params(packetization_mode=1, level_idc=31)`` or ``AudioParams(30)``.
         ``ValueError`` if the far end cannot receive it; ``RuntimeError``
         before its capabilities are known.
         """
@@ -455,8 +457,8 @@ class H245Session:
         remote = self._remote_receive(codec_name)
         if remote is None:
             raise ValueError(f"the far end declared no receive capability for {codec_name}")
-        data_type, chosen = self._tx_data_type(codec_name, remote, dict(details or {}))
-        ch = self._new_tx_channel(media, codec_name, data_type, chosen, local_rtcp, payload_type)
+        data_type, chosen, cap = self._tx_data_type(codec_name, remote, params)
+        ch = self._new_tx_channel(media, codec_name, data_type, chosen, cap, local_rtcp, payload_type)
         self._send_olc(ch)
         return ch
 
@@ -588,77 +590,62 @@ class H245Session:
                 return c
         return None
 
-    def _describe(self, data_type: Any) -> tuple[str, str | None, dict[str, Any]]:
-        """(media, codec name, details) of an H.245 DataType value."""
+    def _describe(self, data_type: Any) -> tuple[str, str | None, RemoteCapability | None]:
+        """(media, codec name, the capability read from it) of an H.245 DataType value."""
         kind, v = _choice(data_type)
         if kind == "audioData":
             cap: tuple[str, Any] = ("receiveAudioCapability", v)
         elif kind == "videoData":
             cap = ("receiveVideoCapability", v)
         elif kind == "data":
-            return "data", None, {}
+            return "data", None, None
         else:
-            return "other", None, {}
+            return "other", None, None
         rc = parse_capabilities({"capabilityTable": [{"capabilityTableEntryNumber": 1, "capability": cap}]},
                                 self.catalogue)[0]
-        return rc.media, rc.codec_name, dict(rc.details)
+        return rc.media, rc.codec_name, rc
+
+    def _format(self, codec_name: str, payload_type: int | None, rc: RemoteCapability | None,
+                packetization_mode: int | None = None) -> MediaFormat:
+        """The MediaFormat a channel of ``codec_name`` carries, from its DataType's capability."""
+        codec = self.catalogue.get(codec_name)
+        params = rc.params if rc is not None and rc.params is not None else \
+            rules_for(codec).local(codec, _NO_LIMITS)[0]
+        if packetization_mode is not None and isinstance(params, h264_rules.H264Params):
+            params = replace(params, packetization_mode=packetization_mode)
+        ptime = None
+        if isinstance(params, audio_rules.AudioParams):
+            ptime = audio_rules.ptime_of_frames(params.frames_per_packet)
+        pt = self._payload_type(codec_name, payload_type)
+        return MediaFormat(codec, pt if pt is not None else _DEFAULT_DYNAMIC_PT, params, ptime,
+                           rc.bitrate_cap if rc is not None else None)
 
     def _tx_data_type(self, codec_name: str, remote: RemoteCapability | None,
-                      details: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """The DataType for a channel we send: our capability narrowed to the far end's."""
+                      override: Any = None) -> tuple[Any, Any, int | None]:
+        """The DataType for a channel we send: our capability narrowed to the far end's, by the
+        codec's own rules (:func:`gateway.media.codecs` ``common``) → (DataType, params, bitrate cap).
+        ``override`` replaces our own params before they are narrowed (e.g. 30 ms packets, mode 1)."""
         raw = self._local_raw.get(codec_name)
         if raw is None:
             raise ValueError(f"{codec_name} is not in our capability set")
-        kind, (choice, inner) = raw
-        rd = remote.details if remote is not None else {}
+        codec = self.catalogue.get(codec_name)
+        rules = rules_for(codec)
+        ours = next((c for c in self.local_capabilities if c.codec_name == codec_name), None)
+        mine = ours.params if ours is not None and ours.params is not None else rules.local(codec, _NO_LIMITS)[0]
+        params = override if override is not None else mine
+        if remote is not None and remote.params is not None:
+            try:
+                params = rules.common(params, remote.params)   # never above what they receive
+            except NoMatch:       # no size in common: send at one the far end takes
+                params = remote.params
+        cap = ours.bitrate_cap if ours is not None else None
+        if remote is not None and remote.bitrate_cap is not None:
+            cap = min(cap, remote.bitrate_cap) if cap is not None else remote.bitrate_cap
+        kind, (choice, _) = raw
+        value = rules.to_h245(codec, params, cap)
         if kind.endswith("AudioCapability"):
-            if isinstance(inner, int):
-                frames = int(details.get("frames_per_packet", inner))
-                if isinstance(rd.get("frames_per_packet"), int):   # never above what they receive
-                    frames = min(frames, rd["frames_per_packet"])
-                return ("audioData", (choice, max(1, min(256, frames)))), {"frames_per_packet": frames}
-            return ("audioData", (choice, inner)), {}
-        v = dict(inner)
-        chosen: dict[str, Any] = {}
-        if choice == "h263VideoCapability":
-            ours = {k: v[k] for k in _MPI_FIELDS if k in v}
-            theirs = {k: rd[k] for k in _MPI_FIELDS if k in rd}
-            common = {k: max(ours[k], theirs[k]) for k in ours if k in theirs} if remote is not None else ours
-            if not common:
-                common = theirs or ours
-            for k in _MPI_FIELDS:
-                if k in details:
-                    common[k] = int(details[k])
-                v.pop(k, None)
-            v.update(common)
-            chosen.update(common)
-        elif choice == "genericVideoCapability":
-            params = []
-            for p in v.get("collapsing", ()):
-                p = dict(p)
-                pid = p["parameterIdentifier"]
-                ptype, pval = p["parameterValue"]
-                if pid == ("standard", H241_LEVEL):
-                    level = int(details.get("level", pval))
-                    if remote is not None and isinstance(rd.get("level"), int):
-                        level = min(level, rd["level"])
-                    p["parameterValue"] = (ptype, level)
-                    chosen["level"] = level
-                elif pid == ("standard", H241_PROFILE):
-                    theirs_p = (rd.get("parameters") or {}).get("Profile")
-                    prof = pval & theirs_p if isinstance(theirs_p, int) and pval & theirs_p else pval
-                    p["parameterValue"] = (ptype, prof)
-                    chosen["profile"] = prof
-                params.append(p)
-            v["collapsing"] = params
-            chosen["packetization_mode"] = int(details.get("packetization_mode", 0))
-        if "maxBitRate" in v:
-            rate = int(details.get("max_bitrate", v["maxBitRate"]))
-            if isinstance(rd.get("max_bitrate"), int):
-                rate = min(rate, rd["max_bitrate"])
-            v["maxBitRate"] = rate
-            chosen["max_bitrate"] = rate
-        return ("videoData", (choice, v)), chosen
+            return ("audioData", value), params, cap          # value: (choice, frames)
+        return ("videoData", (choice, value)), params, cap
 
     def _payload_type(self, codec_name: str | None, given: int | None) -> int | None:
         if given is not None:
@@ -685,28 +672,23 @@ class H245Session:
             p["silenceSuppression"] = False
         if self._is_dynamic(ch.codec_name, ch.payload_type):
             p["dynamicRTPPayloadType"] = ch.payload_type
-        if ch.codec_name == "H264":
-            mode = int(ch.details.get("packetization_mode", 0))
-            oid = self._h264_packetization_oid(mode)
+        if isinstance(ch.format.params, h264_rules.H264Params):
+            oid = self._h264_packetization_oid(ch.format.params.packetization_mode)
             p["mediaPacketization"] = ("rtpPayloadType", {"payloadDescriptor": ("oid", oid),
                                                           "payloadType": ch.payload_type})
         return p
 
     def _h264_packetization_oid(self, mode: int) -> tuple[int, ...]:
-        try:
-            text = self.catalogue.get("H264").h245["packetization"][f"mode{mode}"]
-            return tuple(int(x) for x in str(text).split("."))
-        except Exception:
-            return _H264_PACKETIZATION_DEFAULT.get(mode, _H264_PACKETIZATION_DEFAULT[0])
+        codec = self.catalogue.get("H264") if "H264" in self.catalogue else None
+        return h264_rules.packetization_oid(codec, mode)
 
-    def _new_tx_channel(self, media: str, codec_name: str, data_type: Any, chosen: dict[str, Any],
+    def _new_tx_channel(self, media: str, codec_name: str, data_type: Any, params: Any, cap: int | None,
                         local_rtcp: tuple[str, int] | None, payload_type: int | None) -> LogicalChannel:
         number = self._allocate_number()
-        _, _, described = self._describe(data_type)
-        described.update(chosen)
-        ch = LogicalChannel(number=number, direction="tx", media=media, codec_name=codec_name,
-                            capability=data_type, payload_type=self._payload_type(codec_name, payload_type),
-                            session_id=_SESSION_OF[media], local_rtcp=local_rtcp, details=described)
+        fmt = self._format(codec_name, payload_type, RemoteCapability(0, media, "", "", codec_name, params=params,
+                                                                       bitrate_cap=cap))
+        ch = LogicalChannel(number=number, direction="tx", media=media, format=fmt,
+                            capability=data_type, session_id=_SESSION_OF[media], local_rtcp=local_rtcp)
         self.channels[ch.key] = ch
         return ch
 
@@ -933,7 +915,7 @@ class H245Session:
         if mux_kind != "h2250LogicalChannelParameters":
             self._reject_olc(number, "unspecified")
             return
-        media, codec_name, details = self._describe(fwd["dataType"])
+        media, codec_name, rc = self._describe(fwd["dataType"])
         if media not in ("audio", "video") or codec_name is None:
             log.info("%s: channel %d: %s data type not supported", self.name, number, _choice(fwd["dataType"])[0])
             self._reject_olc(number, "dataTypeNotSupported")
@@ -950,23 +932,22 @@ class H245Session:
             session = _SESSION_OF[media]        # the master assigns the session (H.245 §8.4)
         pt = h2250.get("dynamicRTPPayloadType")
         packetization = h2250.get("mediaPacketization")
+        mode = None
         if packetization and packetization[0] == "rtpPayloadType":
             rtp_pt = packetization[1]
             if pt is None and rtp_pt.get("payloadType") is not None:
                 pt = rtp_pt["payloadType"]
             desc = rtp_pt.get("payloadDescriptor")
-            if codec_name == "H264" and desc and desc[0] == "oid":
-                details["packetization_mode"] = 1 if tuple(desc[1]) == self._h264_packetization_oid(1) else 0
-        if pt is None:
-            pt = self._payload_type(codec_name, None)
+            if desc and desc[0] == "oid":
+                mode = 1 if tuple(desc[1]) == self._h264_packetization_oid(1) else 0
         old = self.channels.get(("rx", number))
         if old is not None and old.state == "open":   # re-open of an established channel
             old.state, old.reason = "closed", "replaced"
             self._emit("on_channel_closed", old, "replaced")
-        ch = LogicalChannel(number=number, direction="rx", media=media, codec_name=codec_name,
-                            capability=fwd["dataType"], payload_type=pt, session_id=session,
-                            remote_rtcp=parse_h245_address(h2250.get("mediaControlChannel")),
-                            details=details)
+        ch = LogicalChannel(number=number, direction="rx", media=media,
+                            format=self._format(codec_name, pt, rc, mode),
+                            capability=fwd["dataType"], session_id=session,
+                            remote_rtcp=parse_h245_address(h2250.get("mediaControlChannel")))
         if self._conflicts(ch):
             log.info("%s: channel %d (%s) conflicts with ours in session %d: masterSlaveConflict",
                      self.name, number, codec_name, session)
@@ -1013,8 +994,8 @@ class H245Session:
         if self._remote_receive(ch.codec_name or "") is None or ch.codec_name not in self._local_raw:
             self._fail(f"masterSlaveConflict: cannot send {ch.codec_name} back in session {ch.session_id}")
             return
-        data_type, chosen = self._tx_data_type(ch.codec_name, self._remote_receive(ch.codec_name), {})
-        new = self._new_tx_channel(pending.media, ch.codec_name, data_type, chosen, pending.local_rtcp,
+        data_type, chosen, cap = self._tx_data_type(ch.codec_name, self._remote_receive(ch.codec_name))
+        new = self._new_tx_channel(pending.media, ch.codec_name, data_type, chosen, cap, pending.local_rtcp,
                                    pending.payload_type if pending.codec_name == ch.codec_name else None)
         log.info("%s: re-opening %s session %d with %s (channel %d)", self.name, new.media,
                  new.session_id, new.codec_name, new.number)
@@ -1035,7 +1016,7 @@ class H245Session:
             if p.get("sessionID"):
                 ch.session_id = int(p["sessionID"])
             if p.get("dynamicRTPPayloadType") is not None:
-                ch.payload_type = int(p["dynamicRTPPayloadType"])
+                ch.format = replace(ch.format, payload_type=int(p["dynamicRTPPayloadType"]))
         if ch.remote_media is None:
             log.warning("%s: OpenLogicalChannelAck %d without a mediaChannel", self.name, number)
         ch.state = "open"
@@ -1226,7 +1207,7 @@ class H245Session:
     # ------------------------------------------------------------------ fast start (H.323 §8.1.7)
 
     def _local_data_type(self, codec_name: str) -> Any:
-        return self._tx_data_type(codec_name, None, {})[0]
+        return self._tx_data_type(codec_name, None)[0]
 
     def fast_start_offer(self, local_media: Mapping[str, tuple[tuple[str, int], tuple[str, int]]],
                          codecs: Iterable[str] | None = None) -> list[bytes]:
@@ -1244,12 +1225,11 @@ class H245Session:
                 if wanted is not None and name not in wanted:
                     continue
                 dt = self._local_data_type(name)
-                _, _, details = self._describe(dt)
-                pt = self._payload_type(name, None)
+                _, _, rc = self._describe(dt)
+                fmt = self._format(name, None, rc)
                 tx = LogicalChannel(number=self._allocate_number(), direction="tx", media=media,
-                                    codec_name=name, capability=dt, payload_type=pt,
-                                    session_id=_SESSION_OF[media], local_rtcp=tuple(rtcp),
-                                    details=dict(details), fast_start=True)
+                                    format=fmt, capability=dt,
+                                    session_id=_SESSION_OF[media], local_rtcp=tuple(rtcp), fast_start=True)
                 self._fs_offer[tx.number] = tx
                 out.append(asn1.encode_open_logical_channel({
                     "forwardLogicalChannelNumber": tx.number,
@@ -1258,9 +1238,9 @@ class H245Session:
                         "multiplexParameters": ("h2250LogicalChannelParameters",
                                                 self._h2250_params(tx, control=tuple(rtcp)))}}))
                 rx = LogicalChannel(number=self._allocate_number(), direction="rx", media=media,
-                                    codec_name=name, capability=dt, payload_type=pt,
+                                    format=fmt, capability=dt,
                                     session_id=_SESSION_OF[media], local_media=tuple(rtp),
-                                    local_rtcp=tuple(rtcp), details=dict(details), fast_start=True)
+                                    local_rtcp=tuple(rtcp), fast_start=True)
                 self._fs_offer[rx.number] = rx
                 out.append(asn1.encode_open_logical_channel({
                     "forwardLogicalChannelNumber": rx.number,
@@ -1319,27 +1299,27 @@ class H245Session:
                 if pick is None:
                     continue
                 _, olc, data_type, h2250, _, name = pick
-                _, _, details = self._describe(data_type)
-                pt = h2250.get("dynamicRTPPayloadType", self._payload_type(name, None))
+                _, _, rc = self._describe(data_type)
+                fmt = self._format(name, h2250.get("dynamicRTPPayloadType"), rc, _packetization_mode(self, h2250))
                 session = int(h2250.get("sessionID") or _SESSION_OF[media])
                 olc = dict(olc)
                 if their_dir == "tx":          # the caller sends, we receive
                     ch = LogicalChannel(number=int(olc["forwardLogicalChannelNumber"]), direction="rx",
-                                        media=media, codec_name=name, capability=data_type, payload_type=pt,
+                                        media=media, format=fmt, capability=data_type,
                                         session_id=session, local_media=rtp, local_rtcp=rtcp,
                                         remote_rtcp=parse_h245_address(h2250.get("mediaControlChannel")),
-                                        state="open", details=details, fast_start=True)
+                                        state="open", fast_start=True)
                     params = dict(h2250, mediaChannel=_addr(rtp), mediaControlChannel=_addr(rtcp))
                     fwd = dict(olc["forwardLogicalChannelParameters"],
                                multiplexParameters=("h2250LogicalChannelParameters", params))
                     olc["forwardLogicalChannelParameters"] = fwd
                 else:                          # the caller receives, we send
                     ch = LogicalChannel(number=self._allocate_number(), direction="tx", media=media,
-                                        codec_name=name, capability=data_type, payload_type=pt,
+                                        format=fmt, capability=data_type,
                                         session_id=session, local_rtcp=rtcp,
                                         remote_media=parse_h245_address(h2250.get("mediaChannel")),
                                         remote_rtcp=parse_h245_address(h2250.get("mediaControlChannel")),
-                                        state="open", details=details, fast_start=True)
+                                        state="open", fast_start=True)
                     if ch.remote_media is None:
                         log.warning("%s: fastStart receive proposal without mediaChannel skipped", self.name)
                         continue
@@ -1362,8 +1342,11 @@ class H245Session:
             if p is None:
                 continue
             their_dir, olc, data_type, h2250 = p
-            media, name, details = self._describe(data_type)
+            media, name, rc = self._describe(data_type)
             number = int(olc["forwardLogicalChannelNumber"])
+            if name is None:
+                log.warning("%s: fastStart answer %d with a data type we do not know ignored", self.name, number)
+                continue
             if their_dir == "rx":      # reverse parameters: the callee sends, we receive
                 offer = next((o for o in self._fs_offer.values() if o.direction == "rx" and o.media == media
                               and o.codec_name == name), None) or next(
@@ -1371,13 +1354,14 @@ class H245Session:
                 if offer is None:
                     log.warning("%s: fastStart answer for %s we never offered ignored", self.name, media)
                     continue
-                ch = LogicalChannel(number=number, direction="rx", media=media, codec_name=name,
+                ch = LogicalChannel(number=number, direction="rx", media=media,
+                                    format=self._format(name, h2250.get("dynamicRTPPayloadType"), rc,
+                                                        _packetization_mode(self, h2250)),
                                     capability=data_type,
-                                    payload_type=h2250.get("dynamicRTPPayloadType", self._payload_type(name, None)),
                                     session_id=int(h2250.get("sessionID") or offer.session_id),
                                     local_media=offer.local_media, local_rtcp=offer.local_rtcp,
                                     remote_rtcp=parse_h245_address(h2250.get("mediaControlChannel")),
-                                    state="open", details=details, fast_start=True)
+                                    state="open", fast_start=True)
             else:                      # forward parameters: we send, the callee receives
                 offer = self._fs_offer.get(number)
                 if offer is None or offer.direction != "tx":
@@ -1390,12 +1374,14 @@ class H245Session:
                 if remote_rtp is None:
                     log.warning("%s: fastStart answer %d without mediaChannel ignored", self.name, number)
                     continue
-                ch = LogicalChannel(number=offer.number, direction="tx", media=media, codec_name=name,
-                                    capability=data_type, payload_type=offer.payload_type,
+                ch = LogicalChannel(number=offer.number, direction="tx", media=media,
+                                    format=self._format(name, offer.payload_type, rc,
+                                                        _packetization_mode(self, h2250)),
+                                    capability=data_type,
                                     session_id=int(h2250.get("sessionID") or offer.session_id),
                                     local_rtcp=offer.local_rtcp, remote_media=remote_rtp,
                                     remote_rtcp=parse_h245_address(h2250.get("mediaControlChannel")),
-                                    state="open", details=details, fast_start=True)
+                                    state="open", fast_start=True)
             if ch.remote_rtcp == ch.local_rtcp:   # our own address echoed back
                 ch.remote_rtcp = None
             self.channels[ch.key] = ch
@@ -1407,6 +1393,19 @@ class H245Session:
                 ch.remote_rtcp = next((o.remote_rtcp for o in out if o.session_id == ch.session_id
                                        and o.remote_rtcp is not None), None)
         return out
+
+
+_NO_LIMITS = Limits()
+
+
+def _packetization_mode(session: H245Session, h2250: Mapping[str, Any]) -> int | None:
+    """The H.264 packetization mode an H2250LogicalChannelParameters' mediaPacketization names."""
+    p = h2250.get("mediaPacketization")
+    if p and p[0] == "rtpPayloadType":
+        desc = p[1].get("payloadDescriptor")
+        if desc and desc[0] == "oid":
+            return 1 if tuple(desc[1]) == session._h264_packetization_oid(1) else 0
+    return None
 
 
 def _h2250_capability(catalogue: Catalogue) -> dict[str, Any]:

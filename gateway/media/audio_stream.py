@@ -13,12 +13,11 @@ its room's encoded mix, one encode in the mixer.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from gateway.catalogue import Codec
+from gateway.media.codecs import MediaFormat
 from gateway.media.audio_codecs import AudioDecoder, AudioEncoder, mean_square
 from gateway.media.dtmf import DtmfReceiver
 from gateway.media.jitterbuffer import JitterBuffer
@@ -31,22 +30,12 @@ FRAME_SAMPLES = MIX_RATE * FRAME_MS // 1000
 QUIET_MS = (32768.0 * 10 ** (-50 / 20)) ** 2
 
 
-@dataclass(frozen=True)
-class AudioFormat:
-    """What one direction of a leg negotiated: codec, RTP payload type, packet time, bitrate."""
-
-    codec: Codec
-    payload_type: int
-    ptime_ms: int = FRAME_MS
-    bitrate: int | None = None  # bit/s, for codecs with a variable rate (Opus)
-
-
 class AudioStream:
     def __init__(
         self,
         session: RtpSession,
-        rx: AudioFormat,
-        tx: AudioFormat,
+        rx: MediaFormat,
+        tx: MediaFormat,
         dtmf_pt: int | None = None,
         on_dtmf: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -58,7 +47,7 @@ class AudioStream:
         self.dtmf_pt = dtmf_pt
         self.on_dtmf = on_dtmf
         self._clock = clock
-        frame_ticks = rx.codec.clock_rate * rx.ptime_ms // 1000
+        frame_ticks = rx.codec.clock_rate * FRAME_MS // 1000  # the mixer's frame; other packet times are re-framed
         self.jitter = JitterBuffer(rx.codec.clock_rate, frame_ticks)
         self.jitter.on_retime = self._retimed
         # Re-framing: a sender whose packets are not 20 ms long (10, 30, 40, 60 ms...) is
@@ -76,7 +65,8 @@ class AudioStream:
         self.unknown_pt = 0
         self.ssrc_changes = 0
         # Same codec, packet time and bitrate → the same encoded bytes can go to every such leg.
-        self.encoder_key = (tx.codec.name, tx.ptime_ms, tx.bitrate)
+        self.tx_ptime_ms = tx.ptime_ms or FRAME_MS
+        self.encoder_key = (tx.codec.name, self.tx_ptime_ms, tx.bitrate_cap)
         self._tx_pt = tx.payload_type
         self._send = session.send
         session.on_packet = self._on_packet
@@ -196,7 +186,7 @@ class AudioStream:
 
     # -- mixer sink -------------------------------------------------------------
     def make_encoder(self) -> AudioEncoder:
-        return AudioEncoder(self.tx.codec, in_rate=MIX_RATE, ptime_ms=self.tx.ptime_ms, bitrate=self.tx.bitrate)
+        return AudioEncoder(self.tx.codec, in_rate=MIX_RATE, ptime_ms=self.tx_ptime_ms, bitrate=self.tx.bitrate_cap)
 
     def deliver(self, payload: bytes, timestamp_step: int) -> None:
         self._send(payload, self._tx_pt, timestamp_step)

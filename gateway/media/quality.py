@@ -46,37 +46,37 @@ def mos_from_r(r: float) -> float:
     return max(1.0, min(4.5, 1 + 0.035 * r + 7e-6 * r * (r - 60) * (100 - r)))
 
 
-def leg_quality(stream: Any) -> dict[str, Any]:
-    """Figures for one leg's :class:`~gateway.media.audio_stream.AudioStream` (JSON-ready)."""
-    rtp = stream.session.stats
-    jb = stream.jitter.stats
-    expected = rtp.packets_received + max(0, rtp.packets_lost)
-    missing = max(0, rtp.packets_lost) + jb.late
+def leg_quality(stats: Any) -> dict[str, Any]:
+    """Figures for one leg's audio from its stream's typed stats
+    (:class:`~gateway.conference.leg.StreamStats`), JSON-ready."""
+    s = stats
+    expected = s.packets_received + max(0, s.packets_lost)
+    missing = max(0, s.packets_lost) + s.late
     rx_loss = 100.0 * missing / expected if expected else 0.0
-    rtt = rtp.rtt_ms
+    rtt = s.rtt_ms
     half_rtt = rtt / 2 if rtt is not None else 0.0
-    rx_delay = half_rtt + jb.delay_ms + PACKET_MS
+    rx_delay = half_rtt + s.buffer_ms + PACKET_MS
     out: dict[str, Any] = {
         "rx": {
-            "packets": rtp.packets_received,
-            "lost": max(0, rtp.packets_lost),
-            "late": jb.late,
+            "packets": s.packets_received,
+            "lost": max(0, s.packets_lost),
+            "late": s.late,
             "loss_pct": round(rx_loss, 2),
-            "jitter_ms": round(rtp.jitter_ms, 1),
-            "buffer_ms": round(jb.delay_ms, 1),
-            "concealed": jb.concealed,
+            "jitter_ms": round(s.jitter_ms, 1),
+            "buffer_ms": round(s.buffer_ms, 1),
+            "concealed": s.concealed,
             "mos": round(mos_from_r(r_factor(rx_delay, rx_loss)), 2),
         },
         "tx": None,
         "rtt_ms": None if rtt is None else round(rtt, 1),
     }
-    if rtp.remote_fraction_lost is not None:
-        tx_loss = 100.0 * rtp.remote_fraction_lost
-        tx_jitter = rtp.remote_jitter_ms or 0.0
+    if s.remote_fraction_lost is not None:
+        tx_loss = 100.0 * s.remote_fraction_lost
+        tx_jitter = s.remote_jitter_ms or 0.0
         # the far end's buffer is unknown: take twice the jitter it reports, at least a packet
         tx_delay = half_rtt + max(PACKET_MS, 2 * tx_jitter) + PACKET_MS
         out["tx"] = {
-            "packets": rtp.packets_sent,
+            "packets": s.packets_sent,
             "loss_pct": round(tx_loss, 2),
             "jitter_ms": round(tx_jitter, 1),
             "mos": round(mos_from_r(r_factor(tx_delay, tx_loss)), 2),

@@ -118,8 +118,7 @@ class OutgoingCall(SipCall):
         self.leg: Leg | None = None
         self.room = None
         self.oa = OfferAnswer.for_room(ua.catalogue, spec)
-        self.audio = None
-        self.video = None
+        self.media = None
         self.local_sdp: SessionDescription | None = None
         self.offer: SessionDescription | None = None
         self.pending_offer = None
@@ -160,7 +159,7 @@ class OutgoingCall(SipCall):
             self.state = "terminated"
             self.deferred.errback(DialFailed(503, f"no media ports free: {exc}", self.target))
             return self.deferred
-        self.offer = self.local_sdp = self.oa.offer(self.local_media(), video=self.video is not None)
+        self.offer = self.local_sdp = self.oa.offer(self.local_media(), video=self.has_video)
         self.invite = self._make_invite(1)
         # provisional dialog: the real one is made from the 2xx (§12.1.2); registering now lets
         # close_all() reach a ringing call
@@ -310,7 +309,7 @@ class OutgoingCall(SipCall):
         except JoinRefused as exc:
             self._fail(exc.sip_status, exc.reason)
             return
-        log.info("dial %s: answered (%s), joined room %s", self.target, self.leg.audio_rx, self.room.id)
+        log.info("dial %s: answered (%s), joined room %s", self.target, self.leg.audio.rx, self.room.id)
         if not self.deferred.called:
             self.deferred.callback(self.leg)
 

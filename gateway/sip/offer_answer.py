@@ -4,7 +4,11 @@
 (dial-out, a late-offer INVITE answered in the 200 OK, re-INVITE hold/resume)
 and checks the answers to them.  Every codec fact (names, clock rates, static
 payload types, fmtp we offer, what an absent fmtp parameter means) comes from
-:mod:`gateway.catalogue`; the codec-specific rules live here:
+:mod:`gateway.catalogue`; fmtp text is translated to and from typed parameters,
+and offers are answered, by the codec modules (:mod:`gateway.media.codecs`:
+the same rules serve H.245). Each accepted ``m=`` line comes to an
+:class:`SdpStream` with one :class:`~gateway.media.codecs.MediaFormat` per
+direction. In short:
 
 * **choice** — the *offerer's* order wins: the first offered format that the
   catalogue knows, the room allows and whose parameters we can meet is taken,
@@ -21,8 +25,8 @@ payload types, fmtp we offer, what an absent fmtp parameter means) comes from
   of them, and our decoder decodes them; the answered level is the lower of the
   offer's and ours (our catalogue level, capped by the room's max_resolution);
   when we can receive more than that level, ``max-fs``/``max-mbps`` say so.
-  The offerer's ``max-fs``/``max-mbps``/``max-br`` are passed on in
-  :attr:`NegotiatedStream.fmtp` for the sender to honour (:func:`h264_limits`).
+  The offerer's ``max-fs``/``max-mbps``/``max-br`` are in the send format's
+  :class:`~gateway.media.codecs.h264.H264Params` for the encoder to honour.
 * **H.263 / H263-1998** (RFC 4629 §8.1) — the picture sizes both sides support,
   MPI the slower of the two; none given means QCIF (every H.263 decoder
   supports QCIF); annex flags are not answered (we use none).
@@ -43,8 +47,11 @@ import math
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from gateway.catalogue import Catalogue, Codec
+from gateway.conference.rtp_media import StreamPlan
+from gateway.media.codecs import Limits, MediaFormat, NoMatch, lower_keys, rules_for
 
 from .sdp import (
     DIRECTIONS,
@@ -58,10 +65,8 @@ from .sdp import (
 
 __all__ = [
     "LocalMedia",
-    "NegotiatedStream",
     "OfferAnswer",
-    "h264_limits",
-    "H264_LEVELS",
+    "SdpStream",
 ]
 
 # RFC 3551 §6 static payload types, for naming what was offered in reasons only.
@@ -79,22 +84,6 @@ _DYNAMIC_FIRST = 96
 _DEFAULT_AUDIO_ORDER = ("opus", "G722", "PCMU", "PCMA")
 _DEFAULT_VIDEO_ORDER = ("H264", "VP8", "H263-1998", "H263")
 
-# H.264 Table A-1: level_idc → (MaxMBPS macroblocks/s, MaxFS macroblocks).  "1b" is keyed 9.
-H264_LEVELS: dict[int, tuple[int, int]] = {
-    9: (1485, 99), 10: (1485, 99), 11: (3000, 396), 12: (6000, 396), 13: (11880, 396),
-    20: (11880, 396), 21: (19800, 792), 22: (20250, 1620), 30: (40500, 1620), 31: (108000, 3600),
-    32: (216000, 5120), 40: (245760, 8192), 41: (245760, 8192), 42: (522240, 8704),
-    50: (589824, 22080), 51: (983040, 36864), 52: (2073600, 36864),
-}
-# profiles whose streams our decoder takes and to which our Constrained Baseline output conforms
-_H264_PROFILES = {0x42: "Baseline", 0x4D: "Main", 0x58: "Extended", 0x64: "High"}
-
-# H.263 standard picture formats (fmtp names of RFC 4629 §8.1.1) → size
-_H263_SIZES: dict[str, tuple[int, int]] = {
-    "SQCIF": (128, 96), "QCIF": (176, 144), "CIF": (352, 288), "CIF4": (704, 576), "CIF16": (1408, 1152),
-}
-
-
 # --------------------------------------------------------------------------- data
 
 @dataclass(frozen=True)
@@ -107,33 +96,32 @@ class LocalMedia:
 
 
 @dataclass
-class NegotiatedStream:
-    """What one ``m=`` line came to.  ``payload_type`` / ``fmtp`` are what we *send* with
-    (the remote's numbers and receive limits); ``local_payload_type`` is what we receive."""
+class SdpStream:
+    """What one ``m=`` line came to.  ``rx`` is what we receive (our payload type, the
+    parameters we answered or offered), ``tx`` what we send (the far end's payload type and
+    receive parameters, which the encoder honours)."""
 
     media: str
     index: int
     accepted: bool
-    codec: Codec | None = None
-    payload_type: int | None = None
-    fmtp: dict[str, str] = field(default_factory=dict)
-    clock_rate: int = 0
-    channels: int = 1
-    dtmf_pt: int | None = None
+    rx: MediaFormat | None = None
+    tx: MediaFormat | None = None
+    dtmf_rx_pt: int | None = None         # telephone-event: our payload type
+    dtmf_tx_pt: int | None = None         # ... and theirs
     remote_host: str = ""
     remote_port: int = 0
     remote_rtcp_port: int = 0
     direction: str = "inactive"
-    ptime: int | None = None
-    bandwidth_kbps: int | None = None
-    rtcp_fb: list[str] = field(default_factory=list)
-    # extras
-    proto: str = "RTP/AVP"
-    local_payload_type: int | None = None
-    local_dtmf_pt: int | None = None
+    remote_ptime: int | None = None       # the far end's a=ptime (a preference: we send 20 ms)
     maxptime: int | None = None
-    remote_fmtp: dict[str, str] = field(default_factory=dict)   # the remote's fmtp as given
-    reason: str | None = None                                    # why a stream was rejected
+    bandwidth_kbps: int | None = None     # the far end's b=AS/TIAS for this stream
+    rtcp_fb: list[str] = field(default_factory=list)
+    proto: str = "RTP/AVP"
+    reason: str | None = None             # why a stream was rejected
+
+    @property
+    def codec(self) -> Codec | None:
+        return self.tx.codec if self.tx is not None else None
 
     @property
     def sends(self) -> bool:
@@ -143,59 +131,24 @@ class NegotiatedStream:
     def receives(self) -> bool:
         return self.accepted and self.direction in ("sendrecv", "recvonly")
 
-
-class _NoMatch(Exception):
-    """A format cannot be used; ``reason`` goes into the 488 text."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-# --------------------------------------------------------------------------- H.264 helpers
-
-def _parse_plid(text: str) -> tuple[int, int, int]:
-    t = text.strip()
-    if len(t) != 6:
-        raise _NoMatch(f"H264 profile-level-id {text!r} is not 6 hex digits")
-    try:
-        v = int(t, 16)
-    except ValueError:
-        raise _NoMatch(f"H264 profile-level-id {text!r} is not 6 hex digits") from None
-    return v >> 16, (v >> 8) & 0xFF, v & 0xFF
+    def plan(self, fallback_host: str = "") -> StreamPlan:
+        """The protocol-neutral description :class:`~gateway.conference.rtp_media.RtpMedia` takes.
+        ``fallback_host`` replaces an unspecified c= address (0.0.0.0 / ::)."""
+        host = self.remote_host if self.remote_host not in ("0.0.0.0", "::", "") else fallback_host
+        return StreamPlan(self.media, self.rx, self.tx, self.direction,
+                          (host, self.remote_port) if self.remote_port else None,
+                          self.remote_rtcp_port or None, self.dtmf_rx_pt, self.dtmf_tx_pt,
+                          frozenset(self.rtcp_fb))
 
 
-def _level_key(profile_idc: int, iop: int, level_idc: int) -> int:
-    """Comparable level: level 1b (level_idc 11 + constraint_set3 in Baseline/Main/Extended,
-    or level_idc 9) sorts between 1 and 1.1 and is keyed 9 (RFC 6184 §8.1)."""
-    if level_idc == 11 and profile_idc in (0x42, 0x4D, 0x58) and iop & 0x10:
-        return 9
-    return level_idc
-
-
-def h264_limits(fmtp: Mapping[str, str]) -> tuple[int, int]:
-    """(max frame size in macroblocks, max macroblocks/s) a receiver with these fmtp
-    parameters accepts: its level's limits raised by ``max-fs``/``max-mbps`` (RFC 6184 §8.1)."""
-    params = {k.lower(): v for k, v in fmtp.items()}
-    try:
-        prof, iop, lvl = _parse_plid(params.get("profile-level-id", "42000a"))
-    except _NoMatch:
-        prof, iop, lvl = 0x42, 0, 10
-    mbps, fs = H264_LEVELS.get(_level_key(prof, iop, lvl), H264_LEVELS[10])
-    try:
-        fs = max(fs, int(params.get("max-fs", 0)))
-        mbps = max(mbps, int(params.get("max-mbps", 0)))
-    except ValueError:
-        pass
-    return fs, mbps
-
-
-def _macroblocks(size: tuple[int, int]) -> int:
-    return math.ceil(size[0] / 16) * math.ceil(size[1] / 16)
+def _audio_ptime(codec: Codec) -> int | None:
+    # 20 ms both ways: our SDP says a=ptime:20 (what we want to receive) and the mixer makes 20 ms
+    # frames; the far end's a=ptime is a preference we may send differently from (RFC 4566)
+    return 20 if codec.media == "audio" else None
 
 
 def _lower(params: Mapping[str, str]) -> dict[str, str]:
-    return {k.lower(): v for k, v in params.items()}
+    return lower_keys(params)
 
 
 # --------------------------------------------------------------------------- the negotiator
@@ -222,18 +175,7 @@ class OfferAnswer:
         self.dtmf_codec: Codec | None = None
         if dtmf and "telephone-event" in catalogue:
             self.dtmf_codec = catalogue.get("telephone-event")
-        # our H.264 receive capability: the catalogue's level, capped by the room's max_resolution
-        h264 = self._find("H264")
-        self._h264_level = 31
-        if h264 is not None:
-            plid = _lower(h264.fmtp).get("profile-level-id", "42e01f")
-            prof, iop, lvl = _parse_plid(plid)
-            self._h264_level = _level_key(prof, iop, lvl)
-        if max_resolution is not None:
-            need = _macroblocks(max_resolution)
-            fit = [lv for lv, (mbps, fs) in sorted(H264_LEVELS.items()) if fs >= need and mbps >= need * 30]
-            if fit and fit[0] < self._h264_level:
-                self._h264_level = fit[0]
+        self.limits = Limits(max_resolution, max_bitrate_kbps)
 
     @classmethod
     def for_room(cls, catalogue: Catalogue, room: object, dtmf: bool = True,
@@ -292,106 +234,11 @@ class OfferAnswer:
             return str(rm)
         return _STATIC_NAMES.get(pt, f"payload type {pt}")
 
-    # ---- codec-specific parameter matching: returns (fmtp we answer, agreed fmtp for the stream)
-    def _match_params(self, codec: Codec, offered: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-        name = codec.name.lower()
-        if name == "h264":
-            return self._match_h264(codec, offered)
-        if name in ("h263", "h263-1998"):
-            return self._match_h263(codec, offered)
-        if name == "opus":
-            agreed = dict(codec.fmtp_implied)
-            agreed.update(_lower(offered))
-            return dict(codec.fmtp), agreed
-        if name == "vp8":
-            ours = self._vp8_fmtp()
-            agreed = {k: v for k, v in _lower(offered).items() if k in ("max-fs", "max-fr")}
-            return ours, agreed
-        return dict(codec.fmtp), _lower(offered)
-
-    def _h264_modes(self, codec: Codec) -> list[str]:
-        modes = []
-        for fm in (codec.fmtp, *codec.fmtp_variants):
-            mode = _lower(fm).get("packetization-mode", codec.fmtp_implied.get("packetization-mode", "0"))
-            if mode not in modes:
-                modes.append(mode)
-        return modes
-
-    def _match_h264(self, codec: Codec, offered: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-        p = _lower(offered)
-        implied = _lower(codec.fmtp_implied)
-        mode = p.get("packetization-mode", implied.get("packetization-mode", "0")).strip()
-        if mode not in self._h264_modes(codec):
-            raise _NoMatch(f"H264 packetization-mode {mode} (we do {' and '.join(self._h264_modes(codec))})")
-        prof, iop, lvl = _parse_plid(p.get("profile-level-id", implied.get("profile-level-id", "42000a")))
-        if prof not in _H264_PROFILES:
-            raise _NoMatch(f"H264 profile_idc 0x{prof:02x} (we do {', '.join(_H264_PROFILES.values())})")
-        key = _level_key(prof, iop, lvl)
-        if key not in H264_LEVELS:
-            raise _NoMatch(f"H264 level_idc {lvl} is not an H.264 level")
-        if key <= self._h264_level:
-            ans_lvl, ans_iop = lvl, iop
-        else:
-            ans_lvl, ans_iop = self._h264_level, iop & ~0x10      # constraint_set3 means 1b only at 11
-            if ans_lvl == 9:                                     # our cap is 1b
-                ans_lvl, ans_iop = (11, iop | 0x10) if prof in (0x42, 0x4D, 0x58) else (9, iop)
-        plid = f"{prof:02x}{ans_iop:02x}{ans_lvl:02x}"
-        answer: dict[str, str] = {"profile-level-id": plid}
-        if "packetization-mode" in p:
-            answer["packetization-mode"] = mode
-        if p.get("level-asymmetry-allowed") == "1" and _lower(codec.fmtp).get("level-asymmetry-allowed") == "1":
-            answer["level-asymmetry-allowed"] = "1"
-        # we receive more than the answered level allows: say so (RFC 6184 §8.1 max-fs, max-mbps)
-        ans_mbps, ans_fs = H264_LEVELS[_level_key(prof, ans_iop, ans_lvl)]
-        our_mbps, our_fs = H264_LEVELS[self._h264_level]
-        if self.max_resolution is not None:
-            our_fs = min(our_fs, _macroblocks(self.max_resolution))
-            our_mbps = min(our_mbps, our_fs * 30)
-        if our_mbps > ans_mbps:
-            answer["max-mbps"] = str(our_mbps)
-        if our_fs > ans_fs:
-            answer["max-fs"] = str(our_fs)
-        agreed = {"profile-level-id": plid, "packetization-mode": mode}
-        for k in ("max-mbps", "max-fs", "max-br", "max-smbps", "max-cpb", "max-dpb",
-                  "sprop-parameter-sets", "level-asymmetry-allowed"):
-            if k in p:
-                agreed[k] = p[k]
-        return answer, agreed
-
-    def _our_h263_sizes(self, codec: Codec) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for k, v in codec.fmtp.items():
-            size = _H263_SIZES.get(k.upper())
-            if size is None or not v.isdigit():
-                continue
-            if self.max_resolution and (size[0] > self.max_resolution[0] or size[1] > self.max_resolution[1]):
-                continue
-            out[k.upper()] = int(v)
-        return out
-
-    def _match_h263(self, codec: Codec, offered: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-        theirs: dict[str, int] = {}
-        extra: dict[str, str] = {}
-        for k, v in offered.items():
-            ku = k.upper()
-            if ku in _H263_SIZES:
-                if v.strip().isdigit() and 1 <= int(v) <= 32:
-                    theirs[ku] = int(v)
-            elif ku == "MAXBR":
-                extra["MaxBR"] = v
-        if not theirs:
-            theirs = {"QCIF": 2}      # no size given: QCIF, which every H.263 decoder supports
-        ours = self._our_h263_sizes(codec)
-        common = {k: max(mpi, theirs[k]) for k, mpi in ours.items() if k in theirs}
-        if not common:
-            raise _NoMatch(f"{codec.name} picture sizes {', '.join(theirs)} (we do {', '.join(ours) or 'none'})")
-        answer = {k: str(v) for k, v in common.items()}
-        return answer, {**answer, **extra}
-
-    def _vp8_fmtp(self) -> dict[str, str]:
-        if self.max_resolution is None:
-            return {}
-        return {"max-fs": str(_macroblocks(self.max_resolution)), "max-fr": "30"}
+    # ---- codec-specific parameter matching (the codec modules' rules)
+    def _match_params(self, codec: Codec, offered: Mapping[str, str]) -> tuple[Any, Any]:
+        """(params we answer, params the far end receives with) for an offered format."""
+        rules = rules_for(codec)
+        return rules.answer(codec, rules.from_fmtp(codec, offered), self.limits)
 
     # ---- answering
     def answer(
@@ -400,7 +247,7 @@ class OfferAnswer:
         local: LocalMedia,
         direction: str = "sendrecv",
         previous: SessionDescription | None = None,
-    ) -> tuple[SessionDescription, list[NegotiatedStream]]:
+    ) -> tuple[SessionDescription, list[SdpStream]]:
         """Answer ``offer`` (RFC 3264 §6).  ``direction`` is what we want (``sendonly`` when
         we hold the peer); ``previous`` is the last SDP we sent in this dialog, whose o=
         line is kept (version bumped only when the SDP changed, RFC 3264 §8).
@@ -411,7 +258,7 @@ class OfferAnswer:
         if not offer.media:
             raise SdpError("the offer has no media streams (m= lines)", status=488)
         answer = self._new_session(local, previous)
-        streams: list[NegotiatedStream] = []
+        streams: list[SdpStream] = []
         taken: set[str] = set()
         offered_names: list[str] = []
         problems: list[str] = []
@@ -439,14 +286,14 @@ class OfferAnswer:
                            f"{', '.join(self.allowed_names()) or 'nothing'}{detail}", status=488)
         return self._continue_origin(answer, previous), streams
 
-    def _rejected(self, m: MediaDescription, index: int, reason: str) -> tuple[MediaDescription, NegotiatedStream]:
+    def _rejected(self, m: MediaDescription, index: int, reason: str) -> tuple[MediaDescription, SdpStream]:
         ans = MediaDescription(media=m.media, port=0, proto=m.proto, formats=list(m.formats) or ["0"])
-        return ans, NegotiatedStream(media=m.media, index=index, accepted=False, proto=m.proto, reason=reason)
+        return ans, SdpStream(media=m.media, index=index, accepted=False, proto=m.proto, reason=reason)
 
     def _answer_media(
         self, offer: SessionDescription, index: int, m: MediaDescription, local: LocalMedia,
         want: str, taken: set[str],
-    ) -> tuple[MediaDescription, NegotiatedStream, list[str], str | None]:
+    ) -> tuple[MediaDescription, SdpStream, list[str], str | None]:
         """One m= line → (answer m=, stream, names of offered formats, why nothing matched)."""
         if m.port == 0:
             a, s = self._rejected(m, index, "disabled by the offerer (port 0)")
@@ -475,7 +322,7 @@ class OfferAnswer:
         allowed = self.audio if m.media == "audio" else self.video
         names: list[str] = []
         reasons: list[str] = []
-        chosen: tuple[int, Codec, dict[str, str], dict[str, str]] | None = None
+        chosen: tuple[int, Codec, Any, Any] | None = None
         dtmf: tuple[int, Codec] | None = None
         for pt in m.payload_types:
             codec = self._identify(m, pt)
@@ -491,16 +338,17 @@ class OfferAnswer:
             if chosen is not None or codec not in allowed:
                 continue
             try:
-                ans_fmtp, agreed = self._match_params(codec, m.fmtp_params(pt))
-            except _NoMatch as exc:
+                ans_params, send_params = self._match_params(codec, m.fmtp_params(pt))
+            except NoMatch as exc:
                 reasons.append(exc.reason)
                 continue
-            chosen = (pt, codec, ans_fmtp, agreed)
+            chosen = (pt, codec, ans_params, send_params)
         if chosen is None:
             why = "; ".join(reasons) if reasons else None
             a, s = self._rejected(m, index, f"no common {m.media} codec" + (f": {why}" if why else ""))
             return a, s, names, why
-        pt, codec, ans_fmtp, agreed = chosen
+        pt, codec, ans_params, send_params = chosen
+        ans_fmtp = rules_for(codec).to_fmtp(ans_params)
 
         # direction (RFC 3264 §6.1, §8.4)
         remote_dir = offer.direction_of(m)
@@ -538,13 +386,17 @@ class OfferAnswer:
             ans.bandwidth["TIAS"] = _min_present(ours_kbps * 1000 if ours_kbps else None, m.bandwidth["TIAS"]) or 0
         ans.set_direction(our)
 
-        stream = NegotiatedStream(
-            media=m.media, index=index, accepted=True, codec=codec, payload_type=pt, fmtp=agreed,
-            clock_rate=codec.clock_rate, channels=codec.channels, dtmf_pt=dtmf_pt,
+        video = m.media == "video"
+        stream = SdpStream(
+            media=m.media, index=index, accepted=True,
+            rx=MediaFormat(codec, pt, ans_params, _audio_ptime(codec),
+                           ours_kbps * 1000 if video and ours_kbps else None),
+            tx=MediaFormat(codec, pt, send_params, _audio_ptime(codec),
+                           remote_kbps * 1000 if video and remote_kbps else None),
+            dtmf_rx_pt=dtmf_pt, dtmf_tx_pt=dtmf_pt,
             remote_host=conn.address, remote_port=m.port, remote_rtcp_port=_rtcp_port(m),
-            direction=our, ptime=m.ptime, bandwidth_kbps=remote_kbps, rtcp_fb=rtcp_fb,
-            proto=m.proto, local_payload_type=pt, local_dtmf_pt=dtmf_pt, maxptime=m.maxptime,
-            remote_fmtp=m.fmtp_params(pt),
+            direction=our, remote_ptime=m.ptime, maxptime=m.maxptime, bandwidth_kbps=remote_kbps,
+            rtcp_fb=rtcp_fb, proto=m.proto,
         )
         return ans, stream, names, None
 
@@ -565,7 +417,7 @@ class OfferAnswer:
         audio = MediaDescription(media="audio", port=local.audio_port, proto="RTP/AVP", formats=[])
         for codec in self.audio:
             self._offer_format(audio, codec, codec.static_pt if codec.static_pt is not None else dynamic(),
-                               codec.fmtp)
+                               rules_for(codec).to_fmtp(rules_for(codec).local(codec, self.limits)[0]))
         if self.dtmf_codec is not None:
             self._offer_format(audio, self.dtmf_codec, dynamic(), self.dtmf_codec.fmtp)
         ptime = min((c.ptime_ms for c in self.audio if c.ptime_ms), default=None)
@@ -594,26 +446,9 @@ class OfferAnswer:
             m.add("fmtp", f"{pt} {format_fmtp(fmtp, codec.encoding_name)}")
 
     def _offer_video_fmtps(self, codec: Codec) -> list[dict[str, str]]:
-        name = codec.name.lower()
-        if name == "h264":
-            out = []
-            for fm in (codec.fmtp, *codec.fmtp_variants):
-                f = dict(fm)
-                plid = _lower(f).get("profile-level-id")
-                if plid:
-                    prof, iop, lvl = _parse_plid(plid)
-                    if _level_key(prof, iop, lvl) > self._h264_level:
-                        lv = self._h264_level
-                        key = next(k for k in f if k.lower() == "profile-level-id")
-                        f[key] = (f"{prof:02x}{iop | 0x10:02x}0b" if lv == 9 else f"{prof:02x}{iop & ~0x10:02x}{lv:02x}")
-                out.append(f)
-            return out
-        if name in ("h263", "h263-1998"):
-            sizes = self._our_h263_sizes(codec)
-            return [{k: str(v) for k, v in sizes.items()}] if sizes else []
-        if name == "vp8":
-            return [self._vp8_fmtp()]
-        return [dict(codec.fmtp)]
+        """One fmtp per payload type we offer for ``codec`` (H264: one per packetization mode)."""
+        rules = rules_for(codec)
+        return [rules.to_fmtp(p) for p in rules.local(codec, self.limits)]
 
     def reoffer(self, previous: SessionDescription, local: LocalMedia, direction: str = "sendrecv") -> SessionDescription:
         """A new offer in the same session (re-INVITE, hold/resume): same o= session id,
@@ -633,7 +468,7 @@ class OfferAnswer:
         return fresh
 
     # ---- checking answers to our offers
-    def process_answer(self, offer: SessionDescription, answer: SessionDescription) -> list[NegotiatedStream]:
+    def process_answer(self, offer: SessionDescription, answer: SessionDescription) -> list[SdpStream]:
         """Check the answer to our ``offer`` and give the negotiated streams (RFC 3264 §6, §7).
 
         Raises :class:`SdpError` (status 488) when the answer does not fit the offer: a
@@ -641,18 +476,18 @@ class OfferAnswer:
         if len(answer.media) > len(offer.media) or not answer.media:
             raise SdpError(f"the answer has {len(answer.media)} m= lines, our offer had {len(offer.media)} "
                            "(RFC 3264 §6: one per offered stream, same order)", status=488)
-        streams: list[NegotiatedStream] = []
+        streams: list[SdpStream] = []
         # Some devices (and old SIP stacks) answer a late offer's audio+video with the audio line
         # alone: RFC 3264 wants a port-0 line per refused stream; we read the missing ones as that.
         for index, om in enumerate(offer.media[len(answer.media):], start=len(answer.media)):
-            streams.append(NegotiatedStream(media=om.media, index=index, accepted=False, proto=om.proto,
-                                            reason="missing from the answer (taken as refused)"))
+            streams.append(SdpStream(media=om.media, index=index, accepted=False, proto=om.proto,
+                                     reason="missing from the answer (taken as refused)"))
         missing, streams = streams, []
         for index, (om, am) in enumerate(zip(offer.media, answer.media)):
             if om.media != am.media:
                 raise SdpError(f"answer m= #{index + 1} is {am.media}, our offer's is {om.media}", status=488)
             if om.port == 0 or am.port == 0:
-                streams.append(NegotiatedStream(media=am.media, index=index, accepted=False, proto=am.proto,
+                streams.append(SdpStream(media=am.media, index=index, accepted=False, proto=am.proto,
                                                 reason="rejected in the answer (port 0)" if am.port == 0
                                                 else "not offered (port 0)"))
                 continue
@@ -663,7 +498,7 @@ class OfferAnswer:
 
     def _answered_stream(self, offer: SessionDescription, answer: SessionDescription, index: int,
                          om: MediaDescription,
-                         am: MediaDescription) -> NegotiatedStream:
+                         am: MediaDescription) -> SdpStream:
         conn = answer.connection_of(am)
         if conn is None:
             raise SdpError(f"answer m= #{index + 1} ({am.media}) has no c= line", status=488)
@@ -691,27 +526,33 @@ class OfferAnswer:
                            f"{', '.join(self._format_name(am, p) for p in am.payload_types) or 'nothing'}",
                            status=488)
         pt, local_pt, codec = chosen
-        remote_fmtp = am.fmtp_params(pt)
-        agreed = _lower(remote_fmtp)
+        rules = rules_for(codec)
+        ours = om.fmtp_params(local_pt)
+        theirs = am.fmtp_params(pt)
         if codec.name.lower() == "h264":
-            agreed.setdefault("packetization-mode",
-                              _lower(om.fmtp_params(local_pt)).get("packetization-mode",
-                                                                   codec.fmtp_implied.get("packetization-mode", "0")))
-            agreed.setdefault("profile-level-id", _lower(om.fmtp_params(local_pt)).get(
-                "profile-level-id", codec.fmtp_implied.get("profile-level-id", "42000a")))
-        elif codec.name.lower() == "opus":
-            agreed = {**dict(codec.fmtp_implied), **agreed}
+            # an answer that leaves out packetization-mode / profile-level-id keeps our offer's
+            keep = {k: v for k, v in _lower(ours).items() if k in ("packetization-mode", "profile-level-id")}
+            theirs = {**keep, **_lower(theirs)}
+        try:
+            rx_params, tx_params = rules.from_fmtp(codec, ours), rules.from_fmtp(codec, theirs)
+        except NoMatch as exc:
+            raise SdpError(f"answer m= #{index + 1} ({am.media}): {exc.reason}", status=488) from None
         our = _intersect(_mirror(answer.direction_of(am)), offer.direction_of(om))
         if conn.is_hold:
             our = _without_send(our)
         rtcp_fb = [fb.lower() for fb in am.rtcp_fb_for(pt) if fb.lower() in _FEEDBACK] if am.media == "video" else []
-        return NegotiatedStream(
-            media=am.media, index=index, accepted=True, codec=codec, payload_type=pt, fmtp=agreed,
-            clock_rate=codec.clock_rate, channels=codec.channels, dtmf_pt=dtmf[0] if dtmf else None,
+        remote_kbps = _remote_kbps(answer, am)
+        video = am.media == "video"
+        return SdpStream(
+            media=am.media, index=index, accepted=True,
+            rx=MediaFormat(codec, local_pt, rx_params, _audio_ptime(codec),
+                           self.max_bitrate_kbps * 1000 if video and self.max_bitrate_kbps else None),
+            tx=MediaFormat(codec, pt, tx_params, _audio_ptime(codec),
+                           remote_kbps * 1000 if video and remote_kbps else None),
+            dtmf_rx_pt=dtmf[1] if dtmf else None, dtmf_tx_pt=dtmf[0] if dtmf else None,
             remote_host=conn.address, remote_port=am.port, remote_rtcp_port=_rtcp_port(am),
-            direction=our, ptime=am.ptime, bandwidth_kbps=_remote_kbps(answer, am), rtcp_fb=rtcp_fb,
-            proto=am.proto, local_payload_type=local_pt, local_dtmf_pt=dtmf[1] if dtmf else None,
-            maxptime=am.maxptime, remote_fmtp=remote_fmtp,
+            direction=our, remote_ptime=am.ptime, maxptime=am.maxptime, bandwidth_kbps=remote_kbps,
+            rtcp_fb=rtcp_fb, proto=am.proto,
         )
 
     def _local_pt_for(self, om: MediaDescription, offered: Mapping[int, Codec], pt: int,

@@ -20,13 +20,11 @@ from typing import Any, Callable
 
 from gateway.catalogue import Catalogue
 from gateway.conference import JoinRefused, Leg, RoomRegistry
-from gateway.conference.media_leg import rtp_audio_leg
-from gateway.media.audio_stream import AudioFormat
+from gateway.conference.rtp_media import RtpMedia, admit
 from gateway.media.ports import PortAllocator, PortsExhausted
-from gateway.media.rtp import RtpSession, open_rtp_session
 from gateway.sip.dialog import USER_AGENT, Dialog, new_tag
 from gateway.sip.message import Request, Response
-from gateway.sip.offer_answer import LocalMedia, NegotiatedStream, OfferAnswer
+from gateway.sip.offer_answer import LocalMedia, OfferAnswer, SdpStream
 from gateway.sip.sdp import SdpError, SessionDescription
 from gateway.sip.transaction import ServerTransaction, TransactionLayer
 from gateway.sip.transport import Peer, SipTransport
@@ -62,11 +60,10 @@ class SipCall:
         self.room = None
         self.spec = None
         self.oa: OfferAnswer | None = None
-        self.audio: RtpSession | None = None
-        self.video: RtpSession | None = None
+        self.media: RtpMedia | None = None
         self.local_sdp: SessionDescription | None = None
         self.pending_offer: SessionDescription | None = None  # our offer awaiting the ACK (late offer)
-        self.streams: list[NegotiatedStream] = []
+        self.streams: list[SdpStream] = []
         self.state = "early"  # early → confirmed → terminated
         self.ended_by_us = False
         self.session_expires: int | None = None
@@ -79,69 +76,54 @@ class SipCall:
 
     # -- set-up ---------------------------------------------------------------------------
     def local_media(self) -> LocalMedia:
-        return LocalMedia(self.audio.local_port, self.video.local_port if self.video else None, self.ua.media_host)
+        m = self.media
+        return LocalMedia(m.local_port("audio"), m.local_port("video"), self.ua.media_host)
+
+    @property
+    def has_video(self) -> bool:
+        return self.media is not None and "video" in self.media.sessions
 
     def open_media(self, want_video: bool) -> None:
-        self.audio = open_rtp_session(self.ua.ports, bind=self.ua.media_bind, clock_rate=8000, timeout=self.ua.config.rtp_timeout)
+        """Our RTP sessions (audio, and video when offered or wanted); PortsExhausted passes up."""
+        self.media = m = RtpMedia(self.ua.ports, bind=self.ua.media_bind, rtp_timeout=self.ua.config.rtp_timeout,
+                                  display_name=self.display_name(), protocol="sip",
+                                  remote=f"{self.peer.host}:{self.peer.port}")
+        m.on_leg = self._on_leg
+        m.on_replaced = self._on_replaced
+        m.keyframe_fallback = lambda stream_id: self.ua.send_fast_update(self)
+        m.open("audio")
         if want_video:
-            self.video = open_rtp_session(self.ua.ports, bind=self.ua.media_bind, clock_rate=90000, timeout=0)
+            m.open("video")
 
     def close_media(self) -> None:
-        for s in (self.audio, self.video):
-            if s is not None:
-                s.close()
+        if self.media is not None:
+            self.media.close()
 
-    def apply_streams(self, streams: list[NegotiatedStream]) -> None:
-        """Point RTP at what was negotiated; (re)build the Leg's audio when the codec changed."""
+    def apply_streams(self, streams: list[SdpStream]) -> None:
+        """Point RTP at what was negotiated; (re)build the Leg's streams (a codec change swaps
+        the audio in the room in place)."""
         self.streams = streams
         audio = next((s for s in streams if s.media == "audio" and s.accepted), None)
         if audio is None:
             raise SdpError("no audio stream was accepted", status=488)
-        self.audio.clock_rate = audio.clock_rate
         video = next((s for s in streams if s.media == "video" and s.accepted), None)
         try:
-            self.audio.set_remote(audio.remote_host if audio.remote_host not in ("0.0.0.0", "::") else self.peer.host,
-                                  audio.remote_port, audio.remote_rtcp_port or None)
-            if video is not None and self.video is not None and video.remote_port:
-                self.video.set_remote(video.remote_host, video.remote_port, video.remote_rtcp_port or None)
+            self.media.apply("audio", audio.plan(self.peer.host))
+            if video is not None and self.has_video and video.remote_port:
+                self.media.apply("video", video.plan(self.peer.host))
         except ValueError as exc:  # e.g. a host name or an IPv6 address on an IPv4 gateway
             raise SdpError(f"cannot send media there: {exc}", status=488) from None
-        if video is not None and self.video is not None and video.remote_port:
-            # RTCP PLI/FIR from the far end: it wants a keyframe from us (video media comes with the video issue)
-            self.video.on_rtcp_feedback = self._on_video_feedback
-        # 20 ms both ways: our SDP says a=ptime:20 (what we want to receive), and the mixer makes
-        # 20 ms frames; the far end's a=ptime is a preference we may send differently from (RFC 4566)
-        rx = AudioFormat(audio.codec, audio.local_payload_type if audio.local_payload_type is not None else audio.payload_type, 20)
-        tx = AudioFormat(audio.codec, audio.payload_type, 20)
-        if self.leg is None:
-            self.leg = rtp_audio_leg(
-                self.audio, rx, tx, dtmf_pt=audio.local_dtmf_pt if audio.local_dtmf_pt is not None else audio.dtmf_pt,
-                display_name=self.display_name(), protocol="sip", remote=f"{self.peer.host}:{self.peer.port}",
-            )
-            self.leg.on("hangup", self._on_leg_hangup)
-        else:
-            media = self.leg.media
-            if (media.rx.codec.name, media.rx.payload_type, media.tx.payload_type) != (rx.codec.name, rx.payload_type, tx.payload_type):
-                self._swap_audio(rx, tx, audio)
         # hold: the far end does not want to receive → do not send it the room's audio
-        on_hold = not audio.sends
-        if self.room is not None and self.leg.id in self.room.legs:
-            self.leg.mute("out", on_hold)
+        if self.room is not None and self.leg is not None and self.leg.id in self.room.legs:
+            self.leg.mute("out", not audio.sends)
 
-    def _on_video_feedback(self, kind: str, detail) -> None:
-        if kind in ("pli", "fir") and self.leg is not None:
-            self.leg.emit("keyframe_request")
+    def _on_leg(self, leg: Leg) -> None:
+        self.leg = leg
+        leg.on("hangup", self._on_leg_hangup)
 
-    def _swap_audio(self, rx: AudioFormat, tx: AudioFormat, audio: NegotiatedStream) -> None:
-        """Codec change in a re-INVITE: a new AudioStream on the same RTP session, swapped into the mixer."""
-        from gateway.media.audio_stream import AudioStream
-
-        stream = AudioStream(self.audio, rx, tx, dtmf_pt=audio.local_dtmf_pt if audio.local_dtmf_pt is not None else audio.dtmf_pt)
-        stream.on_dtmf = lambda digit: self.leg.emit("dtmf", digit=digit)
-        self.leg.media = stream
-        self.leg.audio = (stream, stream)
+    def _on_replaced(self, leg: Leg, stream_id: str) -> None:
         if self.room is not None:
-            self.room.replace_audio(self.leg)  # in place: a two-party room must not see anyone leave
+            self.room.replace_stream(leg, stream_id)  # in place: a two-party room must not see anyone leave
 
     def display_name(self) -> str:
         frm = self.invite.from_
@@ -213,11 +195,8 @@ class SipCall:
             if t is not None and t.active():
                 t.cancel()
         if self.leg is not None:
-            self.leg.hangup(reason)  # closes the RTP session (media_leg) and leaves the room
-        else:
-            self.close_media()
-        if self.video is not None:
-            self.video.close()
+            self.leg.hangup(reason)  # closes the RTP sessions (RtpMedia) and leaves the room
+        self.close_media()
         self.ua.forget(self)
         log.info("call %s ended: %s", self.dialog.call_id, reason)
 
@@ -539,7 +518,7 @@ class SipUserAgent:
                 call.local_sdp = answer
             else:
                 # late offer (Polycom/Cisco): we offer in the 200, the answer comes in the ACK
-                call.local_sdp = call.oa.offer(call.local_media(), video=call.video is not None)
+                call.local_sdp = call.oa.offer(call.local_media(), video=call.has_video)
                 call.pending_offer = call.local_sdp
         except SdpError as exc:
             call.close_media()
@@ -580,22 +559,18 @@ class SipUserAgent:
         call_id = call.dialog.call_id
         log.info("SIP call %s from %s %s room %s (%s)", call_id, call.display_name(),
                  "waits for the PIN of" if spec.pin else "answered into", spec.id,
-                 call.leg.audio_rx if call.leg else "late offer")
+                 call.leg.audio.rx if call.leg and call.leg.audio else "late offer")
 
     def _enter_room(self, call: SipCall) -> None:
         """Join the room now, or first through the PIN gate when the room has a PIN."""
-        if call.spec.pin:
-            from gateway.conference.pin import PinGate
+        def refused(exc: JoinRefused) -> None:
+            call._on_leg_hangup(exc.reason)
 
-            def admitted(leg: Leg) -> None:
-                try:
-                    call.room = self.registry.join(call.spec, leg)
-                except JoinRefused as exc:
-                    call._on_leg_hangup(exc.reason)
+        def joined(room: Any) -> None:
+            call.room = room
 
-            call.gate = PinGate(call.leg, call.spec.pin, self.registry.clock, admitted, reactor=self.reactor)
-        else:
-            call.room = self.registry.join(call.spec, call.leg)
+        call.gate = admit(self.registry, call.spec, call.leg, reactor=self.reactor, on_joined=joined,
+                          on_refused=refused)
 
     def _refuse(self, stx: ServerTransaction, status: int, reason: str, extra=(), to_tag: str | None = None) -> None:
         self.stats["refused"] += 1
@@ -717,7 +692,7 @@ class SipUserAgent:
             digit = body.strip()[:1].upper() or None
         elif ctype == "application/media_control+xml":
             if "picture_fast_update" in body and call.leg is not None:
-                call.leg.emit("keyframe_request")
+                call.leg.emit("keyframe_request", stream="video")
             self._respond(stx, 200, None, to_tag=call.local_tag)
             return
         else:
@@ -732,6 +707,15 @@ class SipUserAgent:
             call.leg.emit("dtmf", digit=digit)
 
     # -- requests we send ------------------------------------------------------------------
+    def send_fast_update(self, call: SipCall) -> None:
+        """Ask the far end for a keyframe by SIP INFO (RFC 5168), for peers without RTCP feedback."""
+        if call.state != "confirmed" or call.dialog is None:
+            return
+        body = ('<?xml version="1.0" encoding="utf-8" ?><media_control><vc_primitive><to_encoder>'
+                '<picture_fast_update/></to_encoder></vc_primitive></media_control>').encode()
+        info = call.dialog.request("INFO", call.contact(), body=body, content_type="application/media_control+xml")
+        self.tx.client(info, call.dialog.peer, lambda r, t: None)
+
     def send_bye(self, call: SipCall, reason: str) -> None:
         bye = call.dialog.request("BYE", call.contact(), extra=[("Reason", f'SIP;cause=200;text="{_quote(reason)}"')])
         self.tx.client(bye, call.dialog.peer, lambda response, tx: None)

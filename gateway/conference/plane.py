@@ -1,0 +1,36 @@
+"""The media plane's wiring, in one place for the gateway and the test harnesses.
+
+:func:`media_plane` makes the port allocator, the process's one
+:class:`~gateway.media.clock.MediaClock` (its late hook first reads the RTP
+packets that queued while the loop was busy, so a late tick finds them) and the
+:class:`~gateway.conference.RoomRegistry` whose rooms tick on it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.conference.registry import RoomRegistry
+from gateway.media.clock import MediaClock
+from gateway.media.ports import PortAllocator
+from gateway.media.rtp import read_pending
+
+
+@dataclass
+class MediaPlane:
+    ports: PortAllocator
+    clock: MediaClock
+    registry: RoomRegistry
+
+
+def media_plane(rtp_ports: tuple[int, int], *, grace_period: float = 60.0, reactor: Any = None,
+                start_clock: bool = False) -> MediaPlane:
+    """Ports ``rtp_ports`` (lo, hi), the media clock and the room registry, wired together."""
+    ports = PortAllocator(*rtp_ports)
+    clock = MediaClock()
+    clock.add_late_hook(read_pending)  # a late tick first reads what queued up
+    kw = {"reactor": reactor} if reactor is not None else {}
+    registry = RoomRegistry(clock, grace_period=grace_period, **kw)
+    if start_clock:
+        clock.start()
+    return MediaPlane(ports, clock, registry)

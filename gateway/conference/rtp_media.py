@@ -1,0 +1,241 @@
+"""A call's RTP media and the Leg built on it: the glue the SIP and H.323 adapters (and the test
+harnesses) share.
+
+An adapter negotiates (SDP offer/answer, H.245 logical channels) and tells
+:class:`RtpMedia` what each stream came to, as a :class:`StreamPlan` per
+stream id. ``RtpMedia`` opens one :class:`~gateway.media.rtp.RtpSession` per
+stream (symmetric RTP: the port we receive on is the one we send from), points
+it at the far end, and keeps the Leg's :class:`~gateway.conference.leg.MediaStream`
+in step:
+
+* audio: an :class:`~gateway.media.audio_stream.AudioStream` is the stream's
+  source and sink; a codec change (re-INVITE) swaps it in the room in place;
+  RFC 4733 digits become ``dtmf`` events;
+* video: packets are counted (the compositor comes with the video work); RTCP
+  PLI/FIR from the far end become ``keyframe_request`` events; a keyframe
+  request from the conference goes out as RTCP PLI/FIR where the far end
+  negotiated it, else through the adapter's ``keyframe_fallback`` (H.245
+  videoFastUpdatePicture, SIP INFO);
+* an RTP timeout on audio hangs the leg up; hanging up closes every session
+  and returns its ports.
+
+:func:`admit` is the other shared piece: join the room, or wait in the PIN
+gate first.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from gateway.conference.leg import Leg, MediaStream, StreamStats
+from gateway.media.audio_stream import AudioStream
+from gateway.media.codecs import MediaFormat
+from gateway.media.ports import PortAllocator
+from gateway.media.rtp import RtpSession, open_rtp_session
+
+log = logging.getLogger(__name__)
+
+#: RTCP feedback (RFC 4585 / RFC 5104) values we act on
+FEEDBACK = ("nack", "nack pli", "ccm fir")
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """What one stream came to, whatever negotiated it: formats per direction, where to send."""
+
+    kind: str
+    rx: MediaFormat | None
+    tx: MediaFormat | None
+    direction: str = "sendrecv"
+    remote: tuple[str, int] | None = None       # where we send RTP
+    remote_rtcp: int | None = None              # RTCP port (None: RTP port + 1)
+    dtmf_rx_pt: int | None = None               # telephone-event we receive / send
+    dtmf_tx_pt: int | None = None
+    feedback: frozenset[str] = frozenset()      # RTCP feedback the far end takes ("nack pli", "ccm fir")
+
+
+def rtp_stats(session: RtpSession, audio: AudioStream | None = None) -> StreamStats:
+    rtp = session.stats
+    jb = audio.jitter.stats if audio is not None else None
+    return StreamStats(
+        packets_received=rtp.packets_received, packets_sent=rtp.packets_sent,
+        octets_received=rtp.octets_received, octets_sent=rtp.octets_sent,
+        packets_lost=max(0, rtp.packets_lost), late=jb.late if jb else 0, concealed=jb.concealed if jb else 0,
+        jitter_ms=rtp.jitter_ms, buffer_ms=jb.delay_ms if jb else 0.0, rtt_ms=rtp.rtt_ms,
+        remote_fraction_lost=rtp.remote_fraction_lost, remote_jitter_ms=rtp.remote_jitter_ms,
+    )
+
+
+class RtpMedia:
+    """The RTP sessions of one call and, once audio is negotiated, its Leg."""
+
+    def __init__(self, ports: PortAllocator | None, *, bind: str = "127.0.0.1", rtp_timeout: float = 30.0,
+                 reactor: Any = None, display_name: str = "", protocol: str = "rtp", remote: str = "",
+                 leg_id: str | None = None) -> None:
+        self.ports = ports
+        self.bind = bind
+        self.rtp_timeout = rtp_timeout
+        self.reactor = reactor
+        self.sessions: dict[str, RtpSession] = {}
+        self.plans: dict[str, StreamPlan] = {}
+        self.leg: Leg | None = None
+        # who the Leg is, once it is made (the adapter may fill these in until then)
+        self.leg_id, self.display_name, self.protocol, self.remote = leg_id, display_name, protocol, remote
+        #: the adapter's way to ask for a keyframe when RTCP feedback was not negotiated
+        self.keyframe_fallback: Callable[[str], None] | None = None
+        #: called with the Leg when it is made (the adapter subscribes to it)
+        self.on_leg: Callable[[Leg], None] | None = None
+        #: a swapped audio source/sink (codec change): the room swaps it in place
+        self.on_replaced: Callable[[Leg, str], None] | None = None
+        self.video_packets = 0
+        self.closed = False
+
+    # -- sessions -------------------------------------------------------------------------
+    def open(self, stream_id: str, kind: str | None = None, session: RtpSession | None = None) -> RtpSession:
+        """The RTP session for ``stream_id`` (opened on first use; PortsExhausted passes up)."""
+        s = self.sessions.get(stream_id)
+        if s is not None:
+            return s
+        kind = kind or stream_id
+        if session is None:
+            video = kind == "video"
+            kw: dict[str, Any] = {"reactor": self.reactor} if self.reactor is not None else {}
+            session = open_rtp_session(self.ports, bind=self.bind, clock_rate=90000 if video else 8000,
+                                       timeout=0 if video else self.rtp_timeout, **kw)
+        self.sessions[stream_id] = session
+        if kind == "video":
+            session.on_packet = self._video_packet
+            session.on_rtcp_feedback = lambda what, detail, _id=stream_id: self._feedback(_id, what, detail)
+        return session
+
+    def local_port(self, stream_id: str) -> int | None:
+        s = self.sessions.get(stream_id)
+        return s.local_port if s is not None else None
+
+    def _video_packet(self, *args: Any) -> None:
+        self.video_packets += 1
+
+    def _feedback(self, stream_id: str, what: str, detail: Any) -> None:
+        if what in ("pli", "fir") and self.leg is not None and stream_id in self.leg.streams:
+            self.leg.emit("keyframe_request", stream=stream_id)
+
+    # -- negotiation results --------------------------------------------------------------
+    def apply(self, stream_id: str, plan: StreamPlan) -> MediaStream | None:
+        """Point ``stream_id``'s RTP at the far end and bring the Leg's stream in step with ``plan``.
+
+        The Leg is made with the first audio stream. ``ValueError`` for an unusable address."""
+        session = self.open(stream_id, plan.kind)
+        if plan.remote is not None:
+            host, port = plan.remote
+            if session.remote != (host, port):
+                session.set_remote(host, port, plan.remote_rtcp)
+        if plan.kind == "audio" and plan.rx is not None:
+            session.clock_rate = plan.rx.clock_rate
+        self.plans[stream_id] = plan
+        if self.leg is None:
+            if plan.kind != "audio" or plan.rx is None or plan.tx is None:
+                return None
+            self.leg = Leg(self.leg_id, self.display_name, self.protocol, self.remote)
+            self.leg.on("hangup", lambda reason: self.close())
+            session.on_timeout = lambda s=session: self.leg.hangup(f"no media received for {s.timeout:g} s")
+            for sid, p in self.plans.items():   # video negotiated before audio
+                if sid != stream_id:
+                    self._stream(sid, p)
+            stream = self._stream(stream_id, plan)
+            if self.on_leg is not None:
+                self.on_leg(self.leg)
+            return stream
+        return self._stream(stream_id, plan)
+
+    def _stream(self, stream_id: str, plan: StreamPlan) -> MediaStream:
+        leg = self.leg
+        assert leg is not None
+        session = self.sessions[stream_id]
+        old = leg.streams.get(stream_id)
+        if plan.kind == "audio":
+            audio = old.source if old is not None else None
+            if plan.rx is None or plan.tx is None:
+                raise ValueError(f"audio stream {stream_id} needs a format both ways")
+            if not (isinstance(audio, AudioStream) and _same_audio(audio, plan)):
+                audio = AudioStream(session, plan.rx, plan.tx, dtmf_pt=plan.dtmf_rx_pt)
+                audio.on_dtmf = lambda digit: leg.emit("dtmf", digit=digit)
+                replaced = old is not None and old.source is not None
+            else:
+                replaced = False
+            stream = MediaStream(stream_id, "audio", plan.rx, plan.tx, plan.direction, audio, audio,
+                                 stats_provider=lambda s=session, a=audio: rtp_stats(s, a))
+        else:
+            stream = MediaStream(stream_id, plan.kind, plan.rx, plan.tx, plan.direction,
+                                 keyframe_requester=lambda sid=stream_id: self._ask_keyframe(sid),
+                                 stats_provider=lambda s=session: rtp_stats(s))
+            replaced = False
+        if old is not None:   # keep the counters across a renegotiation
+            stream.keyframes_requested, stream.keyframes_asked = old.keyframes_requested, old.keyframes_asked
+        leg.add_stream(stream)
+        if replaced and self.on_replaced is not None:
+            self.on_replaced(leg, stream_id)
+        return stream
+
+    def _ask_keyframe(self, stream_id: str) -> None:
+        plan = self.plans.get(stream_id)
+        session = self.sessions.get(stream_id)
+        fb = plan.feedback if plan is not None else frozenset()
+        if session is not None and "nack pli" in fb:
+            session.send_pli()
+        elif session is not None and "ccm fir" in fb:
+            session.send_fir()
+        elif self.keyframe_fallback is not None:
+            self.keyframe_fallback(stream_id)
+
+    # -- teardown -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close every RTP session (their ports go back to the allocator). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        for s in self.sessions.values():
+            s.on_packet = None
+            s.on_timeout = None
+            s.close()
+
+
+def _same_audio(audio: AudioStream, plan: StreamPlan) -> bool:
+    assert plan.rx is not None and plan.tx is not None
+    return ((audio.rx.codec.name, audio.rx.payload_type, audio.tx.payload_type, audio.dtmf_pt)
+            == (plan.rx.codec.name, plan.rx.payload_type, plan.tx.payload_type, plan.dtmf_rx_pt))
+
+
+def audio_leg(session: RtpSession, rx: MediaFormat, tx: MediaFormat | None = None, *, dtmf_pt: int | None = None,
+              display_name: str = "", protocol: str = "rtp", remote: str = "", leg_id: str | None = None) -> Leg:
+    """A Leg whose audio is ``session`` receiving ``rx`` and sending ``tx`` (default the same):
+    for test harnesses and benchmarks that set up RTP themselves."""
+    media = RtpMedia(None, display_name=display_name, protocol=protocol, remote=remote, leg_id=leg_id)
+    media.open("audio", "audio", session)
+    media.apply("audio", StreamPlan("audio", rx, tx or rx, dtmf_rx_pt=dtmf_pt, dtmf_tx_pt=dtmf_pt))
+    assert media.leg is not None
+    media.leg.rtp_media = media  # type: ignore[attr-defined]
+    return media.leg
+
+
+def admit(registry: Any, spec: Any, leg: Leg, *, reactor: Any = None,
+          on_joined: Callable[[Any], None], on_refused: Callable[[Any], None]) -> Any:
+    """Join ``spec``'s room now (``on_joined(room)``; JoinRefused passes up), or, when the room
+    has a PIN, through the PIN gate first (returns the gate; after the right PIN ``on_joined``,
+    or ``on_refused(JoinRefused)`` when the room is full or closed by then)."""
+    from gateway.conference.room import JoinRefused
+
+    if getattr(spec, "pin", None):
+        from gateway.conference.pin import PinGate
+
+        def admitted(leg: Leg) -> None:
+            try:
+                room = registry.join(spec, leg)
+            except JoinRefused as exc:
+                on_refused(exc)
+                return
+            on_joined(room)
+
+        return PinGate(leg, spec.pin, registry.clock, admitted, reactor=reactor)
+    on_joined(registry.join(spec, leg))
+    return None
