@@ -36,7 +36,8 @@ def _checksum(b: bytes) -> int:
 
 
 def write_pcap(path: str, packets: list[tuple[str, bytes]]) -> None:
-    """``packets``: (``"cs"`` Q.931 message → TPKT over TCP to 1720 | ``"ras"`` → UDP to 1719, bytes)."""
+    """``packets``: (``"cs"`` Q.931 message → TPKT over TCP to 1720 | ``"ras"`` → UDP to 1719
+    | a port number → UDP to that port, bytes)."""
     out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))  # Ethernet linktype
     seq = 1000
     for i, (kind, payload) in enumerate(packets):
@@ -45,8 +46,9 @@ def write_pcap(path: str, packets: list[tuple[str, bytes]]) -> None:
             l4 = struct.pack("!HHIIBBHHH", 40000, 1720, seq, 1, 0x50, 0x18, 65535, 0, 0) + payload
             seq += len(payload)
             proto = 6
-        elif kind == "ras":
-            l4 = struct.pack("!HHHH", 40001, 1719, 8 + len(payload), 0) + payload
+        elif kind == "ras" or isinstance(kind, int):
+            dport = 1719 if kind == "ras" else int(kind)
+            l4 = struct.pack("!HHHH", 40001, dport, 8 + len(payload), 0) + payload
             proto = 17
         else:
             raise ValueError(kind)
