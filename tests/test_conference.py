@@ -54,6 +54,9 @@ def test_join_leave_and_roster():
     assert [r["id"] for r in roster] == [a.id, b.id]
     assert roster[0]["name"] == "Hà Giang" and roster[0]["protocol"] == "sip" and roster[0]["audio"] == "G722"
     assert roster[1]["protocol"] == "h323" and roster[1]["remote"] == "10.0.0.9" and roster[1]["audio"] is None
+    assert roster[0]["streams"] == {"audio": {"kind": "audio", "direction": "sendrecv",
+                                              "rx": "G722/8000 (pt 9)", "tx": "G722/8000 (pt 9)"}}
+    assert roster[1]["streams"] == {}
     assert roster[0]["joined_at"] > 0 and roster[0]["speaking"] is False and roster[0]["muted"] is False
     room.leave(a, "moved")
     room.leave(a, "moved")  # idempotent

@@ -230,6 +230,9 @@ class Room(Observable):
                 "muted_out": muted[1],
                 "audio": _codec(leg, "audio"),
                 "video": _codec(leg, "video"),
+                "streams": {sid: {"kind": st.kind, "direction": st.direction,
+                                  "rx": str(st.rx) if st.rx else None, "tx": str(st.tx) if st.tx else None}
+                            for sid, st in leg.streams.items()},
                 "quality": _quality(leg),
             })
         return out
