@@ -25,6 +25,8 @@ import binascii
 import logging
 from dataclasses import dataclass, field
 
+from .frames import Frame, FrameAssembler
+
 log = logging.getLogger(__name__)
 
 START_CODE = b"\x00\x00\x00\x01"
@@ -163,121 +165,33 @@ class H264Packetizer:
 
 
 @dataclass
-class H264Frame:
-    """One reassembled access unit."""
+class H264Frame(Frame):
+    """One reassembled access unit (``data`` in Annex B)."""
 
-    timestamp: int
-    data: bytes                    # Annex B
-    keyframe: bool                 # holds an IDR slice
     nal_types: list[int] = field(default_factory=list)
 
 
-@dataclass
-class DepacketizerStats:
-    frames: int = 0
-    dropped: int = 0               # frames given up for a missing packet
-    malformed: int = 0             # payloads that do not parse (counted, dropped)
-    keyframes: int = 0
-    late: int = 0                  # packets for a frame already emitted or dropped
+class H264Depacketizer(FrameAssembler):
+    """Annex B access units from RTP packets of any packetization mode (single NAL, STAP-A, FU-A).
+    SPS/PPS (from ``sprop-parameter-sets``, or the last seen in-band) are put before every IDR
+    that arrives without them."""
 
-
-class H264Depacketizer:
-    """Annex B access units from RTP packets of any packetization mode.
-
-    ``window`` packets of reordering are waited for before a gap counts as loss.
-    """
+    codec = "H.264"
 
     def __init__(self, parameter_sets: list[bytes] | None = None, window: int = 8) -> None:
-        self.window = window
-        self.stats = DepacketizerStats()
-        self.keyframe_needed = True           # nothing decodable before the first IDR
+        super().__init__(window)
         self._params = list(parameter_sets or ())
-        self._frames: dict[int, dict[int, tuple[bool, bytes]]] = {}   # ts → seq → (marker, payload)
-        self._next_seq: int | None = None      # first sequence number of the next frame
-        self._highest: int | None = None       # highest (extended) sequence number seen
-        self._done_ts: set[int] = set()
 
-    # -- sequence numbers ---------------------------------------------------------------
-    def _extend(self, seq: int) -> int:
-        if self._highest is None:
-            self._highest = seq
-            return seq
-        base = self._highest & ~0xFFFF
-        cand = base | seq
-        if cand - self._highest > 0x8000:
-            cand -= 0x10000
-        elif self._highest - cand > 0x8000:
-            cand += 0x10000
-        self._highest = max(self._highest, cand)
-        return cand
-
-    def push(self, seq: int, timestamp: int, marker: bool, payload: bytes) -> list[H264Frame]:
-        """Take one RTP packet; returns the frames it completed (in order; often none)."""
-        ext = self._extend(seq & 0xFFFF)
-        if timestamp in self._done_ts or (self._next_seq is not None and ext < self._next_seq):
-            self.stats.late += 1
-            return []
-        self._frames.setdefault(timestamp, {})[ext] = (bool(marker), bytes(payload))
-        return self._drain()
-
-    def _drain(self) -> list[H264Frame]:
-        out: list[H264Frame] = []
-        while self._frames:
-            # frames in sequence-number order (packets, and so frames, may arrive out of order)
-            order = sorted(self._frames, key=lambda t: min(self._frames[t]))
-            ts = order[0]
-            pkts = self._frames[ts]
-            seqs = sorted(pkts)
-            first = seqs[0] if self._next_seq is None else self._next_seq
-            complete_run = seqs[0] == first and seqs[-1] - first + 1 == len(seqs)
-            has_end = pkts[seqs[-1]][0] or (len(order) > 1 and min(self._frames[order[1]]) == seqs[-1] + 1)
-            if complete_run and has_end:
-                out.extend(self._emit(ts, [pkts[s][1] for s in seqs]))
-                self._next_seq = seqs[-1] + 1
-                continue
-            # incomplete: wait for reordered packets, unless the stream has moved on too far
-            if self._highest is not None and self._highest - seqs[-1] <= self.window and len(order) < 3:
-                break
-            self._drop(ts)
-            self._next_seq = max(seqs) + 1
-        return out
-
-    def _drop(self, ts: int) -> None:
-        self._forget(ts)
-        self.stats.dropped += 1
-        self.keyframe_needed = True
-
-    def _forget(self, ts: int) -> None:
-        self._frames.pop(ts, None)
-        self._done_ts.add(ts)
-        if len(self._done_ts) > 64:
-            self._done_ts = set(sorted(self._done_ts)[-32:])
-
-    def _emit(self, ts: int, payloads: list[bytes]) -> list[H264Frame]:
-        self._forget(ts)
-        try:
-            nals = self._nals(payloads)
-        except ValueError as exc:
-            log.debug("H.264 frame at ts %d dropped: %s", ts, exc)
-            self.stats.malformed += 1
-            self.stats.dropped += 1
-            self.keyframe_needed = True
-            return []
+    def _build(self, ts: int, payloads: list[bytes]) -> H264Frame:
+        nals = self._nals(payloads)
         types = [nal_type(n) for n in nals]
         key = NAL_IDR in types
         if key:
             present = set(types)
-            lead = [p for p in self._params if nal_type(p) not in present]
-            nals = lead + nals
+            nals = [p for p in self._params if nal_type(p) not in present] + nals
             types = [nal_type(n) for n in nals]
-            self.keyframe_needed = False
-            self.stats.keyframes += 1
             self._params = [n for n in nals if nal_type(n) in (NAL_SPS, NAL_PPS)] or self._params
-        elif self.keyframe_needed:
-            self.stats.dropped += 1      # a P frame without its reference: not decodable
-            return []
-        self.stats.frames += 1
-        return [H264Frame(ts, b"".join(START_CODE + n for n in nals), key, types)]
+        return H264Frame(ts, b"".join(START_CODE + n for n in nals), key, types)
 
     @staticmethod
     def _nals(payloads: list[bytes]) -> list[bytes]:
