@@ -107,3 +107,91 @@ def test_tshark_dissects_our_h263p_rtp_cleanly():
                               capture_output=True, text=True, env=env, timeout=60)
     assert seen.returncode == 0, seen.stderr
     assert len(seen.stdout.splitlines()) == len(pkts)              # every packet read as H.263+
+
+
+# --------------------------------------------------------------------------- RFC 2190 (H263, payload type 34)
+
+def encode_h263(n: int, mtu: int, key_at: tuple[int, ...] = ()) -> list[tuple[int, bytes, list]]:
+    """Baseline H.263 CIF as a Polycom VSX sends it; mb_info for the mode B splits."""
+    from gateway.media.payload.h263 import parse_mb_info
+
+    enc = av.CodecContext.create("h263", "w")
+    enc.width, enc.height, enc.pix_fmt = W, H, "yuv420p"
+    enc.time_base, enc.framerate = Fraction(1, 30), 30
+    enc.bit_rate, enc.thread_count, enc.gop_size = 768_000, 1, 300
+    enc.options = {"mb_info": str(mtu - 8)}
+    rng = np.random.default_rng(2)
+    noise = rng.integers(0, 60, (H // 2, W // 2, 3), dtype=np.uint8)
+    out = []
+    for i in range(n):
+        img = pattern(i)
+        img[:H // 2, :W // 2] = np.clip(img[:H // 2, :W // 2].astype(int) - 30 + noise, 0, 255)   # detail: big GOBs
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
+        frame.pts = i
+        frame.pict_type = av.video.frame.PictureType.I if i in key_at else av.video.frame.PictureType.NONE
+        for p in enc.encode(frame):
+            info = parse_mb_info(bytes(p.get_sidedata("h263_mb_info"))) if p.has_sidedata("h263_mb_info") else []
+            out.append((p.pts * 3000, bytes(p), info))
+    return out
+
+
+def rfc2190(frames, mtu):
+    from gateway.media.payload.h263 import RFC2190Packetizer
+
+    pk = RFC2190Packetizer(mtu)
+    out, seq = [], 7
+    for ts, data, info in frames:
+        for payload, marker in pk.packetize(data, info):
+            assert len(payload) <= mtu
+            out.append((seq, ts, marker, payload))
+            seq += 1
+    return out
+
+
+@pytest.mark.parametrize("mtu", [1200, 500])
+def test_rfc2190_mode_a_and_b_reassemble_bit_exact_and_decode(mtu):
+    from gateway.media.payload.h263 import RFC2190Depacketizer
+
+    frames = encode_h263(6, mtu)
+    packets = rfc2190(frames, mtu)
+    modes = {"B" if p[3][0] & 0x80 else "A" for p in packets}
+    assert "A" in modes and (mtu > 1000 or "B" in modes)       # the CIF I-frame needs mid-GOB splits at 500
+    dp = RFC2190Depacketizer()
+    dec = av.CodecContext.create("h263", "r")
+    by_ts = {ts: data for ts, data, _ in frames}
+    pictures = []
+    for seq, ts, marker, payload in packets:
+        for f in dp.push(seq, ts, marker, payload):
+            assert f.data == by_ts[ts]                           # SBIT/EBIT joins give the bits back exactly
+            pictures += dec.decode(av.Packet(f.data))
+    assert len(pictures) == 6 and dp.stats.keyframes == 1
+    for p in pictures:
+        img = p.to_ndarray(format="rgb24")
+        for (r, c), rgb in QUADRANTS.items():
+            if (r, c) == (0, 0):
+                continue                                          # the noisy quadrant
+            tile = img[r * H // 2 + 16:(r + 1) * H // 2 - 16, c * W // 2 + 16:(c + 1) * W // 2 - 16]
+            tile = tile[np.abs(tile.astype(int) - 255).sum(axis=2) > 30]
+            assert np.abs(tile.mean(axis=0) - rgb).max() < 25
+
+
+def test_tshark_dissects_our_rfc2190_rtp_cleanly():
+    tshark = shutil.which("tshark")
+    if tshark is None:
+        pytest.fail("tshark is not installed (scripts/install-test-deps.sh installs it)")
+    pkts = [(5010, struct.pack("!BBHII", 0x80, (0x80 if m else 0) | 34, seq, ts, 0xdef0) + payload)
+            for seq, ts, m, payload in rfc2190(encode_h263(3, 500), 500)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "h263.pcap")
+        write_pcap(path, pkts)
+        env = dict(os.environ, HOME=tmp)
+        args = [tshark, "-n", "-r", path, "-d", "udp.port==5010,rtp"]
+        bad = subprocess.run(args + ["-Y", "_ws.malformed || _ws.expert.severity >= error"],
+                             capture_output=True, text=True, env=env, timeout=60)
+        assert bad.returncode == 0 and bad.stdout.strip() == "", bad.stdout + bad.stderr
+        seen = subprocess.run(args + ["-Y", "rfc2190", "-T", "fields", "-e", "rfc2190.ftype"],
+                              capture_output=True, text=True, env=env, timeout=60)
+    assert seen.returncode == 0, seen.stderr
+    flags = [line.strip() for line in seen.stdout.splitlines()]
+    assert len(flags) == len(pkts)                                  # every packet read as RFC 2190 H.263
+    assert {"0", "1"} <= set(flags) or {"False", "True"} <= set(flags)   # mode A (F=0) and mode B (F=1)
