@@ -2,12 +2,7 @@
 tshark's dissector as the independent reader of what we put on the wire."""
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import struct
-import subprocess
-import tempfile
 from fractions import Fraction
 
 import av
@@ -18,7 +13,7 @@ from gateway.media.payload.h264 import (
     FU_A, NAL_IDR, NAL_PPS, NAL_SPS, STAP_A, H264Depacketizer, H264Packetizer, PacketTooLarge, nal_type,
     parse_sprop, split_annexb,
 )
-from tests.test_h323_q931 import write_pcap
+from tests.rtp_dissect import dissect_rtp
 
 W, H = 640, 360
 QUADRANTS = {(0, 0): (230, 40, 40), (0, 1): (40, 200, 40), (1, 0): (40, 40, 230), (1, 1): (230, 230, 40)}
@@ -177,28 +172,11 @@ def test_parameter_sets_from_sdp_go_before_every_idr():
 
 @pytest.mark.parametrize("mode", [0, 1])
 def test_tshark_dissects_our_h264_rtp_without_malformed_packets(mode):
-    tshark = shutil.which("tshark")
-    if tshark is None:
-        pytest.fail("tshark is not installed (scripts/install-test-deps.sh installs it)")
     aus = encode(6, slice_max=1100 if mode == 0 else None)
-    pkts = [(5004, struct.pack("!BBHII", 0x80, (0x80 if m else 0) | 96, seq, ts, 0x1234) + payload)
-            for seq, ts, m, payload in rtp(aus, mode, mtu=1200 if mode == 0 else 500)]   # mode 1: FU-A too
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "h264.pcap")
-        write_pcap(path, pkts)
-        env = dict(os.environ, HOME=tmp)
-        args = [tshark, "-n", "-r", path, "-d", "udp.port==5004,rtp", "-d", "rtp.pt==96,h264"]
-        bad = subprocess.run(args + ["-Y", "_ws.malformed || _ws.expert.severity >= error"],
-                             capture_output=True, text=True, env=env, timeout=60)
-        assert bad.returncode == 0, bad.stderr
-        # Wireshark's H.264 dissector does not reassemble FU-A: it parses the first fragment of
-        # x264's ~600-byte SEI (its settings text) as if it were whole and calls it malformed.
-        # That one case is the dissector's; every other packet must dissect cleanly.
-        flagged = [line for line in bad.stdout.splitlines() if line.strip()]
-        assert all("FU-A Start:SEI" in line for line in flagged), "\n".join(flagged)
-        assert len(flagged) <= 1
-        seen = subprocess.run(args + ["-Y", "h264", "-T", "fields", "-e", "h264.nal_unit_hdr", "-e", "h264.nal_unit_type"],
-                              capture_output=True, text=True, env=env, timeout=60)
-    types = {t for line in seen.stdout.split() for t in line.split(",")}
-    assert len(seen.stdout.splitlines()) == len(pkts)          # every packet read as H.264
+    # Wireshark's H.264 dissector does not reassemble FU-A: it parses the first fragment of
+    # x264's ~600-byte SEI (its settings text) as if it were whole and calls it malformed.
+    # That one case is the dissector's; every other packet must dissect cleanly.
+    rows = dissect_rtp(rtp(aus, mode, mtu=1200 if mode == 0 else 500), 96, "h264",   # mode 1: FU-A too
+                       ["h264.nal_unit_hdr", "h264.nal_unit_type"], allow=lambda line: "FU-A Start:SEI" in line)
+    types = {t for row in rows for col in row for t in col.split(",")}
     assert {"5", "7", "8"} <= types                            # the IDR, its SPS and PPS recognised

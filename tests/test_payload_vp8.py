@@ -1,19 +1,14 @@
 """VP8 RTP payload format (RFC 7741) with libvpx and FFmpeg's decoder, and tshark's dissector."""
 from __future__ import annotations
 
-import os
 import random
-import shutil
-import struct
-import subprocess
-import tempfile
 from fractions import Fraction
 
 import av
 import pytest
 
 from gateway.media.payload.vp8 import VP8Depacketizer, VP8Packetizer, parse_descriptor
-from tests.test_h323_q931 import write_pcap
+from tests.rtp_dissect import dissect_rtp
 from tests.test_payload_h264 import H, W, assert_right_colours, pattern
 
 
@@ -86,25 +81,8 @@ def test_truncated_descriptors_are_refused():
 
 
 def test_tshark_dissects_our_vp8_rtp_cleanly():
-    tshark = shutil.which("tshark")
-    if tshark is None:
-        pytest.fail("tshark is not installed (scripts/install-test-deps.sh installs it)")
-    pkts = [(5006, struct.pack("!BBHII", 0x80, (0x80 if m else 0) | 97, seq, ts, 0x5678) + payload)
-            for seq, ts, m, payload in rtp(encode(4), mtu=500)]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "vp8.pcap")
-        write_pcap(path, pkts)
-        env = dict(os.environ, HOME=tmp)
-        args = [tshark, "-n", "-r", path, "-d", "udp.port==5006,rtp", "-d", "rtp.pt==97,vp8"]
-        bad = subprocess.run(args + ["-Y", "_ws.malformed || _ws.expert.severity >= error"],
-                             capture_output=True, text=True, env=env, timeout=60)
-        assert bad.returncode == 0 and bad.stdout.strip() == "", bad.stdout + bad.stderr
-        seen = subprocess.run(args + ["-Y", "vp8", "-T", "fields", "-e", "vp8.pld.pictureid", "-e", "vp8.pld.s",
-                                      "-e", "vp8.keyframe.width", "-e", "vp8.keyframe.height"],
-                              capture_output=True, text=True, env=env, timeout=60)
-    assert seen.returncode == 0, seen.stderr
-    rows = [line.split("\t") for line in seen.stdout.splitlines()]
-    assert len(rows) == len(pkts)                                  # every packet read as VP8
+    rows = dissect_rtp(rtp(encode(4), mtu=500), 97, "vp8",
+                       ["vp8.pld.pictureid", "vp8.pld.s", "vp8.keyframe.width", "vp8.keyframe.height"])
     starts = [r for r in rows if r[1] in ("1", "True")]
     assert [int(r[0], 0) for r in starts] == [0, 1, 2, 3]          # PictureID counts frames, S=1 once each
     assert (starts[0][2], starts[0][3]) == (str(W), str(H))        # the keyframe's size, as tshark reads it
