@@ -36,32 +36,32 @@ def test_cells_cover_the_picture_without_overlap(layout, n):
 def test_each_source_lands_in_its_cell_with_its_colour(layout):
     comp = Compositor(1280, 720, layout, highlight=False)
     tiles = [solid(352, 288, COLOURS[i]) for i in range(len(comp.cells))]
-    pic = comp.compose(tiles)
+    pic = comp.compose(tiles).to_ndarray(format="rgb24")
     for cell, rgb in zip(comp.cells, COLOURS):
         inner = fit(352, 288, cell)
         centre = pic[inner.y + inner.h // 4:inner.y + 3 * inner.h // 4, inner.x + inner.w // 4:inner.x + 3 * inner.w // 4]
-        assert np.abs(centre.reshape(-1, 3).mean(axis=0) - rgb).max() < 6
+        assert np.abs(centre.reshape(-1, 3).mean(axis=0) - rgb).max() < 8
 
 
 def test_aspect_is_kept_with_black_bars_and_empty_cells_stay_black():
     comp = Compositor(1280, 720, "cp-2x2", highlight=False)
-    pic = comp.compose([solid(352, 288, COLOURS[0]), None, solid(1280, 720, COLOURS[2]), None])
+    pic = comp.compose([solid(352, 288, COLOURS[0]), None, solid(1280, 720, COLOURS[2]), None]).to_ndarray(format="rgb24")
     cell = comp.cells[0]                                          # 640x360, a CIF (11:9) source
     r = fit(352, 288, cell)
     assert r.h == 360 and abs(r.w / r.h - 352 / 288) < 0.02 and r.w < 640
-    assert pic[cell.y + 180, cell.x + 5].tolist() == [0, 0, 0]   # pillarbox bar
-    assert pic[comp.cells[1].y + 100, comp.cells[1].x + 100].tolist() == [0, 0, 0]
+    assert max(pic[cell.y + 180, cell.x + 5]) < 8                 # pillarbox bar: black
+    assert max(pic[comp.cells[1].y + 100, comp.cells[1].x + 100]) < 8
     c2 = comp.cells[2]
     assert np.abs(pic[c2.y + 5:c2.y + c2.h - 5, c2.x + 5:c2.x + c2.w - 5].reshape(-1, 3).mean(axis=0)
-                  - COLOURS[2]).max() < 6                         # 16:9 fills its 16:9 cell
+                  - COLOURS[2]).max() < 8                         # 16:9 fills its 16:9 cell
 
 
 def test_the_active_speakers_cell_is_framed():
     comp = Compositor(1280, 720, "cp-2x2")
-    pic = comp.compose([solid(640, 360, COLOURS[6])] * 4, active=3)
+    pic = comp.compose([solid(640, 360, COLOURS[6])] * 4, active=3).to_ndarray(format="rgb24")
     c = comp.cells[3]
-    assert pic[c.y + 1, c.x + c.w // 2].tolist() == [255, 200, 0]
-    assert pic[comp.cells[0].y + 1, comp.cells[0].x + 320].tolist() != [255, 200, 0]
+    assert np.abs(pic[c.y + 1, c.x + c.w // 2].astype(int) - (255, 200, 0)).max() < 12
+    assert np.abs(pic[comp.cells[0].y + 1, comp.cells[0].x + 320].astype(int) - COLOURS[6]).max() < 8
 
 
 def test_fill_order_is_most_recent_speaker_first_then_join_order():

@@ -9,7 +9,7 @@ by who spoke most recently (:func:`fill_order`).
 :class:`Compositor` draws one picture: each source is scaled aspect-correct
 into its cell (letterboxed or pillarboxed on black; FFmpeg's swscale through
 PyAV, which releases the GIL), an empty cell stays black, and the active
-speaker's cell gets a frame drawn around it.
+speaker's cell gets a frame drawn around it. It works in YUV 4:2:0 throughout.
 """
 from __future__ import annotations
 
@@ -81,10 +81,18 @@ def fill_order(members: Iterable[str], last_spoke: dict[str, float]) -> list[str
     return sorted(members, key=lambda m: (-(last_spoke.get(m, float("-inf"))), members.index(m)))
 
 
+#: the active speaker's frame, in BT.601 limited-range YUV (a warm yellow, RGB ≈ 255, 200, 0)
+HIGHLIGHT_YUV = (182, 32, 167)
+
+
 class Compositor:
-    """Composes RGB pictures of ``width`` × ``height`` in ``layout``."""
+    """Composes ``width`` × ``height`` pictures in ``layout``, in YUV 4:2:0 from end to end: decoders
+    give yuv420p frames, swscale scales each into its cell (yuv → yuv, no RGB round trip), and the
+    result is a yuv420p VideoFrame ready for the encoders."""
 
     def __init__(self, width: int, height: int, layout: str = "cp-2x2", highlight: bool = True) -> None:
+        if width % 2 or height % 2:
+            raise ValueError(f"picture size {width}x{height} must be even (4:2:0)")
         self.width, self.height = width, height
         self.highlight = highlight
         self.set_layout(layout)
@@ -93,22 +101,32 @@ class Compositor:
         self.cells = cells(layout, self.width, self.height)
         self.layout = layout
 
-    def compose(self, tiles: Sequence[av.VideoFrame | np.ndarray | None], active: int | None = None) -> np.ndarray:
-        """``tiles[i]`` goes into cell i (None: black); ``active`` is the speaker's cell index."""
-        canvas = np.zeros((self.height, self.width, 3), np.uint8)
+    def compose(self, tiles: Sequence[av.VideoFrame | np.ndarray | None], active: int | None = None) -> av.VideoFrame:
+        """``tiles[i]`` (a VideoFrame, or an RGB array) goes into cell i (None: black); ``active`` is
+        the speaker's cell index."""
+        w, h = self.width, self.height
+        y = np.full((h, w), 16, np.uint8)
+        u = np.full((h // 2, w // 2), 128, np.uint8)
+        v = np.full((h // 2, w // 2), 128, np.uint8)
         for cell, tile in zip(self.cells, tiles):
             if tile is None:
                 continue
             frame = tile if isinstance(tile, av.VideoFrame) else av.VideoFrame.from_ndarray(tile, format="rgb24")
             r = fit(frame.width, frame.height, cell)
-            canvas[r.y:r.y + r.h, r.x:r.x + r.w] = frame.reformat(width=r.w, height=r.h,
-                                                                   format="rgb24").to_ndarray()
+            arr = frame.reformat(width=r.w, height=r.h, format="yuv420p").to_ndarray()
+            q = r.h * r.w // 4
+            y[r.y:r.y + r.h, r.x:r.x + r.w] = arr[:r.h]
+            chroma = arr[r.h:].reshape(-1)
+            u[r.y // 2:(r.y + r.h) // 2, r.x // 2:(r.x + r.w) // 2] = chroma[:q].reshape(r.h // 2, r.w // 2)
+            v[r.y // 2:(r.y + r.h) // 2, r.x // 2:(r.x + r.w) // 2] = chroma[q:2 * q].reshape(r.h // 2, r.w // 2)
         if self.highlight and active is not None and 0 <= active < len(self.cells) and len(self.cells) > 1:
             c = self.cells[active]
-            t = max(2, self.height // 120)
-            colour = (255, 200, 0)
-            canvas[c.y:c.y + t, c.x:c.x + c.w] = colour
-            canvas[c.y + c.h - t:c.y + c.h, c.x:c.x + c.w] = colour
-            canvas[c.y:c.y + c.h, c.x:c.x + t] = colour
-            canvas[c.y:c.y + c.h, c.x + c.w - t:c.x + c.w] = colour
-        return canvas
+            t = max(2, h // 120) // 2 * 2
+            for plane, val, k in ((y, HIGHLIGHT_YUV[0], 1), (u, HIGHLIGHT_YUV[1], 2), (v, HIGHLIGHT_YUV[2], 2)):
+                x0, y0, x1, y1, tt = c.x // k, c.y // k, (c.x + c.w) // k, (c.y + c.h) // k, max(1, t // k)
+                plane[y0:y0 + tt, x0:x1] = val
+                plane[y1 - tt:y1, x0:x1] = val
+                plane[y0:y1, x0:x0 + tt] = val
+                plane[y0:y1, x1 - tt:x1] = val
+        return av.VideoFrame.from_ndarray(np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)])
+                                          .reshape(h * 3 // 2, w), format="yuv420p")

@@ -40,6 +40,9 @@ CODEC_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cau-codec")
 #: picture sizes we encode H.264 / VP8 at, largest first (16:9 and 4:3 CIF family)
 _SIZES = ((1920, 1080), (1280, 720), (1024, 576), (704, 576), (640, 360), (352, 288), (320, 180), (176, 144))
 TIERS_KBPS = (256, 512, 1024, 2048)
+#: without a room limit we send at most 720p: the largest picture the province's screens show well and
+#: what the CPU budget is planned for (1080p VP8 costs 28 ms a frame here, bench/video_codecs.py)
+DEFAULT_MAX_SIZE = (1280, 720)
 CLOCK = 90000
 
 
@@ -68,12 +71,14 @@ def _mb(size: tuple[int, int]) -> int:
 
 def encoder_settings(fmt: MediaFormat, tier_kbps: int, *, fps: float = 30.0, mtu: int = 1200,
                      max_size: tuple[int, int] | None = None) -> EncoderSettings:
-    """What we may send to a receiver with ``fmt`` (its limits) at bitrate tier ``tier_kbps``."""
+    """What we may send to a receiver with ``fmt`` (its limits) at bitrate tier ``tier_kbps``,
+    no larger than ``max_size`` (the room's max_resolution; default 720p)."""
     p = fmt.params
     kbps = tier_kbps
     if fmt.bitrate_cap:
         kbps = min(kbps, max(32, fmt.bitrate_cap // 1000))
-    fits = [s for s in _SIZES if max_size is None or (s[0] <= max_size[0] and s[1] <= max_size[1])]
+    cap = max_size or DEFAULT_MAX_SIZE
+    fits = [s for s in _SIZES if s[0] <= cap[0] and s[1] <= cap[1]]
     if isinstance(p, H264Params):
         max_fs, max_mbps = p.limits()
         if p.max_br:
@@ -82,8 +87,7 @@ def encoder_settings(fmt: MediaFormat, tier_kbps: int, *, fps: float = 30.0, mtu
         fps = min(fps, max_mbps / _mb(size))
     elif isinstance(p, (H263Params, H261Params)):
         table = H263_SIZES if isinstance(p, H263Params) else {"QCIF": (176, 144), "CIF": (352, 288)}
-        allowed = [(table[s], m) for s, m in p.mpi
-                   if max_size is None or (table[s][0] <= max_size[0] and table[s][1] <= max_size[1])]
+        allowed = [(table[s], m) for s, m in p.mpi if table[s][0] <= cap[0] and table[s][1] <= cap[1]]
         size, mpi = max(allowed or [(table["QCIF"], 2)], key=lambda e: e[0][0] * e[0][1])
         fps = min(fps, 30000 / 1001 / mpi)
         if isinstance(p, H263Params) and p.max_br:
