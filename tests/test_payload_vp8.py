@@ -86,3 +86,13 @@ def test_tshark_dissects_our_vp8_rtp_cleanly():
     starts = [r for r in rows if r[1] in ("1", "True")]
     assert [int(r[0], 0) for r in starts] == [0, 1, 2, 3]          # PictureID counts frames, S=1 once each
     assert (starts[0][2], starts[0][3]) == (str(W), str(H))        # the keyframe's size, as tshark reads it
+
+
+def test_a_frame_that_never_ends_is_not_held_without_bound():
+    from gateway.media.payload.frames import MAX_PACKETS_PER_FRAME
+
+    dp = VP8Depacketizer()
+    for seq in range(0, 3 * MAX_PACKETS_PER_FRAME, 2):          # one timestamp, gaps, never a marker
+        dp.push(seq & 0xFFFF, 1234, False, bytes([0x90, 0x80, 0x80, 0x00, 0x00]))
+    assert sum(len(p) for p in dp._frames.values()) <= MAX_PACKETS_PER_FRAME
+    assert dp.stats.dropped >= 1 and dp.keyframe_needed

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
+#: a frame of more packets is given up (2048 × 1200 bytes ≈ 2.4 MB, far above any frame we take):
+#: a sender that never ends a frame cannot make us hold its packets without bound
+MAX_PACKETS_PER_FRAME = 2048
+
 
 @dataclass
 class Frame:
@@ -70,7 +74,15 @@ class FrameAssembler:
         if timestamp in self._done_ts or (self._next_seq is not None and ext < self._next_seq):
             self.stats.late += 1
             return []
-        self._frames.setdefault(timestamp, {})[ext] = (bool(marker), bytes(payload))
+        pkts = self._frames.setdefault(timestamp, {})
+        pkts[ext] = (bool(marker), bytes(payload))
+        if len(pkts) > MAX_PACKETS_PER_FRAME:
+            log.debug("%s frame at ts %d has more than %d packets: dropped", self.codec, timestamp,
+                      MAX_PACKETS_PER_FRAME)
+            self._forget(timestamp)
+            self.stats.dropped += 1
+            self.keyframe_needed = True
+            self._next_seq = max(pkts) + 1
         return self._drain()
 
     def _drain(self) -> list[Frame]:
