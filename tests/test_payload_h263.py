@@ -1,7 +1,6 @@
 """H263-1998 RTP payload format (RFC 4629) with FFmpeg's h263p encoder and decoder, and tshark."""
 from __future__ import annotations
 
-from fractions import Fraction
 
 import av
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 
 from gateway.media.payload.h263 import H263Depacketizer, H263Packetizer, is_intra, start_codes
 from tests.rtp_dissect import dissect_rtp
+from tests.video_helpers import encode_frames
 
 W, H = 352, 288            # CIF, what a Polycom VSX sends
 QUADRANTS = {(0, 0): (230, 40, 40), (0, 1): (40, 200, 40), (1, 0): (40, 40, 230), (1, 1): (230, 230, 40)}
@@ -24,18 +24,9 @@ def pattern(i: int) -> np.ndarray:
 
 
 def encode(n: int, key_at: tuple[int, ...] = (), ps: int = 1000) -> list[tuple[int, bytes]]:
-    enc = av.CodecContext.create("h263p", "w")
-    enc.width, enc.height, enc.pix_fmt = W, H, "yuv420p"
-    enc.time_base, enc.framerate = Fraction(1, 30), 30
-    enc.bit_rate, enc.thread_count, enc.gop_size = 384_000, 1, 300
-    enc.options = {"ps": str(ps)}
-    out = []
-    for i in range(n):
-        frame = av.VideoFrame.from_ndarray(pattern(i), format="rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        frame.pict_type = av.video.frame.PictureType.I if i in key_at else av.video.frame.PictureType.NONE
-        out += [(p.pts * 3000, bytes(p)) for p in enc.encode(frame)]
-    return out
+    return [(ts, data) for ts, data, _ in encode_frames("h263p", W, H, n, pattern, options={"ps": str(ps)},
+                                                        key_at=key_at, codec_time_base=True, bit_rate=384_000,
+                                                        gop=300)]
 
 
 def rtp(frames, mtu=1200):
@@ -95,24 +86,16 @@ def encode_h263(n: int, mtu: int, key_at: tuple[int, ...] = ()) -> list[tuple[in
     """Baseline H.263 CIF as a Polycom VSX sends it; mb_info for the mode B splits."""
     from gateway.media.payload.h263 import parse_mb_info
 
-    enc = av.CodecContext.create("h263", "w")
-    enc.width, enc.height, enc.pix_fmt = W, H, "yuv420p"
-    enc.time_base, enc.framerate = Fraction(1, 30), 30
-    enc.bit_rate, enc.thread_count, enc.gop_size = 768_000, 1, 300
-    enc.options = {"mb_info": str(mtu - 8)}
-    rng = np.random.default_rng(2)
-    noise = rng.integers(0, 60, (H // 2, W // 2, 3), dtype=np.uint8)
-    out = []
-    for i in range(n):
+    noise = np.random.default_rng(2).integers(0, 60, (H // 2, W // 2, 3), dtype=np.uint8)
+
+    def picture(i: int) -> np.ndarray:
         img = pattern(i)
         img[:H // 2, :W // 2] = np.clip(img[:H // 2, :W // 2].astype(int) - 30 + noise, 0, 255)   # detail: big GOBs
-        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p")
-        frame.pts = i
-        frame.pict_type = av.video.frame.PictureType.I if i in key_at else av.video.frame.PictureType.NONE
-        for p in enc.encode(frame):
-            info = parse_mb_info(bytes(p.get_sidedata("h263_mb_info"))) if p.has_sidedata("h263_mb_info") else []
-            out.append((p.pts * 3000, bytes(p), info))
-    return out
+        return img
+
+    frames = encode_frames("h263", W, H, n, picture, options={"mb_info": str(mtu - 8)}, key_at=key_at,
+                           codec_time_base=True, bit_rate=768_000, gop=300, side_data="h263_mb_info")
+    return [(ts, data, parse_mb_info(info or b"")) for ts, data, info in frames]
 
 
 def rfc2190(frames, mtu):

@@ -3,7 +3,6 @@ tshark's dissector as the independent reader of what we put on the wire."""
 from __future__ import annotations
 
 import random
-from fractions import Fraction
 
 import av
 import numpy as np
@@ -14,6 +13,7 @@ from gateway.media.payload.h264 import (
     parse_sprop, split_annexb,
 )
 from tests.rtp_dissect import dissect_rtp
+from tests.video_helpers import encode_frames
 
 W, H = 640, 360
 QUADRANTS = {(0, 0): (230, 40, 40), (0, 1): (40, 200, 40), (1, 0): (40, 40, 230), (1, 1): (230, 230, 40)}
@@ -29,22 +29,11 @@ def pattern(i: int) -> np.ndarray:
 
 
 def encode(n: int, slice_max: int | None = 1100, idr_at: tuple[int, ...] = ()) -> list[tuple[int, bytes]]:
-    enc = av.CodecContext.create("libx264", "w")
-    enc.width, enc.height, enc.pix_fmt = W, H, "yuv420p"
-    enc.time_base, enc.framerate = Fraction(1, 90000), 30
-    enc.thread_count = 1
     opts = {"preset": "ultrafast", "tune": "zerolatency", "profile": "baseline", "keyint": "300",
             "bitrate": "800k"}
     if slice_max:
         opts["slice-max-size"] = str(slice_max)
-    enc.options = opts
-    out = []
-    for i in range(n):
-        frame = av.VideoFrame.from_ndarray(pattern(i), format="rgb24").reformat(format="yuv420p")
-        frame.pts = i * 3000
-        frame.pict_type = av.video.frame.PictureType.I if i in idr_at else av.video.frame.PictureType.NONE
-        out += [(p.pts, bytes(p)) for p in enc.encode(frame)]
-    return out
+    return [(ts, data) for ts, data, _ in encode_frames("libx264", W, H, n, pattern, options=opts, key_at=idr_at)]
 
 
 def rtp(aus, mode: int, mtu: int = 1200) -> list[tuple[int, int, bool, bytes]]:

@@ -2,30 +2,20 @@
 from __future__ import annotations
 
 import random
-from fractions import Fraction
 
 import av
 import pytest
 
 from gateway.media.payload.vp8 import VP8Depacketizer, VP8Packetizer, parse_descriptor
 from tests.rtp_dissect import dissect_rtp
+from tests.video_helpers import encode_frames
 from tests.test_payload_h264 import H, W, assert_right_colours, pattern
 
 
 def encode(n: int, key_at: tuple[int, ...] = ()) -> list[tuple[int, bytes]]:
-    enc = av.CodecContext.create("libvpx", "w")
-    enc.width, enc.height, enc.pix_fmt = W, H, "yuv420p"
-    enc.time_base, enc.framerate = Fraction(1, 90000), 30
-    enc.thread_count = 1
-    enc.bit_rate = 800_000
-    enc.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "g": "300"}
-    out = []
-    for i in range(n):
-        frame = av.VideoFrame.from_ndarray(pattern(i), format="rgb24").reformat(format="yuv420p")
-        frame.pts = i * 3000
-        frame.pict_type = av.video.frame.PictureType.I if i in key_at else av.video.frame.PictureType.NONE
-        out += [(p.pts, bytes(p)) for p in enc.encode(frame)]
-    return out
+    opts = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "g": "300"}
+    return [(ts, data) for ts, data, _ in encode_frames("libvpx", W, H, n, pattern, options=opts, key_at=key_at,
+                                                        bit_rate=800_000)]
 
 
 def rtp(frames, mtu=1200):
