@@ -100,9 +100,8 @@ class RtpMedia:
         kind = kind or stream_id
         if session is None:
             video = kind == "video"
-            kw: dict[str, Any] = {"reactor": self.reactor} if self.reactor is not None else {}
             session = open_rtp_session(self.ports, bind=self.bind, clock_rate=90000 if video else 8000,
-                                       timeout=0 if video else self.rtp_timeout, **kw)
+                                       timeout=0 if video else self.rtp_timeout, reactor=self.reactor)
         self.sessions[stream_id] = session
         if kind == "video":
             session.on_packet = self._video_packet

@@ -605,20 +605,19 @@ class H245Session:
                                 self.catalogue)[0]
         return rc.media, rc.codec_name, rc
 
-    def _format(self, codec_name: str, payload_type: int | None, rc: RemoteCapability | None,
+    def _format(self, codec_name: str, payload_type: int | None, params: Any, bitrate_cap: int | None,
                 packetization_mode: int | None = None) -> MediaFormat:
-        """The MediaFormat a channel of ``codec_name`` carries, from its DataType's capability."""
+        """The MediaFormat a channel of ``codec_name`` carries (``params`` None: our own)."""
         codec = self.catalogue.get(codec_name)
-        params = rc.params if rc is not None and rc.params is not None else \
-            rules_for(codec).local(codec, _NO_LIMITS)[0]
+        if params is None:
+            params = rules_for(codec).local(codec, _NO_LIMITS)[0]
         if packetization_mode is not None and isinstance(params, h264_rules.H264Params):
             params = replace(params, packetization_mode=packetization_mode)
         ptime = None
         if isinstance(params, audio_rules.AudioParams):
             ptime = audio_rules.ptime_of_frames(params.frames_per_packet)
         pt = self._payload_type(codec_name, payload_type)
-        return MediaFormat(codec, pt if pt is not None else _DEFAULT_DYNAMIC_PT, params, ptime,
-                           rc.bitrate_cap if rc is not None else None)
+        return MediaFormat(codec, pt if pt is not None else _DEFAULT_DYNAMIC_PT, params, ptime, bitrate_cap)
 
     def _tx_data_type(self, codec_name: str, remote: RemoteCapability | None,
                       override: Any = None) -> tuple[Any, Any, int | None]:
@@ -685,8 +684,7 @@ class H245Session:
     def _new_tx_channel(self, media: str, codec_name: str, data_type: Any, params: Any, cap: int | None,
                         local_rtcp: tuple[str, int] | None, payload_type: int | None) -> LogicalChannel:
         number = self._allocate_number()
-        fmt = self._format(codec_name, payload_type, RemoteCapability(0, media, "", "", codec_name, params=params,
-                                                                       bitrate_cap=cap))
+        fmt = self._format(codec_name, payload_type, params, cap)
         ch = LogicalChannel(number=number, direction="tx", media=media, format=fmt,
                             capability=data_type, session_id=_SESSION_OF[media], local_rtcp=local_rtcp)
         self.channels[ch.key] = ch
@@ -932,20 +930,14 @@ class H245Session:
             session = _SESSION_OF[media]        # the master assigns the session (H.245 §8.4)
         pt = h2250.get("dynamicRTPPayloadType")
         packetization = h2250.get("mediaPacketization")
-        mode = None
-        if packetization and packetization[0] == "rtpPayloadType":
-            rtp_pt = packetization[1]
-            if pt is None and rtp_pt.get("payloadType") is not None:
-                pt = rtp_pt["payloadType"]
-            desc = rtp_pt.get("payloadDescriptor")
-            if desc and desc[0] == "oid":
-                mode = 1 if tuple(desc[1]) == self._h264_packetization_oid(1) else 0
+        if pt is None and packetization and packetization[0] == "rtpPayloadType":
+            pt = packetization[1].get("payloadType")
         old = self.channels.get(("rx", number))
         if old is not None and old.state == "open":   # re-open of an established channel
             old.state, old.reason = "closed", "replaced"
             self._emit("on_channel_closed", old, "replaced")
         ch = LogicalChannel(number=number, direction="rx", media=media,
-                            format=self._format(codec_name, pt, rc, mode),
+                            format=self._format(codec_name, pt, *_described(rc), _packetization_mode(self, h2250)),
                             capability=fwd["dataType"], session_id=session,
                             remote_rtcp=parse_h245_address(h2250.get("mediaControlChannel")))
         if self._conflicts(ch):
@@ -1226,7 +1218,7 @@ class H245Session:
                     continue
                 dt = self._local_data_type(name)
                 _, _, rc = self._describe(dt)
-                fmt = self._format(name, None, rc)
+                fmt = self._format(name, None, *_described(rc))
                 tx = LogicalChannel(number=self._allocate_number(), direction="tx", media=media,
                                     format=fmt, capability=dt,
                                     session_id=_SESSION_OF[media], local_rtcp=tuple(rtcp), fast_start=True)
@@ -1300,7 +1292,8 @@ class H245Session:
                     continue
                 _, olc, data_type, h2250, _, name = pick
                 _, _, rc = self._describe(data_type)
-                fmt = self._format(name, h2250.get("dynamicRTPPayloadType"), rc, _packetization_mode(self, h2250))
+                fmt = self._format(name, h2250.get("dynamicRTPPayloadType"), *_described(rc),
+                                   _packetization_mode(self, h2250))
                 session = int(h2250.get("sessionID") or _SESSION_OF[media])
                 olc = dict(olc)
                 if their_dir == "tx":          # the caller sends, we receive
@@ -1355,7 +1348,7 @@ class H245Session:
                     log.warning("%s: fastStart answer for %s we never offered ignored", self.name, media)
                     continue
                 ch = LogicalChannel(number=number, direction="rx", media=media,
-                                    format=self._format(name, h2250.get("dynamicRTPPayloadType"), rc,
+                                    format=self._format(name, h2250.get("dynamicRTPPayloadType"), *_described(rc),
                                                         _packetization_mode(self, h2250)),
                                     capability=data_type,
                                     session_id=int(h2250.get("sessionID") or offer.session_id),
@@ -1375,7 +1368,7 @@ class H245Session:
                     log.warning("%s: fastStart answer %d without mediaChannel ignored", self.name, number)
                     continue
                 ch = LogicalChannel(number=offer.number, direction="tx", media=media,
-                                    format=self._format(name, offer.payload_type, rc,
+                                    format=self._format(name, offer.payload_type, *_described(rc),
                                                         _packetization_mode(self, h2250)),
                                     capability=data_type,
                                     session_id=int(h2250.get("sessionID") or offer.session_id),
@@ -1398,13 +1391,19 @@ class H245Session:
 _NO_LIMITS = Limits()
 
 
+def _described(rc: RemoteCapability | None) -> tuple[Any, int | None]:
+    """(params, bitrate cap) of a DataType's capability, for :meth:`H245Session._format`."""
+    return (rc.params, rc.bitrate_cap) if rc is not None else (None, None)
+
+
 def _packetization_mode(session: H245Session, h2250: Mapping[str, Any]) -> int | None:
     """The H.264 packetization mode an H2250LogicalChannelParameters' mediaPacketization names."""
     p = h2250.get("mediaPacketization")
     if p and p[0] == "rtpPayloadType":
         desc = p[1].get("payloadDescriptor")
         if desc and desc[0] == "oid":
-            return 1 if tuple(desc[1]) == session._h264_packetization_oid(1) else 0
+            codec = session.catalogue.get("H264") if "H264" in session.catalogue else None
+            return h264_rules.packetization_mode_of(codec, tuple(desc[1]))
     return None
 
 

@@ -50,8 +50,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.catalogue import Catalogue, Codec
-from gateway.conference.rtp_media import StreamPlan
-from gateway.media.codecs import Limits, MediaFormat, NoMatch, lower_keys, rules_for
+from gateway.conference.rtp_media import FEEDBACK, StreamPlan
+from gateway.media.codecs import Limits, MediaFormat, NoMatch, rules_for
+from gateway.media.codecs import lower_keys as _lower
 
 from .sdp import (
     DIRECTIONS,
@@ -79,7 +80,7 @@ _STATIC_NAMES = {
 _PLAIN_RTP = ("RTP/AVP", "RTP/AVPF")
 _SRTP = ("RTP/SAVP", "RTP/SAVPF", "UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
 _RTP_MEDIA = ("audio", "video")
-_FEEDBACK = ("nack", "nack pli", "ccm fir")        # RFC 4585 / RFC 5104 messages we act on
+_FEEDBACK = FEEDBACK                                # RFC 4585 / RFC 5104 messages we act on
 _DYNAMIC_FIRST = 96
 _DEFAULT_AUDIO_ORDER = ("opus", "G722", "PCMU", "PCMA")
 _DEFAULT_VIDEO_ORDER = ("H264", "VP8", "H263-1998", "H263")
@@ -145,10 +146,6 @@ def _audio_ptime(codec: Codec) -> int | None:
     # 20 ms both ways: our SDP says a=ptime:20 (what we want to receive) and the mixer makes 20 ms
     # frames; the far end's a=ptime is a preference we may send differently from (RFC 4566)
     return 20 if codec.media == "audio" else None
-
-
-def _lower(params: Mapping[str, str]) -> dict[str, str]:
-    return lower_keys(params)
 
 
 # --------------------------------------------------------------------------- the negotiator
