@@ -64,6 +64,7 @@ class Gateway:
         from gateway.conference.plane import media_plane
 
         plane = media_plane(settings.rtp_ports, reactor=reactor)
+        self.plane = plane
         self.ports, self.clock, self.registry = plane.ports, plane.clock, plane.registry
         self.gk_client = None
 
@@ -117,7 +118,7 @@ class Gateway:
         self._start_gatekeeper()
         self._start_cascade()
         self._start_gk_client()
-        self.clock.start()
+        self.plane.start()
         if self.settings.watch_dialplan:
             self._watch = task.LoopingCall(self._watch_tick)
             self._watch.clock = self.reactor
@@ -236,7 +237,7 @@ class Gateway:
             self.sip_transport.stop()
             self.sip = None
         self.registry.close_all("gateway shutting down")
-        self.clock.stop()
+        self.plane.stop()
         if self._watch is not None and self._watch.running:
             self._watch.stop()
         for p in self._ports:

@@ -33,6 +33,7 @@ class Harness:
         # below the kernel's ephemeral ports (32768.. by default), where the peers' sockets land
         base = random.randrange(10000, 32000, 2)
         plane = media_plane((base, base + 199), grace_period=0.2, start_clock=True)  # as the app wires it
+        self.plane = plane
         self.allocator, self.clock, self.registry = plane.ports, plane.clock, plane.registry
         self.rtp_timeout = rtp_timeout
         self.parts: list[RtpParticipant] = []
@@ -65,7 +66,7 @@ class Harness:
         for p in self.parts:
             p.close()
         run_for(0.1)
-        self.clock.stop()
+        self.plane.stop()
 
 
 @pytest.fixture

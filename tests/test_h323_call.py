@@ -48,6 +48,7 @@ class Gw:
         # below the kernel's ephemeral ports (32768.. by default), where the peers' sockets land
         base = random.randrange(10000, 32000, 2)
         plane = media_plane((base, base + 199), grace_period=0.2, start_clock=True)  # as the app wires it
+        self.plane = plane
         self.ports, self.clock, self.registry = plane.ports, plane.clock, plane.registry
         self.svc = H323Service(lambda: PLAN, self.registry, self.ports, CAT, bind="127.0.0.1",
                                advertise="127.0.0.1", rtp_timeout=10.0)
@@ -93,7 +94,7 @@ class Gw:
         run(asyncio.sleep(0.1))
         LOOP.run_until_complete(self.svc.stop().asFuture(LOOP))
         run_for(0.2)
-        self.clock.stop()
+        self.plane.stop()
 
 
 @pytest.fixture

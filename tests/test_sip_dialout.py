@@ -60,6 +60,7 @@ class Gw:
         self.tx = TransactionLayer(self.transport, T1=T1, timer_d=1.0)
         base = random.randrange(10000, 30000, 2)  # below the kernel's ephemeral ports (peers use those)
         plane = media_plane((base, base + 199), grace_period=0.3, start_clock=True)  # as the app wires it
+        self.plane = plane
         self.ports, self.clock, self.registry = plane.ports, plane.clock, plane.registry
         self.ua = SipUserAgent(self.tx, self.transport, lambda: self.plan, self.registry, self.ports, CAT,
                                media_bind="127.0.0.1")
@@ -92,7 +93,7 @@ class Gw:
         run_for(0.2)
         self.tx.close()
         self.transport.stop()
-        self.clock.stop()
+        self.plane.stop()
         run_for(0.05)
 
 

@@ -33,6 +33,7 @@ class RoomRegistry(Observable):
         reactor: Any = None,
         *,
         mixer_factory: Callable[[RoomSpecLike], AudioMixer] | None = None,
+        video_clock: MediaClock | None = None,
     ) -> None:
         if grace_period < 0:
             raise ValueError(f"grace_period must be >= 0 seconds, got {grace_period!r}")
@@ -41,6 +42,7 @@ class RoomRegistry(Observable):
 
             reactor = global_reactor
         self.clock = clock
+        self.video_clock = video_clock
         self.grace_period = float(grace_period)
         self.reactor = reactor
         self.mixer_factory = mixer_factory
@@ -92,6 +94,8 @@ class RoomRegistry(Observable):
         room.on("closed", lambda reason="", _room=room: self._on_closed(_room, reason))
         if self.clock is not None:
             self.clock.subscribe(room.tick)
+        if self.video_clock is not None:
+            self.video_clock.subscribe(room.video_tick)
         log.info("room %s opened (%s)", room.id, room.name)
         self._emit("room_opened", room)
         return room
@@ -122,6 +126,8 @@ class RoomRegistry(Observable):
         self._cancel_close(room.id)
         if self.clock is not None:
             self.clock.unsubscribe(room.tick)
+        if self.video_clock is not None:
+            self.video_clock.unsubscribe(room.video_tick)
         if self.rooms.get(room.id) is room:
             del self.rooms[room.id]
         self._emit("room_closed", room)

@@ -1,4 +1,4 @@
-"""A Room: the legs in one meeting, their audio mix and the roster."""
+"""A Room: the legs in one meeting, their audio mix, their video and the roster."""
 from __future__ import annotations
 
 import logging
@@ -9,6 +9,7 @@ from gateway.conference.events import Observable
 from gateway.conference.leg import MUTE_DIRECTIONS, Leg
 from gateway.media.mixer import AudioMixer
 from gateway.media.quality import leg_quality
+from gateway.media.video_mixer import VideoMixer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class Room(Observable):
 
     EVENTS = frozenset({"joined", "left", "speaking", "dominant", "closed"})
 
-    def __init__(self, spec: RoomSpecLike, *, mixer: AudioMixer | None = None) -> None:
+    def __init__(self, spec: RoomSpecLike, *, mixer: AudioMixer | None = None,
+                 video: VideoMixer | None = None) -> None:
         room_id = getattr(spec, "id", None)
         if not isinstance(room_id, str) or not room_id:
             raise ValueError(f"a room needs a spec with a non-empty string id, got {room_id!r}")
@@ -64,6 +66,15 @@ class Room(Observable):
         self.mixer = mixer if mixer is not None else AudioMixer()
         self.mixer.on_speaking = self._on_speaking
         self.mixer.on_dominant = self._on_dominant
+        if video is None:
+            layout = getattr(spec, "layout", None)
+            try:
+                video = VideoMixer(layout if isinstance(layout, str) else "cp-2x2",
+                                   max_size=getattr(spec, "max_resolution", None))
+            except ValueError:
+                log.warning("room %s: layout %r unknown, using cp-2x2", room_id, layout)
+                video = VideoMixer("cp-2x2", max_size=getattr(spec, "max_resolution", None))
+        self.video = video
         self.created_at = time.time()
         self.closed = False
         self.close_reason: str | None = None
@@ -105,12 +116,16 @@ class Room(Observable):
         audio = leg.audio
         if audio is not None and audio.source is not None and audio.sink is not None:
             self.mixer.add(leg.id, audio.source, audio.sink)
+        self._add_video(leg)
         self.legs[leg.id] = leg
         self._joined_at[leg.id] = time.time()
         self._muted[leg.id] = [False, False]
         self._unsubs[leg.id] = [
             leg.on("hangup", lambda reason="", _leg=leg: self.leave(_leg, reason)),
             leg.on("mute", lambda direction="in", on=True, _leg=leg: self._on_leg_mute(_leg, direction, on)),
+            leg.on("keyframe_request", lambda stream="video", _leg=leg: self._on_keyframe_request(_leg, stream)),
+            leg.on("bitrate_limit", lambda stream="video", kbps=None, _leg=leg:
+                   self._on_bitrate_limit(_leg, stream, kbps)),
         ]
         leg.state = "joined"
         log.info("room %s: %s joined (%s %s)", self.id, leg.id, leg.protocol, leg.remote)
@@ -122,8 +137,9 @@ class Room(Observable):
         if self.legs.get(leg.id) is not leg:
             return
         stream = leg.streams.get(stream_id)
-        if stream is not None and stream.kind != "audio":
-            return  # video: the compositor comes with the video work
+        if stream is not None and stream.kind == "video":
+            self._add_video(leg)
+            return
         old = self.mixer.members.get(leg.id)
         self.mixer.remove(leg.id)
         if stream is None or stream.source is None or stream.sink is None:
@@ -142,6 +158,7 @@ class Room(Observable):
         for unsub in self._unsubs.pop(leg_id, ()):
             unsub()
         self.mixer.remove(leg_id)
+        self.video.remove(leg_id)
         self._joined_at.pop(leg_id, None)
         self._muted.pop(leg_id, None)
         found.state = "left"
@@ -186,17 +203,46 @@ class Room(Observable):
 
     # --------------------------------------------------------------- mixer
     def _on_speaking(self, member_id: str, on: bool) -> None:
+        self.video.speaking(member_id, on)
         leg = self.legs.get(member_id)
         if leg is not None:
             self._emit("speaking", leg, on)
 
     def _on_dominant(self, member_id: str | None) -> None:
+        self.video.set_dominant(member_id)
         self._emit("dominant", self.legs.get(member_id) if member_id else None)
 
     def tick(self) -> None:
         """One 20 ms media tick (subscribed to the MediaClock by the registry)."""
         if not self.closed:
             self.mixer.tick()
+
+    def video_tick(self) -> None:
+        """One video tick (subscribed to the video clock by the registry)."""
+        if not self.closed:
+            self.video.tick()
+
+    # ----------------------------------------------------------------- video
+    def _add_video(self, leg: Leg) -> None:
+        v = leg.video
+        source = v.source if v is not None and v.receives else None
+        sink = v.sink if v is not None and v.sends else None
+        self.video.add(leg.id, source, sink, leg.display_name)
+
+    def _on_keyframe_request(self, leg: Leg, stream: str) -> None:
+        s = leg.streams.get(stream)
+        if s is not None and s.kind == "video":
+            self.video.keyframe_request(leg.id)
+
+    def _on_bitrate_limit(self, leg: Leg, stream: str, kbps: int | None) -> None:
+        s = leg.streams.get(stream)
+        if s is not None and s.kind == "video":
+            self.video.bitrate_limit(leg.id, kbps if isinstance(kbps, int) and kbps > 0 else None)
+
+    def set_layout(self, layout: str) -> None:
+        """Change the video layout while the room runs (ValueError for an unknown one)."""
+        self.video.set_layout(layout)
+        log.info("room %s: layout %s", self.id, layout)
 
     # ----------------------------------------------------------------- state
     def close(self, reason: str = "") -> None:
@@ -208,6 +254,7 @@ class Room(Observable):
         for leg in list(self.legs.values()):
             leg.hangup(reason)
             self.leave(leg, reason)
+        self.video.close()
         log.info("room %s closed (%s)", self.id, reason or "no reason")
         self._emit("closed", reason)
 
@@ -249,6 +296,7 @@ class Room(Observable):
             "dominant": self.mixer.dominant,
             "closed": self.closed,
             "mixer": self.mixer.stats.as_dict(),
+            "video": self.video.info(),
         }
 
 

@@ -11,8 +11,10 @@ in step:
 * audio: an :class:`~gateway.media.audio_stream.AudioStream` is the stream's
   source and sink; a codec change (re-INVITE) swaps it in the room in place;
   RFC 4733 digits become ``dtmf`` events;
-* video: packets are counted (the compositor comes with the video work); RTCP
-  PLI/FIR from the far end become ``keyframe_request`` events; a keyframe
+* video: a :class:`~gateway.media.video_stream.VideoReceiver` is the stream's
+  source (the far end's picture) and a :class:`~gateway.media.video_stream.VideoSender`
+  its sink (the room's picture), for the codecs we carry; RTCP PLI/FIR from the
+  far end become ``keyframe_request`` events, TMMBR and REMB ``bitrate_limit``; a keyframe
   request from the conference goes out as RTCP PLI/FIR where the far end
   negotiated it, else through the adapter's ``keyframe_fallback`` (H.245
   videoFastUpdatePicture, SIP INFO);
@@ -33,6 +35,8 @@ from gateway.media.audio_stream import AudioStream
 from gateway.media.codecs import MediaFormat
 from gateway.media.ports import PortAllocator
 from gateway.media.rtp import RtpSession, open_rtp_session
+from gateway.media.video_stream import VideoReceiver, VideoSender
+from gateway.media.video_stream import supported as video_supported
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +92,9 @@ class RtpMedia:
         self.on_leg: Callable[[Leg], None] | None = None
         #: a swapped audio source/sink (codec change): the room swaps it in place
         self.on_replaced: Callable[[Leg, str], None] | None = None
-        self.video_packets = 0
+        #: RTP payload bytes per video packet we send
+        self.video_mtu = 1200
+        self._video_ids: set[str] = set()
         self.closed = False
 
     # -- sessions -------------------------------------------------------------------------
@@ -104,7 +110,7 @@ class RtpMedia:
                                        timeout=0 if video else self.rtp_timeout, reactor=self.reactor)
         self.sessions[stream_id] = session
         if kind == "video":
-            session.on_packet = self._video_packet
+            self._video_ids.add(stream_id)
             session.on_rtcp_feedback = lambda what, detail, _id=stream_id: self._feedback(_id, what, detail)
         return session
 
@@ -112,12 +118,18 @@ class RtpMedia:
         s = self.sessions.get(stream_id)
         return s.local_port if s is not None else None
 
-    def _video_packet(self, *args: Any) -> None:
-        self.video_packets += 1
+    @property
+    def video_packets(self) -> int:
+        """Video RTP packets received, on every video stream."""
+        return sum(s.stats.packets_received for sid, s in self.sessions.items() if sid in self._video_ids)
 
     def _feedback(self, stream_id: str, what: str, detail: Any) -> None:
-        if what in ("pli", "fir") and self.leg is not None and stream_id in self.leg.streams:
+        if self.leg is None or stream_id not in self.leg.streams:
+            return
+        if what in ("pli", "fir"):
             self.leg.emit("keyframe_request", stream=stream_id)
+        elif what == "remb" and isinstance(detail, dict) and isinstance(detail.get("bitrate"), (int, float)):
+            self.leg.emit("bitrate_limit", stream=stream_id, kbps=max(1, int(detail["bitrate"]) // 1000))
 
     # -- negotiation results --------------------------------------------------------------
     def apply(self, stream_id: str, plan: StreamPlan) -> MediaStream | None:
@@ -165,16 +177,41 @@ class RtpMedia:
             stream = MediaStream(stream_id, "audio", plan.rx, plan.tx, plan.direction, audio, audio,
                                  stats_provider=lambda s=session, a=audio: rtp_stats(s, a))
         else:
-            stream = MediaStream(stream_id, plan.kind, plan.rx, plan.tx, plan.direction,
+            source, sink = self._video(stream_id, session, plan, old)
+            stream = MediaStream(stream_id, plan.kind, plan.rx, plan.tx, plan.direction, source, sink,
                                  keyframe_requester=lambda sid=stream_id: self._ask_keyframe(sid),
                                  stats_provider=lambda s=session: rtp_stats(s))
-            replaced = False
+            replaced = old is not None and (old.source is not source or old.sink is not sink)
         if old is not None:   # keep the counters across a renegotiation
             stream.keyframes_requested, stream.keyframes_asked = old.keyframes_requested, old.keyframes_asked
         leg.add_stream(stream)
         if replaced and self.on_replaced is not None:
             self.on_replaced(leg, stream_id)
         return stream
+
+    def _video(self, stream_id: str, session: RtpSession, plan: StreamPlan,
+               old: MediaStream | None) -> tuple[VideoReceiver | None, VideoSender | None]:
+        """The stream's picture into the room and the room's picture out, for the codecs we carry;
+        kept across a renegotiation that changed neither format."""
+        leg = self.leg
+        assert leg is not None
+        source = sink = None
+        if plan.direction in ("sendrecv", "recvonly") and video_supported(plan.rx):
+            assert plan.rx is not None
+            if old is not None and isinstance(old.source, VideoReceiver) and old.source.format == plan.rx:
+                source = old.source
+            else:
+                source = VideoReceiver(session, plan.rx,
+                                       request_keyframe=lambda sid=stream_id: leg.request_keyframe(sid))
+        else:
+            session.on_packet = None
+        if plan.direction in ("sendrecv", "sendonly") and video_supported(plan.tx):
+            assert plan.tx is not None
+            if old is not None and isinstance(old.sink, VideoSender) and old.sink.format == plan.tx:
+                sink = old.sink
+            else:
+                sink = VideoSender(session, plan.tx, mtu=self.video_mtu)
+        return source, sink
 
     def _ask_keyframe(self, stream_id: str) -> None:
         plan = self.plans.get(stream_id)

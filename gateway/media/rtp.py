@@ -617,6 +617,31 @@ class RtpSession(DatagramProtocol):
         self._last_sent_ts = ts
         self._last_sent_time = _monotonic()
 
+    def send_at(self, payload: bytes, pt: int, timestamp: int, marker: bool = False) -> None:
+        """Send one RTP packet stamped ``timestamp`` (clock units from the sender's own origin, e.g.
+        a video frame's presentation time) plus this session's random offset; seq advances by 1.
+        Video uses it: the packets of one frame share its time stamp, whatever the frame rate."""
+        remote = self.remote
+        if remote is None or self._closed:
+            self._stats.send_dropped += 1
+            return
+        if not 0 <= pt < 128:
+            raise ValueError(f"RTP payload type {pt} out of range 0..127")
+        seq = self._seq
+        ts = (self._ts + timestamp) & 0xFFFFFFFF
+        data = _HDR.pack(0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc) + payload
+        self._seq = (seq + 1) & 0xFFFF
+        try:
+            self._sock.sendto(data, remote)  # type: ignore[union-attr]
+        except OSError:
+            self._stats.send_errors += 1
+            return
+        st = self._stats
+        st.packets_sent += 1
+        st.octets_sent += len(payload)
+        self._last_sent_ts = ts
+        self._last_sent_time = _monotonic()
+
     # ------------------------------------------------------------ RTCP send
     def _report_block(self) -> RtcpReceiverInfo | None:
         if self._src_ssrc is None:

@@ -1,0 +1,129 @@
+"""A video far end for the room tests: sends a picture over RTP at a frame rate, answers keyframe
+requests (RTCP PLI/FIR), and decodes what it receives so a test can look at the picture.
+
+It is built from the codec modules' own pieces (PyAV encoder and decoder, the payload formats,
+which tshark and baresip check elsewhere); the room under test sees it only as RTP."""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from twisted.internet import task
+
+from gateway.catalogue import default_catalogue
+from gateway.media.codecs import MediaFormat, h263, h264, vp8
+from gateway.media.rtp import open_rtp_session
+from gateway.media.video_codecs import DecodeError, EncoderSettings, VideoDecoder, VideoEncoder
+from gateway.media.video_stream import depacketizer_for, packetization_of, packetizer_for
+from gateway.media.payload.h263 import parse_mb_info
+
+CAT = default_catalogue()
+LOOP = "127.0.0.1"
+
+
+def video_format(name: str, pt: int | None = None, mode: int = 1, level: str = "42e01f") -> MediaFormat:
+    """A receive/send format as negotiation would make it (H.264 at ``level``, H.263 CIF at 30 fps)."""
+    codec = CAT.get(name)
+    if name == "H264":
+        params = h264.from_fmtp(codec, {"profile-level-id": level, "packetization-mode": str(mode)})
+        return MediaFormat(codec, pt or 96, params)
+    if name == "VP8":
+        return MediaFormat(codec, pt or 97, vp8.from_fmtp(codec, {}))
+    if name == "H263":
+        return MediaFormat(codec, 34, h263.from_fmtp(codec, {"CIF": "1", "QCIF": "1"}))
+    if name == "H263-1998":
+        return MediaFormat(codec, pt or 98, h263.from_fmtp(codec, {"CIF": "1", "QCIF": "1"}))
+    raise ValueError(name)
+
+
+def solid(rgb: tuple[int, int, int], width: int = 320, height: int = 240) -> Callable[[int], np.ndarray]:
+    picture = np.empty((height, width, 3), np.uint8)
+    picture[:] = rgb
+
+    def draw(i: int) -> np.ndarray:
+        return picture
+    return draw
+
+
+class VideoPeer:
+    def __init__(self, alloc, fmt: MediaFormat, picture: Callable[[int], np.ndarray] | None = None, *,
+                 fps: float = 15, size: tuple[int, int] = (320, 240)) -> None:
+        self.format = fmt
+        self.session = open_rtp_session(alloc, LOOP, clock_rate=90000, timeout=0)
+        self.session.on_packet = self._packet
+        self.session.on_rtcp_feedback = self._feedback
+        codec = fmt.codec.name
+        if codec in ("H263", "H263-1998"):
+            size = (352, 288)
+        self.picture = picture
+        self.encoder = VideoEncoder(EncoderSettings(codec, size[0], size[1], fps, 512)) if picture else None
+        self.packetizer = packetizer_for(packetization_of(fmt), 1200)
+        self.depacketizer = depacketizer_for(fmt)
+        self.decoder = VideoDecoder(codec)
+        self.fps = fps
+        self.frames_sent = 0
+        self.keyframes_sent = 0
+        self.keyframe_requests: list[str] = []   # PLI / FIR received
+        self.decoded = 0
+        self.keyframes_received = 0
+        self.last: np.ndarray | None = None      # the last picture we decoded (RGB)
+        self._force_key = True
+        self._loop: task.LoopingCall | None = None
+        self.drop: Callable[[int], bool] | None = None   # a test's packet loss: drop(seq) → True drops it
+        self._seq = 0
+
+    def start(self, remote_port: int) -> None:
+        self.session.set_remote(LOOP, remote_port)
+        if self.encoder is not None:
+            self._loop = task.LoopingCall(self._send)
+            self._loop.start(1 / self.fps)
+
+    def _send(self) -> None:
+        assert self.encoder is not None and self.picture is not None
+        pts = int(self.frames_sent * 90000 / self.fps)
+        for ef in self.encoder.encode(self.picture(self.frames_sent), pts, self._force_key):
+            self._force_key = False
+            if self.format.codec.name == "H263":
+                packets = self.packetizer.packetize(ef.data, parse_mb_info(ef.mb_info))
+            else:
+                packets = self.packetizer.packetize(ef.data)
+            for payload, marker in packets:
+                self._seq += 1
+                if self.drop is not None and self.drop(self._seq):
+                    self.session._seq = (self.session._seq + 1) & 0xFFFF   # a lost packet leaves a gap
+                    continue
+                self.session.send_at(payload, self.format.payload_type, ef.pts, marker)
+            self.keyframes_sent += ef.keyframe
+        self.frames_sent += 1
+
+    def _feedback(self, what: str, detail) -> None:
+        if what in ("pli", "fir"):
+            self.keyframe_requests.append(what)
+            self._force_key = True
+
+    def _packet(self, pt, seq, ts, marker, payload, ssrc, arrival) -> None:
+        if pt != self.format.payload_type:
+            return
+        for frame in self.depacketizer.push(seq, ts, marker, payload):
+            self.keyframes_received += frame.keyframe
+            try:
+                pictures = self.decoder.decode(frame.data)
+            except DecodeError:
+                continue
+            for p in pictures:
+                self.decoded += 1
+                self.last = p.to_ndarray(format="rgb24")
+
+    def cell_colour(self, rect: tuple[float, float, float, float]) -> np.ndarray:
+        """Mean RGB of the middle half of a cell given in fractions (x, y, w, h) of the picture."""
+        assert self.last is not None, "nothing decoded"
+        h, w, _ = self.last.shape
+        x, y, cw, ch = rect
+        x0, y0 = int((x + cw / 4) * w), int((y + ch / 4) * h)
+        x1, y1 = int((x + 3 * cw / 4) * w), int((y + 3 * ch / 4) * h)
+        return self.last[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0)
+
+    def stop(self):
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return self.session.close()
