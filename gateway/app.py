@@ -339,7 +339,8 @@ class Gateway:
     def status(self) -> dict[str, Any]:
         plan = self.dialplan.current
         rooms = [
-            {"id": room.id, "name": room.spec.name, "participants": len(room.legs), "roster": room.roster()}
+            {"id": room.id, "name": room.spec.name, "participants": len(room.legs), "roster": room.roster(),
+             "video": room.video.info()}
             for room in self.registry.rooms.values()
         ]
         return {

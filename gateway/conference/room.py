@@ -281,6 +281,7 @@ class Room(Observable):
                                   "rx": str(st.rx) if st.rx else None, "tx": str(st.tx) if st.tx else None}
                             for sid, st in leg.streams.items()},
                 "quality": _quality(leg),
+                "video_media": self.video.member_stats(leg_id),
             })
         return out
 

@@ -221,8 +221,13 @@ class RtpMedia:
             session.send_pli()
         elif session is not None and "ccm fir" in fb:
             session.send_fir()
-        elif self.keyframe_fallback is not None:
-            self.keyframe_fallback(stream_id)
+        else:
+            if self.keyframe_fallback is not None:
+                self.keyframe_fallback(stream_id)
+            # and a PLI besides: many senders act on one without having offered rtcp-fb (baresip,
+            # most SIP room systems); one that does not know it ignores it (RFC 4585 §3.4)
+            if session is not None:
+                session.send_pli()
 
     # -- teardown -------------------------------------------------------------------------
     def close(self) -> None:

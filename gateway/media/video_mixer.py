@@ -361,6 +361,15 @@ class VideoMixer:
         self.members.clear()
         self.groups.clear()
 
+    def member_stats(self, member_id: str) -> dict[str, Any] | None:
+        """One participant's video both ways (None without video): what we receive from them
+        (``in``) and send them (``out``), with the encoder group they are in."""
+        m = self.members.get(member_id)
+        if m is None or (m.source is None and m.sink is None):
+            return None
+        return {"in": m.source.stats() if m.source is not None else None,
+                "out": m.sink.stats() if m.sink is not None else None}
+
     def info(self) -> dict[str, Any]:
         return {"layout": self.layout, "screen": self.screen,
                 "groups": [{"name": g.name, "receivers": len(g.members), "frames": g.frames,

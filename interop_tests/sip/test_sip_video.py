@@ -1,0 +1,151 @@
+"""Video with baresip, an independent SIP peer: what it sends appears in the room's picture, and
+what it receives (read from a loopback capture by tshark's RTP dissector, depacketized and decoded)
+shows everyone in the right tile.
+
+baresip sends a Motion-JPEG clip of one colour (its avformat source); the room is ``cp-2x2``,
+filled in join order while nobody speaks."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from gateway.catalogue import default_catalogue
+from gateway.media.codecs import MediaFormat, h263, h264
+from gateway.media.layout import LAYOUTS
+from gateway.media.video_codecs import DecodeError, VideoDecoder
+from gateway.media.video_stream import depacketizer_for
+from tests.capture import LoopbackCapture
+
+CAT = default_catalogue()
+VIDEO_ROOM = "6000"
+RED, BLUE = (220, 30, 30), (30, 40, 220)
+
+
+def clip(path: Path, rgb: tuple[int, int, int], seconds: int = 30, fps: int = 25) -> Path:
+    """A Motion-JPEG .avi of one colour, CIF (baresip's H.263 encoder takes the H.263 sizes only),
+    which its avformat source plays at full rate."""
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("mjpeg", rate=fps)
+        st.width, st.height, st.pix_fmt = 352, 288, "yuvj420p"
+        st.time_base = Fraction(1, fps)
+        picture = np.empty((288, 352, 3), np.uint8)
+        picture[:] = rgb
+        for i in range(seconds * fps):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts = i
+            for pkt in st.encode(frame):
+                out.mux(pkt)
+        for pkt in st.encode(None):
+            out.mux(pkt)
+    return path
+
+
+def silence(path: Path, seconds: int = 30) -> Path:
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes(b"\0\0\0\0" * 48000 * seconds)
+    return path
+
+
+def received_rtp(pcap: Path, lo: int, hi: int) -> dict[int, list[tuple[int, int, bool, bytes]]]:
+    """RTP packets to ports lo..hi, as tshark reads them: payload type → (seq, ts, marker, payload)."""
+    env = dict(os.environ, HOME=str(pcap.parent))
+    r = subprocess.run([shutil.which("tshark"), "-n", "-r", str(pcap), "-o", "rtp.heuristic_rtp:TRUE",
+                        "-Y", f"rtp && udp.dstport >= {lo} && udp.dstport <= {hi}", "-T", "fields",
+                        "-e", "rtp.p_type", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.marker",
+                        "-e", "rtp.payload"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out: dict[int, list] = {}
+    for line in r.stdout.splitlines():
+        pt, seq, ts, marker, payload = (line.split("\t") + [""] * 5)[:5]
+        if not pt or not payload:
+            continue
+        out.setdefault(int(pt), []).append((int(seq), int(ts), marker in ("1", "True"),
+                                            bytes.fromhex(payload.replace(":", ""))))
+    return out
+
+
+def last_picture(fmt: MediaFormat, packets) -> tuple[np.ndarray | None, int]:
+    dp = depacketizer_for(fmt)
+    dec = VideoDecoder(fmt.codec.name)
+    last, n = None, 0
+    for seq, ts, marker, payload in packets:
+        for frame in dp.push(seq, ts, marker, payload):
+            try:
+                pics = dec.decode(frame.data)
+            except DecodeError:
+                continue
+            for p in pics:
+                last, n = p.to_ndarray(format="rgb24"), n + 1
+    return last, n
+
+
+def cell_colour(picture: np.ndarray, rect) -> np.ndarray:
+    h, w, _ = picture.shape
+    x, y, cw, ch = rect
+    return picture[int((y + ch / 4) * h):int((y + 3 * ch / 4) * h),
+                   int((x + cw / 4) * w):int((x + 3 * cw / 4) * w)].reshape(-1, 3).mean(axis=0)
+
+
+def test_baresip_h264_mode0_and_h263_see_each_other_in_cp_2x2(cau, baresip_factory, tmp_path):
+    red = clip(tmp_path / "red.avi", RED)
+    blue = clip(tmp_path / "blue.avi", BLUE)
+    quiet = ("aufile", str(silence(tmp_path / "quiet.wav")))    # nobody speaks: cells in join order
+    a = baresip_factory("h264", audio_codecs=("PCMU/8000/1",), video_codecs=("H264",), audio_source=quiet,
+                        video_source=("avformat", str(red)))
+    b = baresip_factory("h263", audio_codecs=("PCMU/8000/1",), video_codecs=("H263",), audio_source=quiet,
+                        video_source=("avformat", str(blue)))
+    pcap = tmp_path / "video.pcapng"
+    bpf = f"udp portrange {a.rtp_lo}-{a.rtp_hi} or udp portrange {b.rtp_lo}-{b.rtp_hi}"
+    with LoopbackCapture(bpf, pcap):
+        a.dial(cau.uri(VIDEO_ROOM))
+        a.wait_established(timeout=15)
+        time.sleep(1.0)                      # a joins first: the top-left cell
+        b.dial(cau.uri(VIDEO_ROOM))
+        b.wait_established(timeout=15)
+        time.sleep(6.0)
+        status = next(r for r in cau.status()["rooms"] if r["id"] == "video")
+        a.hangup()
+        b.hangup()
+        a.wait_closed(timeout=10)
+        b.wait_closed(timeout=10)
+    assert "Set video encoder: H264 packetization-mode=0" in a.proc.output, a.proc.output[-2000:]
+    # the status page's figures agree: both decoded, each in its codec's encoder group
+    media = {p["name"]: p["video_media"] for p in status["roster"]}
+    assert media["h264"]["in"]["frames_decoded"] > 20 and media["h263"]["in"]["frames_decoded"] > 20, media
+    assert media["h264"]["out"]["group"].startswith("H264 1280x720"), media
+    assert media["h263"]["out"]["group"].startswith("H263 352x288"), media
+    cells = LAYOUTS["cp-2x2"]
+    for peer, name in ((a, "H264"), (b, "H263")):
+        streams = received_rtp(pcap, peer.rtp_lo, peer.rtp_hi)
+        video = {pt: p for pt, p in streams.items() if pt not in (0, 101, 13)}
+        assert len(video) == 1, f"baresip {name} received RTP of payload types {sorted(streams)}"
+        pt, packets = next(iter(video.items()))
+        if name == "H264":
+            fmt = MediaFormat(CAT.get("H264"), pt, h264.from_fmtp(CAT.get("H264"), {}))
+            # mode 0: every packet a single NAL unit (types 1..23), no STAP-A / FU-A
+            kinds = {p[3][0] & 0x1F for p in packets}
+            assert kinds <= set(range(1, 24)), f"mode-0 receiver got NAL unit types {sorted(kinds)}"
+        else:
+            assert pt == 34, pt
+            fmt = MediaFormat(CAT.get("H263"), 34, h263.from_fmtp(CAT.get("H263"), {}))
+        picture, n = last_picture(fmt, packets)
+        assert picture is not None and n > 20, f"baresip {name}: {n} pictures decoded from {len(packets)} packets"
+        for i, want in ((0, RED), (1, BLUE)):
+            got = cell_colour(picture, cells[i])
+            assert np.abs(got - np.array(want)).max() < 50, \
+                f"baresip {name} sees {got.round()} in cell {i}, expected {want} ({'H264 red' if i == 0 else 'H263 blue'})"
+        for i in (2, 3):
+            got = cell_colour(picture, cells[i])
+            assert got.max() < 40, f"baresip {name} sees {got.round()} in empty cell {i}"
