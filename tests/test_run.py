@@ -221,6 +221,25 @@ def test_an_api_token_guards_operator_actions(gateway, tmp_path):
     assert post("Basic " + token)[0] == 401
     code, body, _ = post("Bearer " + token)  # let in: now it is the request that is wrong
     assert code == 400 and '"to"' in body["error"]
+    # the layout of a room: token-protected the same way; a room that is not running is a 404,
+    # an unknown layout a 400 that lists the layouts there are
+    def layout(body: bytes, auth: str | None = "Bearer " + token, room: str = "demo") -> tuple[int, dict]:
+        headers = {"content-type": "application/json", **({"authorization": auth} if auth else {})}
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/{room}/layout", method="POST",
+                                     data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    assert layout(b'{"layout": "cp-3x3"}', auth=None)[0] == 401
+    code, body = layout(b'{"layout": "cp-3x3"}')
+    assert code == 404 and "not running" in body["error"]
+    code, body = layout(b'{"layout": 7}')
+    assert code == 400 and "cp-1+7" in body["layouts"]
+    code, body = layout(b'not json')
+    assert code == 400
     assert gw.get("/api/status")[0] == 200  # reading stays open (bind the port to a management network)
     assert gw.stop() == 0
 

@@ -69,8 +69,14 @@ class VideoPeer:
         self.last: np.ndarray | None = None      # the last picture we decoded (RGB)
         self._force_key = True
         self._loop: task.LoopingCall | None = None
-        self.drop: Callable[[int], bool] | None = None   # a test's packet loss: drop(seq) → True drops it
+        self.drop: Callable[[int], bool] | None = None   # loss of what we send: drop(n) → True drops it
+        self.drop_in: Callable[[int], bool] | None = None  # loss of what we receive
         self._seq = 0
+        self._in = 0
+        self._last_pli = 0.0
+        self.plis_sent = 0
+        self.frames: list[tuple[float, bool]] = []       # (arrival, keyframe) of every frame decoded
+        self.on_picture: Callable[[float, np.ndarray], None] | None = None
 
     def start(self, remote_port: int) -> None:
         self.session.set_remote(LOOP, remote_port)
@@ -104,6 +110,9 @@ class VideoPeer:
     def _packet(self, pt, seq, ts, marker, payload, ssrc, arrival) -> None:
         if pt != self.format.payload_type:
             return
+        self._in += 1
+        if self.drop_in is not None and self.drop_in(self._in):
+            return
         for frame in self.depacketizer.push(seq, ts, marker, payload):
             self.keyframes_received += frame.keyframe
             try:
@@ -112,7 +121,14 @@ class VideoPeer:
                 continue
             for p in pictures:
                 self.decoded += 1
+                self.frames.append((arrival, frame.keyframe))
                 self.last = p.to_ndarray(format="rgb24")
+                if self.on_picture is not None:
+                    self.on_picture(arrival, self.last)
+        if self.depacketizer.keyframe_needed and arrival - self._last_pli > 0.3:
+            self._last_pli = arrival          # a lost packet: ask the room for a keyframe, as endpoints do
+            self.plis_sent += 1
+            self.session.send_pli()
 
     def cell_colour(self, rect: tuple[float, float, float, float]) -> np.ndarray:
         """Mean RGB of the middle half of a cell given in fractions (x, y, w, h) of the picture."""

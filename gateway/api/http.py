@@ -114,11 +114,15 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}pre{{ba
 DIAL_TIMEOUT = 90.0  # seconds an operator's invite may ring before the answer is "no answer"
 
 
-class RoomDial(resource.Resource):
-    """POST /api/rooms/<room>/dial with JSON {"to": "sip:…" | "h323:…" | endpoint alias or number}.
+class RoomActions(resource.Resource):
+    """The operator's actions on a room, behind the API token when one is set:
 
-    Answers when the call is up (200, the participant) or has failed (400 for a bad request,
-    502 with the far end's reason), so an operator sees at once what happened."""
+    * ``POST /api/rooms/<room>/dial`` with JSON {"to": "sip:…" | "h323:…" | endpoint alias or number}.
+      Answers when the call is up (200, the participant) or has failed (400 for a bad request,
+      502 with the far end's reason), so an operator sees at once what happened.
+    * ``POST /api/rooms/<room>/layout`` with JSON {"layout": "cp-3x3"}: the room's video layout,
+      changed while it runs (200 with the layout; 404 when the room is not running; 400 with
+      the layouts there are)."""
 
     isLeaf = True
 
@@ -135,8 +139,32 @@ class RoomDial(resource.Resource):
                 request.setHeader(b"www-authenticate", b'Bearer realm="cau"')
                 return _json(request, {"error": "this needs the API token: Authorization: Bearer <api_token>"}, 401)
         parts = [p.decode("utf-8", "replace") for p in request.postpath]
-        if len(parts) != 2 or parts[1] != "dial" or not parts[0]:
-            return _json(request, {"error": "use POST /api/rooms/<room>/dial"}, 404)
+        if len(parts) != 2 or parts[1] not in ("dial", "layout") or not parts[0]:
+            return _json(request, {"error": "use POST /api/rooms/<room>/dial or /api/rooms/<room>/layout"}, 404)
+        if parts[1] == "layout":
+            return self._layout(request, parts[0])
+        return self._dial(request, parts)
+
+    def _layout(self, request: server.Request, room_id: str) -> bytes:
+        from gateway.media.video_mixer import LAYOUT_NAMES
+
+        try:
+            body = json.loads(request.content.read(65536) or b"{}")
+            layout = body["layout"]
+            if not isinstance(layout, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return _json(request, {"error": 'send JSON like {"layout": "cp-2x2"}', "layouts": list(LAYOUT_NAMES)}, 400)
+        room = self.gateway.registry.get(room_id)
+        if room is None:
+            return _json(request, {"error": f"room {room_id!r} is not running"}, 404)
+        try:
+            room.set_layout(layout)
+        except ValueError as exc:
+            return _json(request, {"error": str(exc), "layouts": list(LAYOUT_NAMES)}, 400)
+        return _json(request, {"room": room.id, "layout": layout})
+
+    def _dial(self, request: server.Request, parts: list[str]) -> Any:
         try:
             body = json.loads(request.content.read() or b"{}")
             to = body["to"]
@@ -179,7 +207,7 @@ def build_site(gateway: "Gateway") -> server.Site:
     root.putChild(b"healthz", Health(gateway))
     api = resource.Resource()
     api.putChild(b"status", Status(gateway))
-    api.putChild(b"rooms", RoomDial(gateway))
+    api.putChild(b"rooms", RoomActions(gateway))
     root.putChild(b"api", api)
     site = server.Site(root)
     site.displayTracebacks = False

@@ -11,7 +11,7 @@ from .matcher import Matcher
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 RouteKind = Literal["room", "dial", "reject", "none"]
 
-LAYOUTS = ("voice-switched", "cp-2x2", "cp-3x3", "cp-1+5")
+LAYOUTS = ("voice-switched", "cp-2x2", "cp-3x3", "cp-1+5", "cp-1+7")
 PROTOCOLS = ("sip", "h323", "webrtc")
 
 

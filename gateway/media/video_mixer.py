@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 #: the dial plan's names for layouts, as the compositor knows them
 LAYOUT_ALIASES = {"voice-switched": "vas", "vas": "vas"}
+#: what an operator may ask for (the dial plan's names)
+LAYOUT_NAMES = ("voice-switched", "cp-2x2", "cp-3x3", "cp-1+5", "cp-1+7")
 CLOCK = 90000
 
 
@@ -54,8 +56,7 @@ def layout_name(name: str) -> str:
     """The compositor's name for a dial-plan layout (``voice-switched`` → ``vas``); ValueError if unknown."""
     n = LAYOUT_ALIASES.get(name, name)
     if n not in LAYOUTS:
-        raise ValueError(f"unknown layout {name!r}; expected one of voice-switched, "
-                         + ", ".join(k for k in LAYOUTS if k != "vas"))
+        raise ValueError(f"unknown layout {name!r}; expected one of {', '.join(LAYOUT_NAMES)}")
     return n
 
 
