@@ -37,6 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--room", default="1000", help="a room number without PIN on the target (default 1000)")
     g.addoption("--pin-room", default="2000", help="a room number with a PIN on the target (default 2000)")
     g.addoption("--pin", default="2468", help="that room's PIN (default 2468)")
+    g.addoption("--video-room", default="6000",
+                help="a room number without PIN whose video layout is cp-2x2, filled in join order (default 6000)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -50,6 +52,7 @@ class Target:
     room: str
     pin_room: str
     pin: str
+    video_room: str = "6000"
     http_port: int | None = None     # only for a Cầu the suite started
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
@@ -123,7 +126,7 @@ def _start_cau(tmp: Path) -> Target:
     if sip is None or http is None:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("cau run did not report its SIP and HTTP ports within 30 s: " + err.read_text())
-    return Target("127.0.0.1", sip, "1000", "2000", "2468", http, proc, err,
+    return Target("127.0.0.1", sip, "1000", "2000", "2468", "6000", http, proc, err,
                   users={"baresip-a": "secret-a", "pjsua-b": "secret-b"})
 
 
@@ -133,7 +136,8 @@ def target(request: pytest.FixtureRequest):
     if opt:
         host, _, port = opt.rpartition(":")
         yield Target(host or opt, int(port or 5060), request.config.getoption("--room"),
-                     request.config.getoption("--pin-room"), request.config.getoption("--pin"))
+                     request.config.getoption("--pin-room"), request.config.getoption("--pin"),
+                     request.config.getoption("--video-room"))
         return
     tmp = Path(tempfile.mkdtemp(prefix="cau-conformance-"))
     t = _start_cau(tmp)

@@ -19,7 +19,7 @@ from gateway.media.layout import LAYOUTS
 from interop_tests.peers.rtp_participant import RtpParticipant
 from tests.conftest import LOOP as LOOP_ASYNC
 from tests.conftest import run_for, wait
-from tests.video_peer import LOOP, VideoPeer, solid, video_format
+from interop_tests.peers.video_peer import LOOP, VideoPeer, solid, video_format
 
 CAT = default_catalogue()
 PCMU = MediaFormat(CAT.get("PCMU"), 0, ptime_ms=20)

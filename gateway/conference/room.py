@@ -137,8 +137,8 @@ class Room(Observable):
         if self.legs.get(leg.id) is not leg:
             return
         stream = leg.streams.get(stream_id)
-        if stream is not None and stream.kind == "video":
-            self._add_video(leg)
+        if (stream.kind if stream is not None else stream_id) == "video":
+            self._add_video(leg)          # video added, removed or changed: the picture follows
             return
         old = self.mixer.members.get(leg.id)
         self.mixer.remove(leg.id)

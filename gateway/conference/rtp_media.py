@@ -152,14 +152,15 @@ class RtpMedia:
             session.on_timeout = lambda s=session: self.leg.hangup(f"no media received for {s.timeout:g} s")
             for sid, p in self.plans.items():   # video negotiated before audio
                 if sid != stream_id:
-                    self._stream(sid, p)
-            stream = self._stream(stream_id, plan)
+                    self._stream(sid, p, made=True)
+            stream = self._stream(stream_id, plan, made=True)
             if self.on_leg is not None:
                 self.on_leg(self.leg)
             return stream
         return self._stream(stream_id, plan)
 
-    def _stream(self, stream_id: str, plan: StreamPlan) -> MediaStream:
+    def _stream(self, stream_id: str, plan: StreamPlan, made: bool = False) -> MediaStream:
+        """The Leg's stream for ``plan``; ``made``: the Leg is being made (nothing to replace yet)."""
         leg = self.leg
         assert leg is not None
         session = self.sessions[stream_id]
@@ -181,11 +182,12 @@ class RtpMedia:
             stream = MediaStream(stream_id, plan.kind, plan.rx, plan.tx, plan.direction, source, sink,
                                  keyframe_requester=lambda sid=stream_id: self._ask_keyframe(sid),
                                  stats_provider=lambda s=session: rtp_stats(s))
-            replaced = old is not None and (old.source is not source or old.sink is not sink)
+            # a video stream that came (or changed) after the Leg was made: the room takes it in
+            replaced = old is None or old.source is not source or old.sink is not sink
         if old is not None:   # keep the counters across a renegotiation
             stream.keyframes_requested, stream.keyframes_asked = old.keyframes_requested, old.keyframes_asked
         leg.add_stream(stream)
-        if replaced and self.on_replaced is not None:
+        if replaced and not made and self.on_replaced is not None:
             self.on_replaced(leg, stream_id)
         return stream
 
@@ -212,6 +214,21 @@ class RtpMedia:
             else:
                 sink = VideoSender(session, plan.tx, mtu=self.video_mtu)
         return source, sink
+
+    def remove(self, stream_id: str) -> None:
+        """The stream was declined or removed by a renegotiation (m= line with port 0): the Leg loses
+        it, the room lets go of it, and its RTP session is closed (its ports go back; a later offer
+        opens a new one)."""
+        self.plans.pop(stream_id, None)
+        self._video_ids.discard(stream_id)
+        session = self.sessions.pop(stream_id, None)
+        if session is not None:
+            session.on_packet = None
+            session.on_timeout = None
+            session.close()
+        if self.leg is not None and self.leg.streams.pop(stream_id, None) is not None:
+            if self.on_replaced is not None:
+                self.on_replaced(self.leg, stream_id)
 
     def _ask_keyframe(self, stream_id: str) -> None:
         plan = self.plans.get(stream_id)

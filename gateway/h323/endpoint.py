@@ -72,6 +72,7 @@ class H323Media:
                             reactor=service.reactor, protocol="h323")
         self.rtp.on_leg = self._on_leg
         self.rtp.keyframe_fallback = self._fast_update
+        self.rtp.on_replaced = self._on_replaced
         self.leg: Leg | None = None
         self.room: Any = None
         self.gate: Any = None
@@ -130,6 +131,10 @@ class H323Media:
             return
         if not self.joined.called:
             self.joined.callback(leg)
+
+    def _on_replaced(self, leg: Leg, stream_id: str) -> None:
+        if self.room is not None:
+            self.room.replace_stream(leg, stream_id)   # a channel opened or changed after the join
 
     def _enter_room(self) -> None:
         def refused(exc: JoinRefused) -> None:

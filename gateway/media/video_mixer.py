@@ -145,11 +145,19 @@ class VideoMixer:
 
     # -- membership --------------------------------------------------------------------------
     def add(self, member_id: str, source: VideoReceiver | None, sink: VideoSender | None, name: str = "") -> None:
-        """A participant: its picture (``source``, None for audio-only), where ours goes (``sink``)."""
-        self.remove(member_id)
-        self._joins += 1
-        self.members[member_id] = VideoMember(member_id, name or member_id, source, sink, self._joins)
-        if sink is not None:
+        """A participant: its picture (``source``, None for audio-only), where ours goes (``sink``).
+        Adding one who is here already changes their streams in place (a renegotiation: video
+        added, removed or of another codec), keeping their place on screen."""
+        m = self.members.get(member_id)
+        if m is None:
+            self._joins += 1
+            m = self.members[member_id] = VideoMember(member_id, name or member_id, None, None, self._joins)
+        if m.source is not None and m.source is not source:
+            m.source.show(False)
+        if m.sink is not None and m.sink is not sink:
+            self._leave_group(m.sink)
+        m.source, m.sink = source, sink
+        if sink is not None and sink.group is None:
             self._regroup(sink, self._view_of(member_id))
 
     def remove(self, member_id: str) -> None:

@@ -134,7 +134,10 @@ class VideoReceiver:
             self.ask_keyframe()
 
     def ask_keyframe(self) -> bool:
-        """Ask the sender for a keyframe, unless we did within KEYFRAME_ASK_INTERVAL."""
+        """Ask the sender for a keyframe, unless we did within KEYFRAME_ASK_INTERVAL or it has not
+        sent anything yet (its first frame is a keyframe anyway)."""
+        if self.session.stats.packets_received == 0:
+            return False
         now = self._clock()
         if self._last_ask is not None and now - self._last_ask < KEYFRAME_ASK_INTERVAL:
             return False

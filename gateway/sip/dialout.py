@@ -96,7 +96,7 @@ class OutgoingCall(SipCall):
     def __init__(self, ua: SipUserAgent, target: str, uri: SipUri, peer: Peer, spec: Any, *,
                  display_name: str = "Cầu", from_user: str = "cau",
                  credentials: tuple[str, str] | None = None, timeout: float = 60.0,
-                 video: bool = False, room: Any = None):
+                 video: bool = True, room: Any = None):
         # deliberately not SipCall.__init__ (that one is the UAS side, built from an INVITE)
         self.ua = ua
         self.target = target
@@ -123,6 +123,7 @@ class OutgoingCall(SipCall):
         self.offer: SessionDescription | None = None
         self.pending_offer = None
         self.streams = []
+        self.fast_update_refused = False
         self.state = "early"  # early (INVITE pending) → confirmed → terminated
         self.ended_by_us = False
         self.session_expires: int | None = None
@@ -398,7 +399,7 @@ def _hook_stray_2xx(ua: SipUserAgent) -> None:
 
 
 def dial(ua: SipUserAgent, target: str, spec: Any, *, display_name: str = "Cầu", from_user: str = "cau",
-         credentials: tuple[str, str] | None = None, timeout: float = 60, video: bool = False,
+         credentials: tuple[str, str] | None = None, timeout: float = 60, video: bool = True,
          room: Any = None) -> Deferred:
     """Call ``target`` and join the answered call into the room of ``spec`` (module doc).
 

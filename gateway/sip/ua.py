@@ -64,6 +64,7 @@ class SipCall:
         self.local_sdp: SessionDescription | None = None
         self.pending_offer: SessionDescription | None = None  # our offer awaiting the ACK (late offer)
         self.streams: list[SdpStream] = []
+        self.fast_update_refused = False      # the far end refused INFO picture_fast_update
         self.state = "early"  # early → confirmed → terminated
         self.ended_by_us = False
         self.session_expires: int | None = None
@@ -111,6 +112,8 @@ class SipCall:
             self.media.apply("audio", audio.plan(self.peer.host))
             if video is not None and self.has_video and video.remote_port:
                 self.media.apply("video", video.plan(self.peer.host))
+            elif self.has_video:        # declined, or a re-INVITE took it away (m=video 0)
+                self.media.remove("video")
         except ValueError as exc:  # e.g. a host name or an IPv6 address on an IPv4 gateway
             raise SdpError(f"cannot send media there: {exc}", status=488) from None
         # hold: the far end does not want to receive → do not send it the room's audio
@@ -626,6 +629,17 @@ class SipUserAgent:
     def _on_prack(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
         self._respond(stx, 200, None, to_tag=call.local_tag)
 
+    def _offered_video(self, call: SipCall, offer: SessionDescription) -> None:
+        """A renegotiation that adds video to a call that had none: open its RTP session first, so
+        the answer can take it (no ports left: the answer declines it, the call goes on)."""
+        if call.has_video or call.media is None:
+            return
+        if any(m.media == "video" and m.port for m in offer.media):
+            try:
+                call.media.open("video")
+            except PortsExhausted as exc:
+                log.warning("call %s: no RTP ports for the video it adds: %s", call.dialog.call_id, exc)
+
     def _on_reinvite(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
         self._session_refresh(call, request)
         if not request.body:
@@ -636,6 +650,7 @@ class SipUserAgent:
         else:
             try:
                 offer = SessionDescription.parse(request.body)
+                self._offered_video(call, offer)
                 answer, streams = call.oa.answer(offer, call.local_media(), previous=call.local_sdp)
                 call.apply_streams(streams)
                 call.local_sdp = answer
@@ -654,6 +669,7 @@ class SipUserAgent:
         if request.body:
             try:
                 offer = SessionDescription.parse(request.body)
+                self._offered_video(call, offer)
                 answer, streams = call.oa.answer(offer, call.local_media(), previous=call.local_sdp)
                 call.apply_streams(streams)
                 call.local_sdp = answer
@@ -709,12 +725,19 @@ class SipUserAgent:
     # -- requests we send ------------------------------------------------------------------
     def send_fast_update(self, call: SipCall) -> None:
         """Ask the far end for a keyframe by SIP INFO (RFC 5168), for peers without RTCP feedback."""
-        if call.state != "confirmed" or call.dialog is None:
+        if call.state != "confirmed" or call.dialog is None or call.fast_update_refused:
             return
         body = ('<?xml version="1.0" encoding="utf-8" ?><media_control><vc_primitive><to_encoder>'
                 '<picture_fast_update/></to_encoder></vc_primitive></media_control>').encode()
         info = call.dialog.request("INFO", call.contact(), body=body, content_type="application/media_control+xml")
-        self.tx.client(info, call.dialog.peer, lambda r, t: None)
+
+        def answered(response: Any, tx: Any) -> None:
+            code = getattr(response, "status", None)
+            if code is None or code >= 300:      # refused (415, 501...) or unanswered: ask by RTCP only
+                call.fast_update_refused = True
+                log.info("call %s: the far end does not take INFO picture_fast_update (%s); "
+                         "keyframes are asked for by RTCP PLI only", call.dialog.call_id, code or "no answer")
+        self.tx.client(info, call.dialog.peer, answered)
 
     def send_bye(self, call: SipCall, reason: str) -> None:
         bye = call.dialog.request("BYE", call.contact(), extra=[("Reason", f'SIP;cause=200;text="{_quote(reason)}"')])

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from interop_tests.peers.rtp_participant import CODECS, RtpParticipant, spectrum_peak
+from interop_tests.peers.video_peer import VideoPeer, moving
 
 log = logging.getLogger("cau.h323.testep")
 
@@ -118,7 +119,8 @@ class H323TestEndpoint:
     def __init__(self, alias: str = "lab-ep", number: str | None = None, profile: str = "HDX",
                  fast_start: bool = True, tunnelling: bool = True, separate_h245: bool = False,
                  audio_codec_pref: str | None = None, tone_hz: float | None = None, dtmf_pt: int | None = None,
-                 host: str = "127.0.0.1", video: bool = True) -> None:
+                 host: str = "127.0.0.1", video: bool = True,
+                 video_colour: tuple[int, int, int] = (128, 128, 128)) -> None:
         if profile not in PROFILES:
             raise ValueError(f"profile {profile!r}: one of {', '.join(PROFILES)}")
         audio, vid = PROFILES[profile]
@@ -137,7 +139,8 @@ class H323TestEndpoint:
         self.reactor = _twisted()
         self.call_obj: Any = None
         self.audio: EndpointAudio | None = None
-        self.video: RtpParticipant | None = None
+        self.video: VideoPeer | None = None
+        self.video_colour = video_colour
         self.gk: Any = None
         self._listener: Any = None
         self.incoming: asyncio.Queue | None = None
@@ -167,9 +170,7 @@ class H323TestEndpoint:
             if self.tone_hz:
                 self.audio.play_tone(self.tone_hz)
         if self.video is None and self.video_codecs:
-            self.video = RtpParticipant("PCMU", host=self.host)
-            self.video.decode = False
-            await self.video.start()
+            self.video = VideoPeer(None, picture=moving(self.video_colour), fps=15, host=self.host)
 
     def _new_call(self, role: str) -> Any:
         from gateway.h323.call import H323Call
@@ -182,7 +183,7 @@ class H323TestEndpoint:
         call.media_address = self._media_address
         call.on_channels = self._on_channels
         call.on_user_input = lambda c, d: self.user_input.append(d)
-        call.on_fast_update = lambda c, n: setattr(self, "fast_updates", self.fast_updates + 1)
+        call.on_fast_update = self._fast_update
         call.on_released = lambda c: self._released()
         self.call_obj = call
         self._media_event = asyncio.Event()
@@ -207,9 +208,21 @@ class H323TestEndpoint:
             if a._task is None:
                 a.start_sending()
             self._media_event.set()
-        vtx = call.channel("video", "tx")
-        if vtx is not None and vtx.remote_media is not None and self.video is not None:
-            self.video.set_remote(*vtx.remote_media)
+        vtx, vrx = call.channel("video", "tx"), call.channel("video", "rx")
+        v = self.video
+        if v is not None and (vtx is not None or vrx is not None):
+            v.configure(vtx.format if vtx is not None else None, vrx.format if vrx is not None else None)
+            if vrx is not None:
+                v.ask_keyframe = lambda c=call, n=vrx.number: c.h245.request_fast_update(n) \
+                    if c.h245 is not None and not c.h245.ended else None
+            if vtx is not None and vtx.remote_media is not None:
+                v.start(vtx.remote_media[1], vtx.remote_media[0])
+
+    def _fast_update(self, call: Any, number: int | None) -> None:
+        """H.245 videoFastUpdatePicture: the far end wants an intra picture from us."""
+        self.fast_updates += 1
+        if self.video is not None:
+            self.video.force_keyframe("h245")
 
     def _released(self) -> None:
         if self.audio is not None:
@@ -346,9 +359,10 @@ class H323TestEndpoint:
             self._listener = None
             if d is not None:
                 await _await(d, 5)
-        for p in (self.audio, self.video):
-            if p is not None:
-                p.close()
+        if self.audio is not None:
+            self.audio.close()
+        if self.video is not None:
+            await _await(self.video.stop(), 5)
         self.audio = self.video = None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
 import wave
 from fractions import Fraction
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 
 from gateway.catalogue import default_catalogue
 from gateway.media.codecs import MediaFormat, h263, h264
@@ -26,7 +26,6 @@ from gateway.media.video_stream import depacketizer_for
 from tests.capture import LoopbackCapture
 
 CAT = default_catalogue()
-VIDEO_ROOM = "6000"
 RED, BLUE = (220, 30, 30), (30, 40, 220)
 
 
@@ -109,10 +108,10 @@ def test_baresip_h264_mode0_and_h263_see_each_other_in_cp_2x2(cau, baresip_facto
     pcap = tmp_path / "video.pcapng"
     bpf = f"udp portrange {a.rtp_lo}-{a.rtp_hi} or udp portrange {b.rtp_lo}-{b.rtp_hi}"
     with LoopbackCapture(bpf, pcap):
-        a.dial(cau.uri(VIDEO_ROOM))
+        a.dial(cau.uri(cau.video_room))
         a.wait_established(timeout=15)
         time.sleep(1.0)                      # a joins first: the top-left cell
-        b.dial(cau.uri(VIDEO_ROOM))
+        b.dial(cau.uri(cau.video_room))
         b.wait_established(timeout=15)
         time.sleep(6.0)
         status = next(r for r in cau.status()["rooms"] if r["id"] == "video")
@@ -149,3 +148,30 @@ def test_baresip_h264_mode0_and_h263_see_each_other_in_cp_2x2(cau, baresip_facto
         for i in (2, 3):
             got = cell_colour(picture, cells[i])
             assert got.max() < 40, f"baresip {name} sees {got.round()} in empty cell {i}"
+
+
+def test_a_reinvite_adds_video_and_another_takes_it_away(cau, sipp):
+    """sipp calls with audio, re-INVITEs with H.264 video (answered with a video port), then with
+    m=video 0 (answered m=video 0); the room's roster follows: the participant gains a video
+    stream and loses it again."""
+    seen: list[set[str]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            for room in cau.status()["rooms"]:
+                for p in room["roster"]:
+                    if p["name"] == "sipp":
+                        if not seen or seen[-1] != set(p["streams"]):
+                            seen.append(set(p["streams"]))
+            time.sleep(0.1)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.start()
+    try:
+        r = sipp.uac(f"{cau.host}:{cau.sip_port}", "uac_reinvite_video", service=cau.video_room, call_ms=1500)
+    finally:
+        done.set()
+        t.join(5)
+    assert r.ok, r.explain()
+    assert seen[:3] == [{"audio"}, {"audio", "video"}, {"audio"}], seen

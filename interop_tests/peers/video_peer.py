@@ -1,24 +1,31 @@
-"""A video far end for the room tests: sends a picture over RTP at a frame rate, answers keyframe
-requests (RTCP PLI/FIR), and decodes what it receives so a test can look at the picture.
+"""A video far end for the room tests and the H.323 test endpoint: sends a picture over RTP at a
+frame rate, answers keyframe requests (RTCP PLI/FIR, or whatever its owner wires to
+:meth:`VideoPeer.force_keyframe`), asks for one when a packet is lost, and decodes what it
+receives so a test can look at the picture.
 
-It is built from the codec modules' own pieces (PyAV encoder and decoder, the payload formats,
-which tshark and baresip check elsewhere); the room under test sees it only as RTP."""
+It is built from PyAV (FFmpeg's encoders and decoders) and Cầu's payload formats, which tshark
+and baresip check elsewhere; the gateway under test sees it only as RTP."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from twisted.internet import task
 
 from gateway.catalogue import default_catalogue
 from gateway.media.codecs import MediaFormat, h263, h264, vp8
+from gateway.media.payload.h263 import parse_mb_info
+from gateway.media.ports import PortAllocator
 from gateway.media.rtp import open_rtp_session
 from gateway.media.video_codecs import DecodeError, EncoderSettings, VideoDecoder, VideoEncoder
 from gateway.media.video_stream import depacketizer_for, packetization_of, packetizer_for
-from gateway.media.payload.h263 import parse_mb_info
+from interop_tests.peers.procs import free_port_block
 
 CAT = default_catalogue()
 LOOP = "127.0.0.1"
+#: the picture sizes the H.263 encoders take (352x288 is CIF)
+CIF = (352, 288)
 
 
 def video_format(name: str, pt: int | None = None, mode: int = 1, level: str = "42e01f") -> MediaFormat:
@@ -45,47 +52,89 @@ def solid(rgb: tuple[int, int, int], width: int = 320, height: int = 240) -> Cal
     return draw
 
 
+def moving(rgb: tuple[int, int, int], width: int = 352, height: int = 288) -> Callable[[int], np.ndarray]:
+    """``rgb`` with a white square running along the top edge (outside the middle half the tests
+    measure), so every frame differs from the last as a camera's would."""
+    base = np.empty((height, width, 3), np.uint8)
+    base[:] = rgb
+    side = max(8, height // 10) // 2 * 2
+
+    def draw(i: int) -> np.ndarray:
+        picture = base.copy()
+        x = (i * 8) % (width - side)
+        picture[height // 40:height // 40 + side, x:x + side] = 255
+        return picture
+    return draw
+
+
 class VideoPeer:
-    def __init__(self, alloc, fmt: MediaFormat, picture: Callable[[int], np.ndarray] | None = None, *,
-                 fps: float = 15, size: tuple[int, int] = (320, 240)) -> None:
-        self.format = fmt
-        self.session = open_rtp_session(alloc, LOOP, clock_rate=90000, timeout=0)
+    def __init__(self, alloc: PortAllocator | None, fmt: MediaFormat | None = None,
+                 picture: Callable[[int], np.ndarray] | None = None, *, fps: float = 15,
+                 size: tuple[int, int] = (320, 240), host: str = LOOP) -> None:
+        if alloc is None:                      # a peer of its own (the H.323 test endpoint)
+            lo = free_port_block(2)
+            alloc = PortAllocator(lo, lo + 1)
+        self.host = host
+        self.session = open_rtp_session(alloc, host, clock_rate=90000, timeout=0)
         self.session.on_packet = self._packet
         self.session.on_rtcp_feedback = self._feedback
-        codec = fmt.codec.name
-        if codec in ("H263", "H263-1998"):
-            size = (352, 288)
         self.picture = picture
-        self.encoder = VideoEncoder(EncoderSettings(codec, size[0], size[1], fps, 512)) if picture else None
-        self.packetizer = packetizer_for(packetization_of(fmt), 1200)
-        self.depacketizer = depacketizer_for(fmt)
-        self.decoder = VideoDecoder(codec)
         self.fps = fps
+        self.size = size
+        self.format: MediaFormat | None = None
+        self.rx_format: MediaFormat | None = None
+        self.encoder: VideoEncoder | None = None
         self.frames_sent = 0
         self.keyframes_sent = 0
-        self.keyframe_requests: list[str] = []   # PLI / FIR received
+        self.keyframe_requests: list[str] = []   # PLI / FIR received, or "h245" / "info" by the owner
         self.decoded = 0
         self.keyframes_received = 0
         self.last: np.ndarray | None = None      # the last picture we decoded (RGB)
-        self._force_key = True
-        self._loop: task.LoopingCall | None = None
-        self.drop: Callable[[int], bool] | None = None   # loss of what we send: drop(n) → True drops it
-        self.drop_in: Callable[[int], bool] | None = None  # loss of what we receive
-        self._seq = 0
-        self._in = 0
-        self._last_pli = 0.0
-        self.plis_sent = 0
         self.frames: list[tuple[float, bool]] = []       # (arrival, keyframe) of every frame decoded
         self.on_picture: Callable[[float, np.ndarray], None] | None = None
+        #: how we ask for a keyframe after a loss (default RTCP PLI; the H.323 endpoint uses H.245)
+        self.ask_keyframe: Callable[[], Any] = self.session.send_pli
+        self.drop: Callable[[int], bool] | None = None     # loss of what we send: drop(n) → True drops it
+        self.drop_in: Callable[[int], bool] | None = None  # loss of what we receive
+        self.plis_sent = 0
+        self._force_key = True
+        self._loop: task.LoopingCall | None = None
+        self._seq = 0
+        self._in = 0
+        self._last_ask = 0.0
+        if fmt is not None:
+            self.configure(fmt, fmt)
 
-    def start(self, remote_port: int) -> None:
-        self.session.set_remote(LOOP, remote_port)
-        if self.encoder is not None:
+    @property
+    def port(self) -> int:
+        return self.session.local_port
+
+    def configure(self, tx: MediaFormat | None, rx: MediaFormat | None) -> None:
+        """What we send (``tx``) and what we receive (``rx``), as negotiated."""
+        if tx is not None and tx != self.format:
+            self.format = tx
+            size = CIF if tx.codec.name in ("H263", "H263-1998") else self.size
+            self.encoder = VideoEncoder(EncoderSettings(tx.codec.name, size[0], size[1], self.fps, 512)) \
+                if self.picture else None
+            self.packetizer = packetizer_for(packetization_of(tx), 1200)
+            self._force_key = True
+        if rx is not None and rx != self.rx_format:
+            self.rx_format = rx
+            self.depacketizer = depacketizer_for(rx)
+            self.decoder = VideoDecoder(rx.codec.name)
+
+    def start(self, remote_port: int, host: str | None = None) -> None:
+        self.session.set_remote(host or self.host, remote_port)
+        if self.encoder is not None and self._loop is None:
             self._loop = task.LoopingCall(self._send)
             self._loop.start(1 / self.fps)
 
+    def force_keyframe(self, why: str = "asked") -> None:
+        self.keyframe_requests.append(why)
+        self._force_key = True
+
     def _send(self) -> None:
-        assert self.encoder is not None and self.picture is not None
+        assert self.encoder is not None and self.picture is not None and self.format is not None
         pts = int(self.frames_sent * 90000 / self.fps)
         for ef in self.encoder.encode(self.picture(self.frames_sent), pts, self._force_key):
             self._force_key = False
@@ -104,11 +153,10 @@ class VideoPeer:
 
     def _feedback(self, what: str, detail) -> None:
         if what in ("pli", "fir"):
-            self.keyframe_requests.append(what)
-            self._force_key = True
+            self.force_keyframe(what)
 
     def _packet(self, pt, seq, ts, marker, payload, ssrc, arrival) -> None:
-        if pt != self.format.payload_type:
+        if self.rx_format is None or pt != self.rx_format.payload_type:
             return
         self._in += 1
         if self.drop_in is not None and self.drop_in(self._in):
@@ -125,10 +173,10 @@ class VideoPeer:
                 self.last = p.to_ndarray(format="rgb24")
                 if self.on_picture is not None:
                     self.on_picture(arrival, self.last)
-        if self.depacketizer.keyframe_needed and arrival - self._last_pli > 0.3:
-            self._last_pli = arrival          # a lost packet: ask the room for a keyframe, as endpoints do
+        if self.depacketizer.keyframe_needed and arrival - self._last_ask > 0.3:
+            self._last_ask = arrival          # a lost packet: ask for a keyframe, as endpoints do
             self.plis_sent += 1
-            self.session.send_pli()
+            self.ask_keyframe()
 
     def cell_colour(self, rect: tuple[float, float, float, float]) -> np.ndarray:
         """Mean RGB of the middle half of a cell given in fractions (x, y, w, h) of the picture."""
