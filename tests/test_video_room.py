@@ -238,3 +238,36 @@ def test_with_five_percent_loss_the_picture_recovers_and_never_freezes_a_second(
     assert src.frames_dropped > 0 and sender.keyframe_requests, "the loss was not noticed"
     assert viewer.plis_sent > 0
     assert longest < 1.0, f"the sender's tile froze for {longest:.2f} s ({len(changes)} changes in 6 s)"
+
+
+def test_a_bitrate_limit_moves_a_receiver_to_a_lower_tier_and_back(harness):
+    """REMB (RTCP, as browsers send it) and the adapters' limits (TMMBR, b=AS, H.245 flowControlCommand
+    arrive as bitrate_limit events) move a receiver between the fixed tiers' encoder groups."""
+    from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, pack_remb_fci
+
+    h = harness("cp-2x2")
+    a = h.join(video_format("H264"), RED, "limited")
+    b = h.join(video_format("H264"), GREEN, "unlimited")
+    run_for(1.0)
+
+    def group(peer) -> str:
+        return h.room.video.member_stats(peer.leg.id)["out"]["group"]
+
+    def remb(kbps: int) -> None:
+        a.session._feedback(RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=a.session.ssrc, media_ssrc=0,
+                                           fci=pack_remb_fci(kbps * 1000, [a.session.remote_ssrc or 0])))
+
+    assert group(a) == group(b) and group(a).endswith("2048k")
+    keyframes = a.keyframes_received
+    remb(400)
+    run_for(1.0)
+    assert group(a).endswith("256k") and group(b).endswith("2048k"), (group(a), group(b))
+    assert a.keyframes_received > keyframes, "joining the lower tier's group starts with a keyframe"
+    assert_colour(a, LAYOUTS["cp-2x2"][1], GREEN, "the picture goes on at the lower tier")
+    a.leg.emit("bitrate_limit", stream="video", kbps=600)
+    run_for(0.3)
+    assert group(a).endswith("512k")
+    a.leg.emit("bitrate_limit", stream="video", kbps=None)       # lifted
+    run_for(0.3)
+    assert group(a) == group(b)
+    assert len(h.room.video.groups) == 1
