@@ -29,6 +29,8 @@ def fmt(codec: str, fmtp: dict[str, str], cap: int | None = None, pt: int = 96) 
     ("H263", {"CIF": "2", "QCIF": "1"}, None, (352, 288, 14.99, 1024)),
     ("H263-1998", {"QCIF": "1"}, None, (176, 144, 29.97, 1024)),
     ("VP8", {"max-fs": "1200", "max-fr": "15"}, None, (640, 360, 15, 1024)),
+    ("H264", {"profile-level-id": "42e01f"}, 512_000, (640, 360, 30, 512)),     # a commune's b=AS:512
+    ("VP8", {}, 256_000, (640, 360, 30, 256)),
 ])
 def test_the_encoder_follows_what_the_receiver_can_take(codec, fmtp, cap, want):
     s = encoder_settings(fmt(codec, fmtp, cap), 1024)

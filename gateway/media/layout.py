@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 
 @dataclass(frozen=True)
@@ -88,45 +89,77 @@ HIGHLIGHT_YUV = (182, 32, 167)
 class Compositor:
     """Composes ``width`` × ``height`` pictures in ``layout``, in YUV 4:2:0 from end to end: decoders
     give yuv420p frames, swscale scales each into its cell (yuv → yuv, no RGB round trip), and the
-    result is a yuv420p VideoFrame ready for the encoders."""
+    result is a yuv420p VideoFrame ready for the encoders: the same frame every time, drawn over by
+    the next call (encode it, or copy it, before composing again).
+
+    The picture is kept between calls: a cell whose tile is the same frame as last time (a source
+    slower than the room, or a still one) and whose highlight did not change is not touched. Each
+    cell has its own swscale context (PyAV caches one per reformatter: a frame's own would be set
+    up again for every new frame), single-threaded like the codecs."""
 
     def __init__(self, width: int, height: int, layout: str = "cp-2x2", highlight: bool = True) -> None:
         if width % 2 or height % 2:
             raise ValueError(f"picture size {width}x{height} must be even (4:2:0)")
         self.width, self.height = width, height
         self.highlight = highlight
+        # the picture is drawn straight into one VideoFrame's planes (numpy views of them): no copy
+        # per frame; every encoder copies its input before encode() returns
+        self._frame = av.VideoFrame(width, height, "yuv420p")
+        self._y, self._u, self._v = (
+            np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in self._frame.planes)
         self.set_layout(layout)
+        self.scaled = 0                  # tiles scaled (the others were the same frame as before)
 
     def set_layout(self, layout: str) -> None:
         self.cells = cells(layout, self.width, self.height)
         self.layout = layout
+        self._y[:] = 16
+        self._u[:] = 128
+        self._v[:] = 128
+        self._state: list[tuple[object, bool] | None] = [None] * len(self.cells)   # (tile, highlighted)
+        self._scalers = [VideoReformatter() for _ in self.cells]
+
+    def _clear(self, c: Rect) -> None:
+        self._y[c.y:c.y + c.h, c.x:c.x + c.w] = 16
+        self._u[c.y // 2:(c.y + c.h) // 2, c.x // 2:(c.x + c.w) // 2] = 128
+        self._v[c.y // 2:(c.y + c.h) // 2, c.x // 2:(c.x + c.w) // 2] = 128
+
+    def _paste(self, i: int, cell: Rect, frame: av.VideoFrame) -> None:
+        r = fit(frame.width, frame.height, cell)
+        arr = self._scalers[i].reformat(frame, width=r.w, height=r.h, format="yuv420p", threads=1).to_ndarray()
+        q = r.h * r.w // 4
+        self._y[r.y:r.y + r.h, r.x:r.x + r.w] = arr[:r.h]
+        chroma = arr[r.h:].reshape(-1)
+        self._u[r.y // 2:(r.y + r.h) // 2, r.x // 2:(r.x + r.w) // 2] = chroma[:q].reshape(r.h // 2, r.w // 2)
+        self._v[r.y // 2:(r.y + r.h) // 2, r.x // 2:(r.x + r.w) // 2] = chroma[q:2 * q].reshape(r.h // 2, r.w // 2)
+        self.scaled += 1
+
+    def _border(self, c: Rect) -> None:
+        t = max(2, self.height // 120) // 2 * 2
+        for plane, val, k in ((self._y, HIGHLIGHT_YUV[0], 1), (self._u, HIGHLIGHT_YUV[1], 2),
+                              (self._v, HIGHLIGHT_YUV[2], 2)):
+            x0, y0, x1, y1, tt = c.x // k, c.y // k, (c.x + c.w) // k, (c.y + c.h) // k, max(1, t // k)
+            plane[y0:y0 + tt, x0:x1] = val
+            plane[y1 - tt:y1, x0:x1] = val
+            plane[y0:y1, x0:x0 + tt] = val
+            plane[y0:y1, x1 - tt:x1] = val
 
     def compose(self, tiles: Sequence[av.VideoFrame | np.ndarray | None], active: int | None = None) -> av.VideoFrame:
         """``tiles[i]`` (a VideoFrame, or an RGB array) goes into cell i (None: black); ``active`` is
-        the speaker's cell index."""
-        w, h = self.width, self.height
-        y = np.full((h, w), 16, np.uint8)
-        u = np.full((h // 2, w // 2), 128, np.uint8)
-        v = np.full((h // 2, w // 2), 128, np.uint8)
-        for cell, tile in zip(self.cells, tiles):
-            if tile is None:
+        the speaker's cell index (framed when the layout has more than one cell)."""
+        tiles = list(tiles) + [None] * (len(self.cells) - len(tiles))
+        mark = self.highlight and len(self.cells) > 1
+        for i, (cell, tile) in enumerate(zip(self.cells, tiles)):
+            lit = mark and i == active
+            old = self._state[i]
+            if old is not None and old[0] is tile and old[1] == lit and not isinstance(tile, np.ndarray):
                 continue
-            frame = tile if isinstance(tile, av.VideoFrame) else av.VideoFrame.from_ndarray(tile, format="rgb24")
-            r = fit(frame.width, frame.height, cell)
-            arr = frame.reformat(width=r.w, height=r.h, format="yuv420p").to_ndarray()
-            q = r.h * r.w // 4
-            y[r.y:r.y + r.h, r.x:r.x + r.w] = arr[:r.h]
-            chroma = arr[r.h:].reshape(-1)
-            u[r.y // 2:(r.y + r.h) // 2, r.x // 2:(r.x + r.w) // 2] = chroma[:q].reshape(r.h // 2, r.w // 2)
-            v[r.y // 2:(r.y + r.h) // 2, r.x // 2:(r.x + r.w) // 2] = chroma[q:2 * q].reshape(r.h // 2, r.w // 2)
-        if self.highlight and active is not None and 0 <= active < len(self.cells) and len(self.cells) > 1:
-            c = self.cells[active]
-            t = max(2, h // 120) // 2 * 2
-            for plane, val, k in ((y, HIGHLIGHT_YUV[0], 1), (u, HIGHLIGHT_YUV[1], 2), (v, HIGHLIGHT_YUV[2], 2)):
-                x0, y0, x1, y1, tt = c.x // k, c.y // k, (c.x + c.w) // k, (c.y + c.h) // k, max(1, t // k)
-                plane[y0:y0 + tt, x0:x1] = val
-                plane[y1 - tt:y1, x0:x1] = val
-                plane[y0:y1, x0:x0 + tt] = val
-                plane[y0:y1, x1 - tt:x1] = val
-        return av.VideoFrame.from_ndarray(np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)])
-                                          .reshape(h * 3 // 2, w), format="yuv420p")
+            state = (tile, lit)          # holds the tile: an id() alone could be a new frame's
+            self._state[i] = state
+            self._clear(cell)
+            if tile is not None:
+                frame = tile if isinstance(tile, av.VideoFrame) else av.VideoFrame.from_ndarray(tile, format="rgb24")
+                self._paste(i, cell, frame)
+            if lit:
+                self._border(cell)
+        return self._frame
