@@ -33,7 +33,9 @@ conformance: install
 	$(VENV)/bin/cau conformance --report conformance-report
 
 bench: install
+	bash scripts/install-bench-deps.sh $(PY)
 	$(PY) bench/audio_room.py
+	$(PY) bench/video_room.py --ffmpeg
 
 clean:
 	rm -rf $(VENV) build *.egg-info conformance-report

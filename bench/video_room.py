@@ -205,7 +205,9 @@ def serve(n: int, seconds: float, layout: str) -> None:
         cpu = _cpu() - result["cpu0"]
         wall = time.monotonic() - result["t0"]
         ms = sorted(st.job_ms)
-        groups = [{"name": g.name, "receivers": len(g.members), "keyframes": g.keyframes}
+        groups = [{"name": g.name, "receivers": len(g.members), "keyframes": g.keyframes,
+                   "settings": [g.settings.codec, g.settings.width, g.settings.height, g.settings.fps,
+                                g.settings.kbps, g.settings.mtu]}
                   for g in room.video.groups.values()]
         threads = {k: v - result["threads0"].get(k, 0.0) for k, v in thread_cpu().items()}
         print(json.dumps({
@@ -213,7 +215,7 @@ def serve(n: int, seconds: float, layout: str) -> None:
             "late_ticks": st.late_ticks - result["late0"], "frames_encoded": st.frames_encoded - result["enc0"],
             "job_p50_ms": ms[len(ms) // 2] if ms else None, "job_p95_ms": ms[int(len(ms) * 0.95)] if ms else None,
             "groups": groups,
-            "decoders": sum(1 for mm in medias if mm.leg.video.source.decoder is not None),
+            "decoders": sum(1 for mm in medias if mm.leg.video.source.on_screen),
             "dropped": sum(mm.leg.video.source.frames_dropped for mm in medias) - result["drop0"],
             "rss_kib_per_site": (result["rss"] - rss0) / n,
             "receivers": {f"{g.settings.codec} {g.settings.width}x{g.settings.height} {g.settings.kbps}k":
@@ -240,8 +242,10 @@ class Clip:
         enc = VideoEncoder(EncoderSettings(codec, size[0], size[1], FPS, SEND_KBPS))
         pk = packetizer_for((codec, mode), 1200)
         self.frames: list[tuple[list[tuple[bytes, bool]], bool]] = []
+        self.raw: list[bytes] = []             # the bitstream, for the ffmpeg comparison
         for f in range(CLIP):
             for ef in enc.encode(picture(i, f, size), f * 3000, keyframe=f == 0):
+                self.raw.append(ef.data)
                 packets = pk.packetize(ef.data, parse_mb_info(ef.mb_info)) if codec == "H263" else pk.packetize(ef.data)
                 self.frames.append((packets, ef.keyframe))
 
@@ -365,7 +369,7 @@ async def drive(n: int, seconds: float, layout: str, proc: subprocess.Popen, sit
     return {}
 
 
-def trial(n: int, seconds: float, layout: str, clips_cache: dict) -> dict:
+def trial(n: int, seconds: float, layout: str, clips_cache: dict, want_ffmpeg: bool = False) -> dict:
     plan = site_plan(n)
     try:
         import uvloop
@@ -431,7 +435,97 @@ def trial(n: int, seconds: float, layout: str, clips_cache: dict) -> dict:
         s.transport.close()
         s.rtcp.close()
     loop.close()
-    return {**server, "latency_ms": lat, "pictures_decoded": pictures}
+    asyncio.set_event_loop(None)
+    out = {**server, "latency_ms": lat, "pictures_decoded": pictures}
+    if want_ffmpeg:
+        out["ffmpeg"] = ffmpeg_equivalent(sites, server["groups"], seconds)
+    return out
+
+
+def _mux(path: Path, frames: list[bytes], size: tuple[int, int]) -> None:
+    import av
+    from fractions import Fraction
+
+    with av.open(str(path), "w", format="matroska") as out:
+        st = out.add_stream("h264", rate=FPS)
+        st.width, st.height = size
+        st.time_base = Fraction(1, FPS)
+        for i, data in enumerate(frames):
+            pkt = av.Packet(data)
+            pkt.stream = st
+            pkt.pts = pkt.dts = i
+            pkt.time_base = Fraction(1, FPS)
+            pkt.is_keyframe = i == 0
+            out.mux(pkt)
+
+
+def ffmpeg_equivalent(sites: list[Site], groups: list[dict], seconds: float) -> dict:
+    """The room's media work as one ffmpeg process: the on-screen four decoded (looping their
+    clips at 30 fps, as they arrive), scaled into their cells of every picture size the groups
+    need, composed, and encoded once per group with our encoder settings; one thread each."""
+    from gateway.media.layout import cells as layout_cells
+    from gateway.media.layout import fit
+
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise SystemExit("--ffmpeg needs Debian's ffmpeg (scripts/install-bench-deps.sh)")
+    tmp = Path(tempfile.mkdtemp(prefix="cau-bench-ffmpeg-"))
+    argv = [ffmpeg, "-hide_banner", "-nostats", "-loglevel", "error", "-filter_threads", "1",
+            "-filter_complex_threads", "1"]
+    on_screen = sites[:4]
+    for k, site in enumerate(on_screen):
+        if site.codec != "H264":
+            raise SystemExit("the ffmpeg comparison reads H.264 clips for the on-screen senders")
+        path = tmp / f"sender{k}.mkv"              # a seekable container, so that it loops
+        _mux(path, site.clip.raw, SEND_SIZE[site.codec])
+        argv += ["-threads", "1", "-re", "-stream_loop", "-1", "-i", str(path)]
+    sizes = sorted({(g["settings"][1], g["settings"][2]) for g in groups}, reverse=True)
+    graph = []
+    for k in range(len(on_screen)):
+        graph.append(f"[{k}:v]setpts=N/({FPS}*TB),split={len(sizes)}" + "".join(f"[in{k}s{j}]" for j in range(len(sizes))))
+    for j, (w, h) in enumerate(sizes):
+        graph.append(f"color=c=black:s={w}x{h}:r={FPS}[bg{j}]")
+        prev = f"bg{j}"
+        for k, cell in enumerate(layout_cells("cp-2x2", w, h)[:len(on_screen)]):
+            sw, sh = SEND_SIZE[on_screen[k].codec]
+            r = fit(sw, sh, cell)
+            graph.append(f"[in{k}s{j}]scale={r.w}:{r.h}:flags=bilinear[sc{k}s{j}]")
+            graph.append(f"[{prev}][sc{k}s{j}]overlay={r.x}:{r.y}:shortest=1[ov{k}s{j}]")
+            prev = f"ov{k}s{j}"
+        users = [g for g in groups if (g["settings"][1], g["settings"][2]) == (w, h)]
+        graph.append(f"[{prev}]split={len(users)}" + "".join(f"[pre{j}_{u}]" for u in range(len(users))))
+        for u, g in enumerate(users):     # each group's frame rate (29.97 for H.263 MPI 1)
+            fps = g["settings"][3]
+            rate = "30000/1001" if abs(fps - 29.97) < 0.01 else f"{fps:g}"
+            graph.append(f"[pre{j}_{u}]fps={rate}[out{j}_{u}]")
+    argv += ["-filter_complex", ";".join(graph)]
+    for j, (w, h) in enumerate(sizes):
+        users = [g for g in groups if (g["settings"][1], g["settings"][2]) == (w, h)]
+        for u, g in enumerate(users):
+            codec, _, _, fps, kbps, mtu = g["settings"]
+            argv += ["-map", f"[out{j}_{u}]", "-t", str(WARMUP_S + seconds), "-b:v", f"{kbps}k", "-g", "3000",
+                     "-threads", "1"]
+            if codec == "H264":
+                argv += ["-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline",
+                         "-x264-params", f"slice-max-size={mtu - 100}:repeat-headers=1"]
+            elif codec == "VP8":
+                argv += ["-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "16", "-static-thresh", "100",
+                         "-lag-in-frames", "0", "-error-resilient", "1"]
+            elif codec == "H263":
+                argv += ["-c:v", "h263", "-mb_info", str(mtu - 100)]
+            else:
+                argv += ["-c:v", "h263p", "-ps", str(mtu - 100)]
+            argv += ["-f", "null", "-"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    start = time.monotonic()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    shutil.rmtree(tmp, ignore_errors=True)
+    if status != 0:
+        raise SystemExit(f"ffmpeg failed (status {status}): {' '.join(argv)}")
+    if wall < (WARMUP_S + seconds) * 0.9:
+        raise SystemExit(f"ffmpeg stopped after {wall:.1f} s of {WARMUP_S + seconds:g}")
+    return {"cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": wall}
 
 
 def main() -> None:
@@ -451,8 +545,9 @@ def main() -> None:
           f"{'decoders':>8} {'job p50':>8} {'job p95':>8} {'lat p50':>8} {'lat p95':>8} {'mem/site':>9}")
     clips: dict = {}
     results = []
-    for n in [int(x) for x in args.sizes.split(",")]:
-        r = trial(n, args.seconds, args.layout, clips)
+    sizes = [int(x) for x in args.sizes.split(",")]
+    for n in sizes:
+        r = trial(n, args.seconds, args.layout, clips, args.ffmpeg and n == sizes[-1])
         results.append(r)
         cpu = 100 * r["cpu_s"] / r["wall_s"]
         late = 100 * r["late_ticks"] / max(1, r["ticks"])
@@ -470,6 +565,14 @@ def main() -> None:
         f"{k} {100 * v / last['wall_s']:.1f}" for k, v in sorted(last["threads"].items())))
     print("encoder groups:", ", ".join(f"{g['name']} ×{g['receivers']}" for g in last["groups"]))
     print(f"latency samples: {len(last['latency_ms'])} from {last['pictures_decoded']} pictures decoded")
+    if "ffmpeg" in last:
+        ff = last["ffmpeg"]
+        ours = last["cpu_s"] / last["wall_s"]
+        codec_only = last["threads"]["codec threads"] / last["wall_s"]
+        theirs = ff["cpu_s"] / ff["wall_s"]
+        print(f"one ffmpeg process, the same decode + scale + compose + encode: {100 * theirs:.1f} % of a core; "
+              f"ours / ffmpeg: {ours / theirs:.2f} in all ({last['n']} sites' RTP included), "
+              f"{codec_only / theirs:.2f} for our codec threads alone")
 
 
 if __name__ == "__main__":

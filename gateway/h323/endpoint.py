@@ -18,8 +18,9 @@ room full/closed   RELEASE COMPLETE with the refusal's Q.850 cause (17 / 18)
 Media: one :class:`~gateway.media.rtp.RtpSession` per media (symmetric RTP:
 the port we receive on is the one we send from).  Audio becomes the Leg's
 :class:`~gateway.media.audio_stream.AudioStream` (receive codec = the far end's
-transmit channel, send codec = ours).  Video channels are opened and accepted
-so the far end sends, but video media is only counted for now.
+transmit channel, send codec = ours).  Video channels (by fast start or OLC,
+opened before or after the audio) become the Leg's video stream: the room's
+picture goes out on our transmit channel, the far end's picture into the room.
 
 H.245 UserInputIndication → ``dtmf`` events on the Leg; videoFastUpdatePicture
 → ``keyframe_request``; FlowControlCommand → ``bitrate_limit(kbps)``.  A leg
