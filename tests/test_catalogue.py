@@ -9,7 +9,7 @@ import pytest
 
 from gateway.catalogue import Catalogue, CatalogueError, Codec, default_catalogue, load_catalogue
 
-EXPECTED_NAMES = {"PCMU", "PCMA", "G722", "opus", "telephone-event", "H263", "H263-1998", "H264", "VP8"}
+EXPECTED_NAMES = {"PCMU", "PCMA", "G722", "opus", "telephone-event", "H263", "H263-1998", "H264", "VP8", "H261"}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def test_shipped_catalogue_has_every_codec(cat: Catalogue) -> None:
     assert cat.names() == EXPECTED_NAMES
     assert len(cat) == len(EXPECTED_NAMES)
     assert {c.name for c in cat.audio()} == {"PCMU", "PCMA", "G722", "opus", "telephone-event"}
-    assert {c.name for c in cat.video()} == {"H263", "H263-1998", "H264", "VP8"}
+    assert {c.name for c in cat.video()} == {"H263", "H263-1998", "H264", "VP8", "H261"}
     assert all(isinstance(c, Codec) for c in cat)
     assert default_catalogue() is cat  # cached
 

@@ -30,7 +30,7 @@ from gateway.media.codecs import MediaFormat
 from gateway.media.rtp import open_rtp_session
 from interop_tests.h323.endpoint import H323TestEndpoint
 from interop_tests.peers.rtp_participant import RtpParticipant, band_level_db, wait_for_tone
-from tests.capture import LoopbackCapture
+from interop_tests.peers.capture import LoopbackCapture
 from tests.conftest import LOOP, run_for
 
 CAT = default_catalogue()

@@ -146,7 +146,7 @@ def test_polycom_vsx_style_set() -> None:
     ]}
     caps = parse_capabilities(_wire(tcs))
     assert [(c.codec_name, c.capability) for c in caps] == [
-        ("G722", "g722-64k"), ("H263", "h263VideoCapability"), (None, "h261VideoCapability"), (None, "t120")]
+        ("G722", "g722-64k"), ("H263", "h263VideoCapability"), ("H261", "h261VideoCapability"), (None, "t120")]
     assert caps[1].params == H263Params((("QCIF", 1), ("CIF", 1), ("CIF4", 2)))
     assert caps[1].bitrate_cap == 768_000
     assert caps[2].params == H261Params((("QCIF", 1), ("CIF", 1))) and caps[3].media == "data"

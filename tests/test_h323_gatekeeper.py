@@ -15,7 +15,7 @@ from gateway.dialplan import parse_dialplan
 from gateway.h323 import ras
 from gateway.h323.gatekeeper import Gatekeeper
 from gateway.h323.ras import RasMessage
-from tests.capture import LoopbackCapture
+from interop_tests.peers.capture import LoopbackCapture
 from tests.conftest import run_for, wait
 
 PLAN = parse_dialplan("""

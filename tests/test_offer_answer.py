@@ -373,11 +373,12 @@ def test_late_offer_lists_the_catalogue_codecs():
     assert audio.fmtp_params(audio.payload_types[0])["useinbandfec"] == "1"
     assert audio.direction == "sendrecv" and audio.port == 20000
     vnames = [video.rtpmap[pt].encoding for pt in video.payload_types]
-    assert vnames == ["H264", "H264", "VP8", "H263-1998", "H263"]
+    assert vnames == ["H264", "H264", "VP8", "H263-1998", "H263", "H261"]
     modes = [video.fmtp_params(pt).get("packetization-mode") for pt in video.payload_types[:2]]
     assert modes == ["1", "0"]
-    assert video.formats[-1] == "34"
-    assert len(set(audio.payload_types + video.payload_types)) == 10     # no number used twice
+    assert video.formats[-2:] == ["34", "31"]                            # H.263 and H.261: static
+    assert video.fmtp_params(31) == {"CIF": "1", "QCIF": "1"}
+    assert len(set(audio.payload_types + video.payload_types)) == 11     # no number used twice
     assert video.rtcp_fb == {"*": ["nack", "nack pli", "ccm fir"]}
     assert "AS" in video.bandwidth and video.direction == "sendrecv"
     assert offer.connection_address(audio) == "192.0.2.10"

@@ -24,6 +24,7 @@ from interop_tests.peers.video_peer import LOOP, VideoPeer, solid, video_format
 CAT = default_catalogue()
 PCMU = MediaFormat(CAT.get("PCMU"), 0, ptime_ms=20)
 RED, GREEN, BLUE, YELLOW, MAGENTA = (220, 30, 30), (30, 200, 40), (30, 40, 220), (230, 220, 30), (210, 40, 210)
+CYAN = (30, 200, 210)
 BLACK = (16, 16, 16)
 
 
@@ -96,7 +97,7 @@ def assert_colour(peer: VideoPeer, cell, want, what: str, tol: float = 45) -> No
 
 
 def test_every_codec_sees_every_other_in_its_tile(harness):
-    """Five participants, five codecs and packetizations, in cp-3x3: each decodes the room's picture
+    """Six participants, six codecs and packetizations, in cp-3x3: each decodes the room's picture
     and finds everyone's colour in their cell (join order: nobody has spoken) and black elsewhere."""
     h = harness("cp-3x3")
     joined = [
@@ -105,6 +106,7 @@ def test_every_codec_sees_every_other_in_its_tile(harness):
         (video_format("VP8"), BLUE, "VP8"),
         (video_format("H263"), YELLOW, "H.263 RFC 2190"),
         (video_format("H263-1998"), MAGENTA, "H.263+ RFC 4629"),
+        (video_format("H261"), CYAN, "H.261 RFC 4587"),
     ]
     peers = [h.join(fmt, colour, name) for fmt, colour, name in joined]
     run_for(4.0)
@@ -118,7 +120,7 @@ def test_every_codec_sees_every_other_in_its_tile(harness):
     info = h.room.video.info()
     # one group per codec / packetization-independent settings: H.264 mode 0 and 1 share one encoder
     codecs = sorted(g["name"].split()[0] for g in info["groups"])
-    assert codecs == ["H263", "H263-1998", "H264", "VP8"], info["groups"]
+    assert codecs == ["H261", "H263", "H263-1998", "H264", "VP8"], info["groups"]
 
 
 def centre(peer: VideoPeer) -> np.ndarray:

@@ -51,7 +51,7 @@ __all__ = ["H323Service", "H323Media"]
 log = logging.getLogger("cau.h323")
 
 H245_AUDIO = ("G722", "PCMU", "PCMA")
-H245_VIDEO = ("H264", "H263")
+H245_VIDEO = ("H264", "H263", "H261")
 DTMF_PT = 101
 
 

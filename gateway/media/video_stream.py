@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway.media.codecs import MediaFormat
 from gateway.media.codecs.h264 import H264Params
+from gateway.media.payload import h261 as h261_payload
 from gateway.media.payload import h263 as h263_payload
 from gateway.media.payload import h264 as h264_payload
 from gateway.media.payload import vp8 as vp8_payload
@@ -40,7 +41,7 @@ KEYFRAME_ASK_INTERVAL = 0.5
 #: complete frames waiting for the room's next job; more means the job is behind: start over from a keyframe
 MAX_PENDING_FRAMES = 8
 #: the codecs we can carry (payload format + PyAV codec); others are negotiated and counted only
-VIDEO_CODECS = ("H264", "VP8", "H263", "H263-1998")
+VIDEO_CODECS = ("H264", "VP8", "H263", "H263-1998", "H261")
 
 
 def supported(fmt: MediaFormat | None) -> bool:
@@ -58,6 +59,8 @@ def depacketizer_for(fmt: MediaFormat) -> FrameAssembler:
         return h263_payload.RFC2190Depacketizer()
     if name == "H263-1998":
         return h263_payload.H263Depacketizer()
+    if name == "H261":
+        return h261_payload.H261Depacketizer()
     raise ValueError(f"no RTP payload format for {name}")
 
 
@@ -79,6 +82,8 @@ def packetizer_for(packetization: tuple[str, int], mtu: int) -> Any:
         return h263_payload.RFC2190Packetizer(mtu=mtu)
     if codec == "H263-1998":
         return h263_payload.H263Packetizer(mtu=mtu)
+    if codec == "H261":
+        return h261_payload.H261Packetizer(mtu=mtu)
     raise ValueError(f"no RTP payload format for {codec}")
 
 

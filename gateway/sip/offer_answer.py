@@ -83,7 +83,7 @@ _RTP_MEDIA = ("audio", "video")
 _FEEDBACK = FEEDBACK                                # RFC 4585 / RFC 5104 messages we act on
 _DYNAMIC_FIRST = 96
 _DEFAULT_AUDIO_ORDER = ("opus", "G722", "PCMU", "PCMA")
-_DEFAULT_VIDEO_ORDER = ("H264", "VP8", "H263-1998", "H263")
+_DEFAULT_VIDEO_ORDER = ("H264", "VP8", "H263-1998", "H263", "H261")
 
 # --------------------------------------------------------------------------- data
 

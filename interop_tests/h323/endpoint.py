@@ -8,6 +8,7 @@ like the legacy endpoints the suite has in mind:
 VSX      G.722, G.711 µ-law, H.263
 HDX      G.722, G.711 µ-law, G.711 A-law, H.264
 G711     G.711 µ-law, G.711 A-law (voice gateway)
+H261     G.711 µ-law, G.711 A-law, H.261 (an older room system)
 =======  =================================================
 
 and H.245 in the way it is told: fast start or not, tunnelled or on a
@@ -50,6 +51,7 @@ PROFILES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "VSX": (("G722", "PCMU"), ("H263",)),
     "HDX": (("G722", "PCMU", "PCMA"), ("H264",)),
     "G711": (("PCMU", "PCMA"), ()),
+    "H261": (("PCMU", "PCMA"), ("H261",)),     # an old room system: G.711 and H.261 only
 }
 
 

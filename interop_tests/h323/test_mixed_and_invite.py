@@ -10,6 +10,8 @@ import json
 import urllib.error
 import urllib.request
 
+import numpy as np
+
 from interop_tests.peers.baresip import Baresip
 from interop_tests.peers.procs import wav_peak
 from interop_tests.peers.rtp_participant import band_level_db, wait_for_tone
@@ -86,3 +88,66 @@ def test_inviting_an_unknown_site_says_why(cau):
     assert code == 400 and "neither a sip:/h323: URI nor an endpoint" in body["error"]
     code, body = post_dial(cau, "no-such-room", "sip:1@127.0.0.1")
     assert code == 400 and "no room" in body["error"]
+
+
+def test_four_kinds_of_site_see_each_other_in_one_cp_2x2_room(target, h323, h323_endpoint, h323_run, tmp_path):
+    """A Polycom-like room system (H.263 CIF), an H.261-only one, baresip on H.264 mode 0 and baresip
+    on H.263 (RFC 2190) join one cp-2x2 room in that order; each decodes the others in their cells.
+    (The room systems decode what they receive themselves; baresip's picture is read from a
+    loopback capture.)"""
+    from gateway.catalogue import default_catalogue
+    from gateway.media.codecs import MediaFormat, h263, h264
+    from interop_tests.peers.baresip_video import cell_colour, clip, last_picture, received_rtp, silence
+    from interop_tests.peers.capture import LoopbackCapture
+
+    red, green, blue, yellow = (220, 30, 30), (30, 200, 40), (30, 40, 220), (230, 220, 30)
+    cells = [(0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 0.5, 0.5), (0.0, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5)]
+    cat = default_catalogue()
+    vsx = h323_endpoint("lab-vsx-4", profile="VSX", fast_start=False, tunnelling=True, video_colour=red)
+    old = h323_endpoint("lab-h261-4", profile="H261", fast_start=True, tunnelling=True, video_colour=green)
+    quiet = ("aufile", str(silence(tmp_path / "quiet.wav")))     # nobody speaks: cells in join order
+    b264 = Baresip("h264-4", workdir=tmp_path / "b264", audio_codecs=("PCMU/8000/1",), video_codecs=("H264",),
+                   audio_source=quiet, video_source=("avformat", str(clip(tmp_path / "blue.avi", blue))))
+    b263 = Baresip("h263-4", workdir=tmp_path / "b263", audio_codecs=("PCMU/8000/1",), video_codecs=("H263",),
+                   audio_source=quiet, video_source=("avformat", str(clip(tmp_path / "yellow.avi", yellow))))
+    pcap = tmp_path / "four.pcapng"
+    bpf = f"udp portrange {b264.rtp_lo}-{b264.rtp_hi} or udp portrange {b263.rtp_lo}-{b263.rtp_hi}"
+    try:
+        with LoopbackCapture(bpf, pcap):
+            h323_run(vsx.call(target.video_room, h323.host, h323.port))
+            h323_run(vsx.wait_media())
+            h323_run(asyncio.sleep(0.7))
+            h323_run(old.call(target.video_room, h323.host, h323.port))
+            h323_run(old.wait_media())
+            h323_run(asyncio.sleep(0.7))
+            b264.dial(target.uri(target.video_room))
+            b264.wait_established(timeout=15)
+            h323_run(asyncio.sleep(0.7))
+            b263.dial(target.uri(target.video_room))
+            b263.wait_established(timeout=15)
+            h323_run(asyncio.sleep(6.0))
+            b264.hangup()
+            b263.hangup()
+            b264.wait_closed(timeout=10)
+            b263.wait_closed(timeout=10)
+        assert [c for d, m, c, _ in old.channels if m == "video"] == ["H261", "H261"], old.channels
+        want = [(red, "the VSX"), (green, "the H.261 system"), (blue, "baresip H.264"), (yellow, "baresip H.263")]
+        pictures = {"the VSX": vsx.video.last, "the H.261 system": old.video.last}
+        for peer, name, fmt in ((b264, "baresip H.264", None), (b263, "baresip H.263", None)):
+            streams = received_rtp(pcap, peer.rtp_lo, peer.rtp_hi)
+            video = {pt: p for pt, p in streams.items() if pt not in (0, 101, 13)}
+            assert len(video) == 1, f"{name} received RTP of payload types {sorted(streams)}"
+            pt, packets = next(iter(video.items()))
+            codec = cat.get("H264" if "264" in name else "H263")
+            params = (h264 if "264" in name else h263).from_fmtp(codec, {})
+            pictures[name], n = last_picture(MediaFormat(codec, pt, params), packets)
+            assert n > 20, f"{name}: {n} pictures decoded"
+        for viewer, picture in pictures.items():
+            assert picture is not None, f"{viewer} decoded nothing"
+            for cell, (colour, who) in zip(cells, want):
+                got = cell_colour(picture, cell)
+                assert np.abs(got - np.array(colour)).max() < 50, \
+                    f"{viewer} sees {got.round()} where {who} should be ({colour})"
+    finally:
+        b264.stop()
+        b263.stop()

@@ -14,7 +14,7 @@ import numpy as np
 from twisted.internet import task
 
 from gateway.catalogue import default_catalogue
-from gateway.media.codecs import MediaFormat, h263, h264, vp8
+from gateway.media.codecs import MediaFormat, h261, h263, h264, vp8
 from gateway.media.payload.h263 import parse_mb_info
 from gateway.media.ports import PortAllocator
 from gateway.media.rtp import open_rtp_session
@@ -24,7 +24,7 @@ from interop_tests.peers.procs import free_port_block
 
 CAT = default_catalogue()
 LOOP = "127.0.0.1"
-#: the picture sizes the H.263 encoders take (352x288 is CIF)
+#: the picture size the H.263 and H.261 encoders take (352x288)
 CIF = (352, 288)
 
 
@@ -40,6 +40,8 @@ def video_format(name: str, pt: int | None = None, mode: int = 1, level: str = "
         return MediaFormat(codec, 34, h263.from_fmtp(codec, {"CIF": "1", "QCIF": "1"}))
     if name == "H263-1998":
         return MediaFormat(codec, pt or 98, h263.from_fmtp(codec, {"CIF": "1", "QCIF": "1"}))
+    if name == "H261":
+        return MediaFormat(codec, 31, h261.from_fmtp(codec, {"CIF": "1", "QCIF": "1"}))
     raise ValueError(name)
 
 
@@ -113,7 +115,7 @@ class VideoPeer:
         """What we send (``tx``) and what we receive (``rx``), as negotiated."""
         if tx is not None and tx != self.format:
             self.format = tx
-            size = CIF if tx.codec.name in ("H263", "H263-1998") else self.size
+            size = CIF if tx.codec.name in ("H263", "H263-1998", "H261") else self.size
             self.encoder = VideoEncoder(EncoderSettings(tx.codec.name, size[0], size[1], self.fps, 512)) \
                 if self.picture else None
             self.packetizer = packetizer_for(packetization_of(tx), 1200)
