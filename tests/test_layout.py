@@ -69,3 +69,41 @@ def test_fill_order_is_most_recent_speaker_first_then_join_order():
     with pytest.raises(ValueError, match="unknown layout"):
         cells("cp-4x4", 1280, 720)
     assert fit(1280, 720, Rect(0, 0, 352, 288)).w == 352
+
+
+def test_a_vietnamese_name_label_is_drawn_as_the_font_renders_it():
+    """The label along the bottom of a cell is the name as Pillow draws it with the shipped font:
+    compare the cell's band with a rendering made here (white text where the mask is set)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from gateway.media.labels import FONT, text_image
+
+    name = "Xã Đặng Xá, Hưng Yên"
+    comp = Compositor(1280, 720, "cp-2x2", highlight=False)
+    grey = np.full((360, 640, 3), 90, np.uint8)
+    pic = comp.compose([grey, grey, None, None], labels=[name, None, None, None]).to_ndarray()
+    cell = cells("cp-2x2", 1280, 720)[0]
+    band = max(16, cell.h // 9) // 2 * 2
+    y = pic[:720][cell.y + cell.h - band:cell.y + cell.h, cell.x:cell.x + cell.w].astype(int)
+    mask = np.asarray(text_image(name, cell.w, band)) > 128
+    assert mask.sum() > 500, "the rendering has text"
+    assert y[mask].mean() > 200 and y[~mask].mean() < 70, (y[mask].mean(), y[~mask].mean())
+    # the diacritics are there: the rendering of the name differs from the name without them
+    bare = np.asarray(text_image("Xa Dang Xa, Hung Yen", cell.w, band)) > 128
+    assert (mask != bare).sum() > 100
+    # and what we drew is the font's own glyphs: Pillow's direct rendering of "ặ" has a dot below
+    f = ImageFont.truetype(str(FONT), 40)
+    img = Image.new("L", (60, 60))
+    ImageDraw.Draw(img).text((10, 0), "ặ", font=f, fill=255)
+    assert np.asarray(img)[45:, :].max() > 128, "the dot below ặ is drawn"
+    # the unlabelled cell has no band
+    other = pic[:720][cell.y + cell.h - band:cell.y + cell.h, 640 + 40:1280 - 40].astype(int)
+    assert abs(other.mean() - y[~mask].mean()) > 10
+
+
+def test_a_name_given_with_combining_marks_draws_as_the_precomposed_one():
+    from gateway.media.labels import clean
+
+    assert clean("Hu\u031bng Ye\u0302n") == "Hưng Yên"
+    assert clean("a\x00b\x1b[31mc") == "ab[31mc"       # control characters from the network are dropped
+    assert len(clean("x" * 500)) == 48

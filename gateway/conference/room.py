@@ -68,12 +68,13 @@ class Room(Observable):
         self.mixer.on_dominant = self._on_dominant
         if video is None:
             layout = getattr(spec, "layout", None)
+            kw = {"max_size": getattr(spec, "max_resolution", None),
+                  "labels": bool(getattr(spec, "video_labels", True))}
             try:
-                video = VideoMixer(layout if isinstance(layout, str) else "cp-2x2",
-                                   max_size=getattr(spec, "max_resolution", None))
+                video = VideoMixer(layout if isinstance(layout, str) else "cp-2x2", **kw)
             except ValueError:
                 log.warning("room %s: layout %r unknown, using cp-2x2", room_id, layout)
-                video = VideoMixer("cp-2x2", max_size=getattr(spec, "max_resolution", None))
+                video = VideoMixer("cp-2x2", **kw)
         self.video = video
         self.created_at = time.time()
         self.closed = False

@@ -111,6 +111,7 @@ class RtpMedia:
         self.sessions[stream_id] = session
         if kind == "video":
             self._video_ids.add(stream_id)
+            session.history = 512           # ~2 s of a 2 Mbit/s stream, for the far end's NACKs
             session.on_rtcp_feedback = lambda what, detail, _id=stream_id: self._feedback(_id, what, detail)
         return session
 
@@ -128,6 +129,10 @@ class RtpMedia:
             return
         if what in ("pli", "fir"):
             self.leg.emit("keyframe_request", stream=stream_id)
+        elif what == "nack" and isinstance(detail, list):
+            session = self.sessions.get(stream_id)
+            if session is not None:
+                session.retransmit(detail)
         elif what == "remb" and isinstance(detail, dict) and isinstance(detail.get("bitrate"), (int, float)):
             self.leg.emit("bitrate_limit", stream=stream_id, kbps=max(1, int(detail["bitrate"]) // 1000))
 
@@ -204,7 +209,8 @@ class RtpMedia:
                 source = old.source
             else:
                 source = VideoReceiver(session, plan.rx,
-                                       request_keyframe=lambda sid=stream_id: leg.request_keyframe(sid))
+                                       request_keyframe=lambda sid=stream_id: leg.request_keyframe(sid),
+                                       nack=session.send_nack if "nack" in plan.feedback else None)
         else:
             session.on_packet = None
         if plan.direction in ("sendrecv", "sendonly") and video_supported(plan.tx):

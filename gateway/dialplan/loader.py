@@ -14,7 +14,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from .matcher import CAPTURE_NAME, Matcher, PatternSyntaxError, covers, intersects, placeholders
 from .model import LAYOUTS, PROTOCOLS, EndpointSpec, RoomSpec, RouteSpec, TemplateSpec
-from .nodes import INT, NULL, STR, Reporter, describe_node
+from .nodes import BOOL, INT, NULL, STR, Reporter, describe_node
 from .plan import DialPlan
 from .problems import DialPlanError, Problem
 
@@ -27,7 +27,7 @@ ACTION_KEYS = ("room", "template", "dial", "reject")
 ROUTE_KEYS = (*MATCH_KEYS, "where", "from", "protocol", *ACTION_KEYS, "description")
 ENDPOINT_KEYS = ("alias", "name", "number", "protocol", "username", "password", "networks")
 AUDIO_KEYS = ("codecs",)
-VIDEO_KEYS = ("codecs", "max_resolution", "max_bitrate")
+VIDEO_KEYS = ("codecs", "max_resolution", "max_bitrate", "labels")
 REJECT_KEYS = ("status", "reason")
 
 BUILTIN_SETTINGS: dict[str, Any] = {
@@ -38,6 +38,7 @@ BUILTIN_SETTINGS: dict[str, Any] = {
     "video_codecs": (),
     "max_resolution": None,
     "max_bitrate_kbps": None,
+    "video_labels": True,
 }
 ROOM_ID = re.compile(r"[a-z0-9_-]+\Z")
 PIN = re.compile(r"[0-9]{4,10}\Z")
@@ -248,6 +249,13 @@ class _Builder:
                     value = r.integer(vm["max_bitrate"][1], f"max_bitrate (kbit/s) of {what}", 16, 100000)
                     if value is not None:
                         out["max_bitrate_kbps"] = value
+                if "labels" in vm:
+                    node = vm["labels"][1]
+                    if isinstance(node, ScalarNode) and node.tag == BOOL:
+                        out["video_labels"] = node.value.lower() in ("true", "yes", "on")
+                    else:
+                        r.at(node, f"labels of {what} must be true or false (names under the video tiles), "
+                                   f"got {describe_node(node)}")
         return out
 
     def codec_list(self, node: Node, what: str) -> tuple[str, ...]:

@@ -37,6 +37,7 @@ class RoomSpec:
     cascade: str | None
     template: str | None
     line: int
+    video_labels: bool = True        # names along the bottom of the video tiles
 
 
 @dataclass(frozen=True)

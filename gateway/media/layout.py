@@ -9,7 +9,8 @@ by who spoke most recently (:func:`fill_order`).
 :class:`Compositor` draws one picture: each source is scaled aspect-correct
 into its cell (letterboxed or pillarboxed on black; FFmpeg's swscale through
 PyAV, which releases the GIL), an empty cell stays black, and the active
-speaker's cell gets a frame drawn around it. It works in YUV 4:2:0 throughout.
+speaker's cell gets a frame drawn around it; a cell may carry a name along its bottom
+(:mod:`gateway.media.labels`). It works in YUV 4:2:0 throughout.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from gateway.media.labels import blend
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class Compositor:
         self._y[:] = 16
         self._u[:] = 128
         self._v[:] = 128
-        self._state: list[tuple[object, bool] | None] = [None] * len(self.cells)   # (tile, highlighted)
+        self._state: list[tuple[object, bool, str | None] | None] = [None] * len(self.cells)  # tile, lit, label
         self._scalers = [VideoReformatter() for _ in self.cells]
 
     def _clear(self, c: Rect) -> None:
@@ -144,22 +147,28 @@ class Compositor:
             plane[y0:y1, x0:x0 + tt] = val
             plane[y0:y1, x1 - tt:x1] = val
 
-    def compose(self, tiles: Sequence[av.VideoFrame | np.ndarray | None], active: int | None = None) -> av.VideoFrame:
+    def compose(self, tiles: Sequence[av.VideoFrame | np.ndarray | None], active: int | None = None,
+                labels: Sequence[str | None] | None = None) -> av.VideoFrame:
         """``tiles[i]`` (a VideoFrame, or an RGB array) goes into cell i (None: black); ``active`` is
-        the speaker's cell index (framed when the layout has more than one cell)."""
-        tiles = list(tiles) + [None] * (len(self.cells) - len(tiles))
-        mark = self.highlight and len(self.cells) > 1
-        for i, (cell, tile) in enumerate(zip(self.cells, tiles)):
+        the speaker's cell index (framed when the layout has more than one cell); ``labels[i]``, a
+        name written along the bottom of cell i."""
+        n = len(self.cells)
+        tiles = list(tiles) + [None] * (n - len(tiles))
+        names = list(labels or ()) + [None] * (n - len(labels or ()))
+        mark = self.highlight and n > 1
+        for i, (cell, tile, name) in enumerate(zip(self.cells, tiles, names)):
             lit = mark and i == active
             old = self._state[i]
-            if old is not None and old[0] is tile and old[1] == lit and not isinstance(tile, np.ndarray):
+            if old is not None and old[0] is tile and old[1:] == (lit, name) and not isinstance(tile, np.ndarray):
                 continue
-            state = (tile, lit)          # holds the tile: an id() alone could be a new frame's
-            self._state[i] = state
+            self._state[i] = (tile, lit, name)   # holds the tile: an id() alone could be a new frame's
             self._clear(cell)
             if tile is not None:
                 frame = tile if isinstance(tile, av.VideoFrame) else av.VideoFrame.from_ndarray(tile, format="rgb24")
                 self._paste(i, cell, frame)
+            if name:
+                band = max(16, cell.h // 9) // 2 * 2
+                blend((self._y, self._u, self._v), cell.x, cell.y + cell.h - band, name, cell.w, band)
             if lit:
                 self._border(cell)
         return self._frame

@@ -185,6 +185,8 @@ class RtpStats:
     rtcp_received: int = 0
     send_errors: int = 0
     send_dropped: int = 0  # send() before the remote address was known
+    retransmitted: int = 0  # packets sent again on the far end's NACK (RFC 4585 §6.2.1)
+    nacks_sent: int = 0    # packets we asked the far end to send again
     last_received: float | None = None  # time.monotonic() of the last RTP packet
 
 
@@ -205,6 +207,8 @@ class RtpSession(DatagramProtocol):
     latch_after: int = 3  # consecutive packets (same address, same SSRC) before latching
     rtcp_mux: bool = False  # send RTCP on the RTP port (RFC 5761) when negotiated
     rtcp_interval: float = 5.0  # seconds; randomised 0.5..1.5x; 0 = no periodic RTCP
+    #: packets kept for retransmission on a NACK (send_at; 0: none kept)
+    history: int = 0
 
     def __init__(
         self,
@@ -245,6 +249,7 @@ class RtpSession(DatagramProtocol):
         self._sent_at_last_report = 0
         self._last_sr_ntp_middle = 0
         self._fir_seq = 0
+        self._sent: dict[int, bytes] = {}   # seq % history → packet (for NACKs)
         # receiving state (RFC 3550 A.1)
         self._src_ssrc: int | None = None
         self._base_seq = 0
@@ -631,6 +636,8 @@ class RtpSession(DatagramProtocol):
         ts = (self._ts + timestamp) & 0xFFFFFFFF
         data = _HDR.pack(0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc) + payload
         self._seq = (seq + 1) & 0xFFFF
+        if self.history:
+            self._sent[seq % self.history] = data
         try:
             self._sock.sendto(data, remote)  # type: ignore[union-attr]
         except OSError:
@@ -641,6 +648,35 @@ class RtpSession(DatagramProtocol):
         st.octets_sent += len(payload)
         self._last_sent_ts = ts
         self._last_sent_time = _monotonic()
+
+    def retransmit(self, seqs: list[int]) -> int:
+        """Send again the packets the far end reports lost (its NACK), those still in the history;
+        returns how many went."""
+        remote = self.remote
+        if remote is None or self._closed or not self.history:
+            return 0
+        sent = 0
+        for seq in seqs[:64]:
+            data = self._sent.get(seq % self.history)
+            if data is None or int.from_bytes(data[2:4], "big") != seq & 0xFFFF:
+                continue
+            try:
+                self._sock.sendto(data, remote)  # type: ignore[union-attr]
+            except OSError:
+                self._stats.send_errors += 1
+                continue
+            sent += 1
+        self._stats.retransmitted += sent
+        return sent
+
+    def send_nack(self, seqs: list[int]) -> None:
+        """Ask the far end to send these packets again (RTCP generic NACK, RFC 4585 §6.2.1)."""
+        media = self._src_ssrc
+        if media is None or not seqs or self._closed:
+            return
+        if self._send_rtcp(bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=self.ssrc, media_ssrc=media,
+                                                  lost=sorted(set(s & 0xFFFF for s in seqs))[:64]))):
+            self._stats.nacks_sent += len(seqs)
 
     # ------------------------------------------------------------ RTCP send
     def _report_block(self) -> RtcpReceiverInfo | None:

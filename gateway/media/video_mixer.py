@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.media.keyframes import KeyframeGate
+from gateway.media.labels import name_tile
 from gateway.media.layout import LAYOUTS, Compositor, fill_order
 from gateway.media.payload.h263 import parse_mb_info
 from gateway.media.video_codecs import (CODEC_POOL, DecodeError, EncoderSettings, VideoDecoder, VideoEncoder,
@@ -121,7 +122,7 @@ class VideoMixer:
 
     def __init__(self, layout: str = "cp-2x2", *, max_size: tuple[int, int] | None = None,
                  executor: Executor | None = CODEC_POOL, call_in_loop: Callable[..., Any] | None = None,
-                 clock: Callable[[], float] = time.monotonic, highlight: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, highlight: bool = True, labels: bool = True) -> None:
         self.layout = layout_name(layout)
         self.max_size = max_size
         self.executor = executor
@@ -132,6 +133,8 @@ class VideoMixer:
         self.call_in_loop = call_in_loop
         self.clock = clock
         self.highlight = highlight
+        #: names written under the tiles (participants without video always show theirs)
+        self.labels = labels
         self.members: dict[str, VideoMember] = {}
         self.groups: dict[tuple[Any, ...], EncoderGroup] = {}
         self.last_spoke: dict[str, float] = {}
@@ -298,16 +301,22 @@ class VideoMixer:
                 self._run(decode, [], [], now)
             return
         pts = int((now - self._t0) * CLOCK)
-        compose: dict[tuple[str, int, int], tuple[Compositor, list[VideoReceiver | None], int | None]] = {}
+        compose: dict[tuple[str, int, int], tuple[Any, ...]] = {}
         encode = []
         for g in due:
             s = g.settings
             ckey = (g.view, s.width, s.height)
             if ckey not in compose:
                 cells = screen.get(g.view, [])
-                srcs = [self.members[i].source if i is not None else None for i in cells]
+                members = [self.members[i] if i is not None else None for i in cells]
+                srcs = [m.source if m is not None else None for m in members]
+                # who sends no picture (or none yet) shows a tile with their name instead
+                standins = [name_tile(m.name) if m is not None and (m.source is None or m.source.latest is None)
+                            else None for m in members]
+                names = [m.name if m is not None and self.labels and standin is None else None
+                         for m, standin in zip(members, standins)]
                 active = cells.index(self.dominant) if self.dominant in cells else None
-                compose[ckey] = (self._compositor(ckey), srcs, active)
+                compose[ckey] = (self._compositor(ckey), srcs, standins, names, active)
             keyframe = g.gate.wanted()
             packs = {(snd.packetization, snd.mtu) for snd in g.members}
             encode.append((g, ckey, keyframe, pts, packs))
@@ -408,8 +417,10 @@ def _job(decode: list, compose: list, encode: list) -> tuple[list, list, int]:
             for p in pictures:
                 src.decoded(p, now)
     pictures = {}
-    for ckey, (comp, srcs, active) in compose:
-        pictures[ckey] = comp.compose([s.latest if s is not None else None for s in srcs], active)
+    for ckey, (comp, srcs, standins, names, active) in compose:
+        tiles = [standin if standin is not None else s.latest if s is not None else None
+                 for s, standin in zip(srcs, standins)]
+        pictures[ckey] = comp.compose(tiles, active, names)
     # the groups' encoders run side by side: half of them (by pixels) on a helper thread
     # (FFmpeg releases the GIL), each encoder still used by one thread at a time
     sent: list = []

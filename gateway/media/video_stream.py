@@ -91,8 +91,12 @@ class VideoReceiver:
     """A leg's incoming video for the room (see the module's docstring)."""
 
     def __init__(self, session: RtpSession, fmt: MediaFormat, *, request_keyframe: Callable[[], Any],
+                 nack: Callable[[list[int]], Any] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.session = session
+        #: where the sender takes NACKs (RFC 4585 generic NACK): a gap is asked for at once
+        self._nack = nack
+        self._highest: int | None = None
         self.format = fmt
         self._ask = request_keyframe
         self._clock = clock
@@ -122,6 +126,13 @@ class VideoReceiver:
         if pt != self.format.payload_type:
             self.wrong_pt += 1
             return
+        if self._nack is not None:
+            last = self._highest
+            if last is None or 0 < (seq - last) & 0xFFFF < 0x8000:
+                gap = (seq - last - 1) & 0xFFFF if last is not None else 0
+                if 0 < gap <= 32:
+                    self._nack([(last + 1 + i) & 0xFFFF for i in range(gap)])
+                self._highest = seq
         dp = self.depacketizer
         dropped = dp.stats.dropped
         frames = dp.push(seq, ts, marker, payload)

@@ -7,6 +7,7 @@ It is built from PyAV (FFmpeg's encoders and decoders) and Cầu's payload forma
 and baresip check elsewhere; the gateway under test sees it only as RTP."""
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -78,7 +79,17 @@ class VideoPeer:
             alloc = PortAllocator(lo, lo + 1)
         self.host = host
         self.session = open_rtp_session(alloc, host, clock_rate=90000, timeout=0)
+        self.session.history = 512             # it retransmits what the room NACKs, as endpoints do
         self.session.on_packet = self._packet
+        arrive = self.session.datagramReceived
+
+        def lossy(data: bytes, addr: Any) -> None:     # loss on the way to us: before RTP sees the packet
+            if len(data) >= 2 and not 192 <= data[1] <= 223 and self.drop_in is not None:
+                self._in += 1
+                if self.drop_in(self._in):
+                    return
+            arrive(data, addr)
+        self.session.datagramReceived = lossy
         self.session.on_rtcp_feedback = self._feedback
         self.picture = picture
         self.fps = fps
@@ -104,6 +115,9 @@ class VideoPeer:
         self._seq = 0
         self._in = 0
         self._last_ask = 0.0
+        self._highest: int | None = None
+        #: send NACKs for gaps in what we receive (as WebRTC endpoints and many SIP devices do)
+        self.nack = True
         if fmt is not None:
             self.configure(fmt, fmt)
 
@@ -146,8 +160,12 @@ class VideoPeer:
                 packets = self.packetizer.packetize(ef.data)
             for payload, marker in packets:
                 self._seq += 1
-                if self.drop is not None and self.drop(self._seq):
-                    self.session._seq = (self.session._seq + 1) & 0xFFFF   # a lost packet leaves a gap
+                if self.drop is not None and self.drop(self._seq):    # lost on the way: kept for a NACK
+                    seq = self.session._seq
+                    self.session._sent[seq % self.session.history] = struct.pack(
+                        "!BBHII", 0x80, (0x80 if marker else 0) | self.format.payload_type, seq,
+                        (self.session._ts + ef.pts) & 0xFFFFFFFF, self.session.ssrc) + payload
+                    self.session._seq = (seq + 1) & 0xFFFF
                     continue
                 self.session.send_at(payload, self.format.payload_type, ef.pts, marker)
             self.keyframes_sent += ef.keyframe
@@ -156,13 +174,19 @@ class VideoPeer:
     def _feedback(self, what: str, detail) -> None:
         if what in ("pli", "fir"):
             self.force_keyframe(what)
+        elif what == "nack":
+            self.session.retransmit(detail)
 
     def _packet(self, pt, seq, ts, marker, payload, ssrc, arrival) -> None:
         if self.rx_format is None or pt != self.rx_format.payload_type:
             return
-        self._in += 1
-        if self.drop_in is not None and self.drop_in(self._in):
-            return
+        if self.nack:                          # a gap: ask for it again at once (RFC 4585 generic NACK)
+            last = self._highest
+            if last is None or 0 < (seq - last) & 0xFFFF < 0x8000:
+                gap = (seq - last - 1) & 0xFFFF if last is not None else 0
+                if 0 < gap <= 32:
+                    self.session.send_nack([(last + 1 + i) & 0xFFFF for i in range(gap)])
+                self._highest = seq
         for frame in self.depacketizer.push(seq, ts, marker, payload):
             self.keyframes_received += frame.keyframe
             try:
