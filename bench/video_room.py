@@ -18,8 +18,9 @@ theirs, not the gateway's).
 Figures (nothing asserted): the gateway's CPU in total, per site and, between two room sizes,
 per further site; late video ticks (the room's job still running when the next frame was due:
 that frame is skipped); frames dropped at the depacketizers; encoder groups and decoders
-running; job time p50/p95; frame latency p50/p95; the keyframe answer time (a PLI to the first
-keyframe frame out).
+running; job time p50/p95; frame latency p50/p95; the CPU of the event loop and of the codec
+threads. (That a keyframe request is answered on the next frame, and storms coalesced, is
+asserted in tests/test_video_room.py.)
 
 With ``--ffmpeg`` the same media work — decode the four on-screen senders, scale, compose the
 2x2 picture at each group's size, encode each group with the same settings, one thread per

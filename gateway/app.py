@@ -147,6 +147,7 @@ class Gateway:
             digest=DigestServer(self.settings.sip_realm, algorithms=algorithms),
         )
         self.sip.config.answer_delay = self.settings.sip_answer_delay
+        self.sip.config.video_mtu = self.settings.video_mtu
         self.sip.call_endpoint = lambda endpoint, spec, room: self.call_endpoint(endpoint, spec, room)
         self.listening["SIP"] = f"{bind}:{transport.port}/udp+tcp"
 
@@ -160,6 +161,7 @@ class Gateway:
 
         svc = H323Service(lambda: self.dialplan.current, self.registry, self.ports, self.catalogue,
                           bind=self.settings.bind, advertise=self.advertised_host(), reactor=self.reactor)
+        svc.video_mtu = self.settings.video_mtu
         self._listen("H.323 call signalling", self.settings.h323_port, "--h323-port",
                      lambda: svc.start(self.settings.h323_port))
         self.h323 = svc

@@ -17,6 +17,7 @@ A settings file looks like::
     sip_digest: MD5                # digest algorithms offered, in order, e.g. SHA-256,MD5 (RFC 8760) when every device can
     sip_answer_delay: 0            # seconds of ringing (180) before a SIP call is answered
     api_token: 9f86d081884c7d65... # HTTP API: POSTs must carry "Authorization: Bearer <token>"
+    video_mtu: 1200                # bytes of RTP payload per video packet (default 1200)
 
 Problems are reported as ``FILE:LINE:COL: message`` like the dial plan's.
 """
@@ -57,11 +58,12 @@ class Settings:
     register_as: str = "cau"  # Cầu's h323-ID there; room numbers go along as E.164 aliases and prefixes
     advertise: str = ""  # address written into SDP/Contact; empty: the bind address (or loopback when bound to any)
     api_token: str = ""  # when set, HTTP POSTs (operator actions) need "Authorization: Bearer <api_token>"
+    video_mtu: int = 1200  # bytes of RTP payload per video packet (lower it for VPNs / tunnels with small MTUs)
 
 
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
-         "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "api_token")
+         "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "api_token", "video_mtu")
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -182,6 +184,10 @@ def load_settings(path: str | Path) -> Settings:
                 if not isinstance(value, str) or len(value) < 16 or any(c.isspace() for c in value):
                     raise ValueError("api_token must be a secret of at least 16 characters without spaces "
                                      "(e.g. the output of: openssl rand -hex 24)")
+                values[key] = value
+            elif key == "video_mtu":
+                if isinstance(value, bool) or not isinstance(value, int) or not 300 <= value <= 1452:
+                    raise ValueError(f"video_mtu must be 300 to 1452 bytes of RTP payload, not {value!r}")
                 values[key] = value
             elif key == "watch_interval":
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

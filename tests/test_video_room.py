@@ -6,6 +6,7 @@ tests look at the colours in the cells of that picture."""
 from __future__ import annotations
 
 import random
+import struct
 from types import SimpleNamespace
 
 import numpy as np
@@ -43,7 +44,7 @@ class Harness:
         return self.plane.registry.get("video-room")
 
     def join(self, fmt: MediaFormat, colour, name: str, *, feedback=frozenset({"nack pli"}),
-             fallback=None, **kw) -> VideoPeer:
+             fallback=None, mtu: int = 1200, **kw) -> VideoPeer:
         """A participant sending ``colour`` in ``fmt`` and PCMU audio (silence until ``talk``)."""
         ports = self.plane.ports
         peer = VideoPeer(ports, fmt, solid(colour) if colour else None, **kw)
@@ -51,6 +52,7 @@ class Harness:
         voice_port = LOOP_ASYNC.run_until_complete(voice.start())
         media = RtpMedia(ports, bind=LOOP, display_name=name, protocol="test")
         media.keyframe_fallback = fallback
+        media.video_mtu = mtu           # as the SIP UA and the H.323 service set it from the settings
         a, v = media.open("audio"), media.open("video")
         media.apply("video", StreamPlan("video", fmt, fmt, remote=(LOOP, peer.session.local_port), feedback=feedback))
         media.apply("audio", StreamPlan("audio", PCMU, PCMU, remote=(LOOP, voice_port)))
@@ -271,6 +273,16 @@ def test_a_bitrate_limit_moves_a_receiver_to_a_lower_tier_and_back(harness):
     a.leg.emit("bitrate_limit", stream="video", kbps=600)
     run_for(0.3)
     assert group(a).endswith("512k")
+    # TMMBR (RFC 5104), as SIP room systems send it: 1.1 Mbit/s → the 1024 tier; answered by TMMBN
+    notes: list[bytes] = []
+    rtcp_in = a.session._rtcp_received
+    a.session._rtcp_received = lambda data, addr, muxed: (notes.append(data), rtcp_in(data, addr, muxed))
+    exp, mantissa = 4, 1_100_000 >> 4
+    fci = struct.pack("!II", a.session.remote_ssrc or 0, (exp << 26) | (mantissa << 9) | 40)
+    a.session._send_rtcp(struct.pack("!BBHII", 0x80 | 3, 205, 4, a.session.ssrc, 0) + fci)
+    run_for(0.3)
+    assert group(a).endswith("1024k"), group(a)
+    assert any(d[1] == 205 and d[0] & 0x1F == 4 for d in notes), "no TMMBN came back"
     a.leg.emit("bitrate_limit", stream="video", kbps=None)       # lifted
     run_for(0.3)
     assert group(a) == group(b)
@@ -322,3 +334,24 @@ def test_the_dial_plan_turns_name_labels_off():
     assert Room(plan.room("a")).video.labels is False and Room(plan.room("b")).video.labels is True
     with pytest.raises(Exception, match=r":5:\d+: labels of room 'a' must be true or false"):
         parse_dialplan('version: 1\nrooms:\n  - id: a\n    numbers: ["1"]\n    video: {labels: 7}\n')
+
+
+def test_the_video_mtu_setting_reaches_the_packets(tmp_path, harness):
+    """``video_mtu`` in the settings file: checked, and the packets we send stay within it."""
+    from gateway.config import ConfigError, load_settings
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("video_mtu: 9000\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:1:\d+: video_mtu must be 300 to 1452"):
+        load_settings(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("video_mtu: 600\n")
+    assert load_settings(good).video_mtu == 600
+    h = harness("cp-2x2")
+    sizes: list[int] = []
+    peer = h.join(video_format("H264", mode=0), RED, "small MTU", mtu=600)
+    inner = peer.session.on_packet
+    peer.session.on_packet = lambda pt, seq, ts, m, payload, *rest: (sizes.append(len(payload)),
+                                                                      inner(pt, seq, ts, m, payload, *rest))
+    run_for(2.0)
+    assert peer.decoded > 10 and sizes and max(sizes) <= 600, (peer.decoded, max(sizes, default=0))

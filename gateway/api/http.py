@@ -61,6 +61,30 @@ def _worst_line(roster: list[dict[str, Any]]) -> str:
                        f"jitter {rx['jitter_ms']:.0f} ms)")
 
 
+def _video_rows(rooms: list[dict[str, Any]]) -> str:
+    """One row per participant with video: what we receive from them and what we send them."""
+    e = html.escape
+    rows = []
+    for r in rooms:
+        v = r.get("video") or {}
+        for p in r.get("roster", []):
+            vm = p.get("video_media")
+            if not vm:
+                continue
+            i, o = vm.get("in"), vm.get("out")
+            got = (f"{e(i['codec'])} {i['width']}x{i['height']} {i['fps']:g} fps; {i['frames_decoded']} decoded, "
+                   f"{i['frames_dropped']} dropped, {i['keyframes_asked']} keyframes asked for"
+                   f"{'' if i['on_screen'] else ' (off screen)'}") if i else "-"
+            sent = (f"{e(o['codec'])}{' mode ' + str(o['packetization']) if o['codec'] == 'H264' else ''} "
+                    f"{o['width']}x{o['height']} {o['fps']:g} fps, {o['tier_kbps']} kbit/s; "
+                    f"{o['frames_sent']} frames, {o['keyframes_sent']} keyframes ({o['keyframe_requests']} asked for); "
+                    f"group {e(o['group'] or '-')}") \
+                if o else "-"
+            rows.append(f"<tr><td>{e(r['id'])} ({e(v.get('layout', '-'))})</td><td>{e(p['name'] or p['id'])}</td>"
+                        f"<td>{got}</td><td>{sent}</td></tr>")
+    return "".join(rows) or '<tr><td colspan="4">no video</td></tr>'
+
+
 class StatusPage(resource.Resource):
     """A small human page: what is running, what people can dial, the rooms open now."""
 
@@ -104,6 +128,8 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}pre{{ba
 <h2>Numbers to dial</h2><table><tr><th>Number</th><th>Goes to</th></tr>{rows}</table>
 <h2>Rooms open now</h2><table><tr><th>Room</th><th>Name</th><th>Participants</th>
 <th>Worst line (estimated MOS received)</th></tr>{rooms}</table>
+<h2>Video</h2><table><tr><th>Room (layout)</th><th>Participant</th><th>We receive</th><th>We send</th></tr>
+{_video_rows(st["rooms"])}</table>
 <h2>Listening</h2><ul>{''.join(f'<li>{e(k)}: {e(v)}</li>' for k, v in st['listening'].items())}</ul>
 </body></html>
 """

@@ -133,7 +133,7 @@ class RtpMedia:
             session = self.sessions.get(stream_id)
             if session is not None:
                 session.retransmit(detail)
-        elif what == "remb" and isinstance(detail, dict) and isinstance(detail.get("bitrate"), (int, float)):
+        elif what in ("remb", "tmmbr") and isinstance(detail, dict) and isinstance(detail.get("bitrate"), (int, float)):
             self.leg.emit("bitrate_limit", stream=stream_id, kbps=max(1, int(detail["bitrate"]) // 1000))
 
     # -- negotiation results --------------------------------------------------------------

@@ -74,6 +74,7 @@ class H323Media:
         self.rtp.on_leg = self._on_leg
         self.rtp.keyframe_fallback = self._fast_update
         self.rtp.on_replaced = self._on_replaced
+        self.rtp.video_mtu = service.video_mtu
         self.leg: Leg | None = None
         self.room: Any = None
         self.gate: Any = None
@@ -216,6 +217,8 @@ class H323Service:
         self.gatekeeper = gatekeeper
         self.reactor = reactor
         self.rtp_timeout = rtp_timeout
+        #: bytes of RTP payload per video packet we send
+        self.video_mtu = 1200
         self.alias = alias
         self.port: int | None = None
         self._listener: Any = None

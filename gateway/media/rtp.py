@@ -523,6 +523,8 @@ class RtpSession(DatagramProtocol):
         if not packets:
             self._stats.bad_rtcp += 1
             return
+        if self.on_rtcp_feedback is not None:
+            self._tmmbr(data)
         st = self._stats
         st.rtcp_received += 1
         now = _monotonic()
@@ -546,6 +548,28 @@ class RtpSession(DatagramProtocol):
             elif isinstance(p, RtcpRtpfbPacket):
                 if p.fmt == RTCP_RTPFB_NACK and self.on_rtcp_feedback is not None:
                     self.on_rtcp_feedback("nack", [s & 0xFFFF for s in p.lost])
+
+    def _tmmbr(self, data: bytes) -> None:
+        """TMMBR (RFC 5104 §4.2.1: RTPFB FMT 3) in a compound packet that parsed: the far end's
+        maximum bitrate for what we send it → ``on_rtcp_feedback("tmmbr", bit/s)``, answered with a
+        TMMBN that echoes it (§4.2.2). aiortc reads every RTPFB as a NACK, so this reads the bytes."""
+        i = 0
+        while i + 12 <= len(data):
+            b0, pt = data[i], data[i + 1]
+            length = (int.from_bytes(data[i + 2:i + 4], "big") + 1) * 4
+            if pt == 205 and b0 & 0x1F == 3:
+                for k in range(i + 12, min(i + length, len(data)) - 7, 8):
+                    ssrc, word = struct.unpack("!II", data[k:k + 8])
+                    if ssrc != self.ssrc:
+                        continue
+                    exp, mantissa, overhead = word >> 26, (word >> 9) & 0x1FFFF, word & 0x1FF
+                    bitrate = mantissa << exp
+                    requester = int.from_bytes(data[i + 4:i + 8], "big")
+                    self._send_rtcp(struct.pack("!BBHIIII", 0x80 | 4, 205, 4, self.ssrc, 0, requester, word))
+                    cb = self.on_rtcp_feedback
+                    if cb is not None:
+                        cb("tmmbr", {"bitrate": bitrate, "overhead": overhead})
+            i += length
 
     def _rtcp_source(self, ssrc: int, addr: Any, muxed: bool) -> None:
         """Symmetric RTCP: follow the RTCP source of the stream we receive."""

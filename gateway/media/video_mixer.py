@@ -209,8 +209,10 @@ class VideoMixer:
     # -- far end → us --------------------------------------------------------------------------
     def keyframe_request(self, member_id: str) -> None:
         m = self.members.get(member_id)
-        if m is not None and m.sink is not None and m.sink.group is not None:
-            m.sink.group.gate.request()
+        if m is not None and m.sink is not None:
+            m.sink.keyframe_requests += 1
+            if m.sink.group is not None:
+                m.sink.group.gate.request()
 
     def bitrate_limit(self, member_id: str, kbps: int | None) -> None:
         m = self.members.get(member_id)

@@ -113,6 +113,7 @@ class VideoReceiver:
         self.frames_dropped = 0             # by the depacketizer (loss, malformed) or the room (behind)
         self.frames_decoded = 0
         self.decode_errors = 0
+        self.keyframes_asked = 0            # we asked the sender for one
         self.width = self.height = 0
         self._fps_window: list[float] = []
         self.wrong_pt = 0
@@ -158,6 +159,7 @@ class VideoReceiver:
         if self._last_ask is not None and now - self._last_ask < KEYFRAME_ASK_INTERVAL:
             return False
         self._last_ask = now
+        self.keyframes_asked += 1
         try:
             self._ask()
         except Exception:
@@ -206,7 +208,8 @@ class VideoReceiver:
         return {"codec": self.format.codec.name, "on_screen": self.on_screen,
                 "width": self.width, "height": self.height, "fps": self.fps,
                 "frames_received": self.frames_received, "frames_decoded": self.frames_decoded,
-                "frames_dropped": self.frames_dropped, "decode_errors": self.decode_errors}
+                "frames_dropped": self.frames_dropped, "decode_errors": self.decode_errors,
+                "keyframes_asked": self.keyframes_asked}
 
 
 class VideoSender:
@@ -227,6 +230,7 @@ class VideoSender:
         self.limit_kbps: int | None = None
         self.frames_sent = 0
         self.keyframes_sent = 0
+        self.keyframe_requests = 0         # the far end asked us for one
         self.group: Any = None             # set by the room
 
     def settings(self) -> EncoderSettings:
@@ -255,6 +259,7 @@ class VideoSender:
                 "width": s.width if s else 0, "height": s.height if s else 0, "fps": s.fps if s else 0,
                 "tier_kbps": self.tier_kbps, "limit_kbps": self.limit_kbps,
                 "frames_sent": self.frames_sent, "keyframes_sent": self.keyframes_sent,
+                "keyframe_requests": self.keyframe_requests,
                 "group": self.group.name if self.group is not None else None}
 
 

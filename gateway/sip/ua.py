@@ -44,6 +44,7 @@ class SipConfig:
     min_se: int = 90              # RFC 4028 §5: the smallest interval we accept
     rtp_timeout: float = 30.0     # no media for this long → the leg hangs up (BYE)
     answer_delay: float = 0.0     # ring (180) this long before answering; 0 answers at once
+    video_mtu: int = 1200         # bytes of RTP payload per video packet we send
 
 
 class SipCall:
@@ -89,6 +90,7 @@ class SipCall:
         self.media = m = RtpMedia(self.ua.ports, bind=self.ua.media_bind, rtp_timeout=self.ua.config.rtp_timeout,
                                   display_name=self.display_name(), protocol="sip",
                                   remote=f"{self.peer.host}:{self.peer.port}")
+        m.video_mtu = self.ua.config.video_mtu
         m.on_leg = self._on_leg
         m.on_replaced = self._on_replaced
         m.keyframe_fallback = lambda stream_id: self.ua.send_fast_update(self)

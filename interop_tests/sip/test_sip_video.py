@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 
 import numpy as np
 
@@ -39,6 +40,8 @@ def test_baresip_h264_mode0_and_h263_see_each_other_in_cp_2x2(cau, baresip_facto
         b.wait_established(timeout=15)
         time.sleep(6.0)
         status = next(r for r in cau.status()["rooms"] if r["id"] == "video")
+        with urllib.request.urlopen(f"http://{cau.host}:{cau.http_port}/", timeout=5) as page:
+            html = page.read().decode()
         a.hangup()
         b.hangup()
         a.wait_closed(timeout=10)
@@ -49,6 +52,9 @@ def test_baresip_h264_mode0_and_h263_see_each_other_in_cp_2x2(cau, baresip_facto
     assert media["h264"]["in"]["frames_decoded"] > 20 and media["h263"]["in"]["frames_decoded"] > 20, media
     assert media["h264"]["out"]["group"].startswith("H264 1280x720"), media
     assert media["h263"]["out"]["group"].startswith("H263 352x288"), media
+    # and the status page has a video row per participant: what we receive and send, the group
+    assert "<h2>Video</h2>" in html and "group H264 1280x720" in html and "H264 mode 0" in html, html[-3000:]
+    assert "H263 352x288" in html
     cells = LAYOUTS["cp-2x2"]
     for peer, name in ((a, "H264"), (b, "H263")):
         streams = received_rtp(pcap, peer.rtp_lo, peer.rtp_hi)
