@@ -281,9 +281,13 @@ class OutgoingCall(SipCall):
         self._ack_data = self._send_ack(self.dialog, invite)
         se = response.headers.get("Session-Expires")
         if se:
-            from gateway.sip.ua import _session_expires
+            from gateway.sip.ua import BadSessionExpires, _session_expires
 
-            value, refresher = _session_expires(se)
+            try:
+                value, refresher = _session_expires(se)
+            except BadSessionExpires as exc:      # the far end's mistake: no session timer, the call goes on
+                log.warning("call %s: %s in the 200 OK; no session timer", self.call_id, exc)
+                value, refresher = None, None
             if value and refresher == "uas":  # the far end refreshes; we only watch (RFC 4028 §10)
                 self.session_expires = value
                 self.arm_session_timer()

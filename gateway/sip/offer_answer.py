@@ -277,8 +277,8 @@ class OfferAnswer:
             if srtp_refused:
                 raise SdpError(f"SRTP ({', '.join(sorted({m.proto for m in offer.media if m.proto.upper() in _SRTP}))}) "
                                "is not supported yet: offer RTP/AVP", status=488)
-            offered = ", ".join(offered_names) or "nothing usable"
-            detail = f" ({'; '.join(problems)})" if problems else ""
+            offered = _listing(offered_names) or "nothing usable"
+            detail = f" ({_listing(problems, sep='; ', width=80)})" if problems else ""
             raise SdpError(f"no common codec: offered {offered}; room allows "
                            f"{', '.join(self.allowed_names()) or 'nothing'}{detail}", status=488)
         return self._continue_origin(answer, previous), streams
@@ -641,3 +641,11 @@ def _remote_kbps(sd: SessionDescription, m: MediaDescription) -> int | None:
         sd.bandwidth.get("CT"),
         math.ceil(s_tias / 1000) if s_tias is not None else None,
     )
+
+
+def _listing(items: list[str], *, sep: str = ", ", most: int = 12, width: int = 32) -> str:
+    """At most ``most`` items of at most ``width`` characters each: a reason phrase an offer of
+    hostile length cannot make long."""
+    shown = [i if len(i) <= width else i[:width - 1] + "…" for i in list(items)[:most]]
+    more = len(items) - len(shown)
+    return sep.join(shown) + (f"{sep}and {more} more" if more > 0 else "")

@@ -180,7 +180,7 @@ class Registrar:
             raise _Refuse(420, "Bad Extension", [("Unsupported", ", ".join(require))])
         to = request.to
         if to is None or not isinstance(to.uri, SipUri):
-            raise _Refuse(404, "unknown endpoint: To is not a sip: or sips: URI")
+            raise _Refuse(400, "the To of a REGISTER must be a sip: or sips: URI (RFC 3261 §10.2)")
         user = to.uri.user
         if not user:
             raise _Refuse(404, "unknown endpoint: no user part in To")

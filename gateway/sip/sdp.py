@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 __all__ = [
     "DIRECTIONS",
@@ -39,6 +39,13 @@ __all__ = [
 ]
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+#: formats per m= line we take: real offers list a dozen or two; thousands (8,000 fit in one UDP
+#: INVITE) only cost time
+MAX_FORMATS = 64
+#: m= sections we take in one description (a call has two or three; a cascade a few more)
+MAX_MEDIA = 16
 
 
 class SdpError(ValueError):
@@ -157,6 +164,16 @@ class MediaDescription:
     attributes: list[tuple[str, str | None]] = field(default_factory=list)
     info: str | None = None                      # i=
     key: str | None = None                       # k= (obsolete, kept for round trip)
+    #: the views below, computed once per state of ``attributes`` / ``formats`` (an offer's
+    #: negotiation asks for them per payload type: recomputing made a long m= line quadratic)
+    _views: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def _view(self, name: str, make: Any) -> Any:
+        key = (name, id(self.attributes), len(self.attributes), id(self.formats), len(self.formats))
+        got = self._views.get(name)
+        if got is None or got[0] != key:
+            got = self._views[name] = (key, make())
+        return got[1]
 
     # ---- generic attribute access
     def attr(self, name: str) -> str | None:
@@ -187,6 +204,9 @@ class MediaDescription:
     @property
     def rtpmap(self) -> dict[int, RtpMap]:
         """``a=rtpmap`` per payload type of the m= line (rtpmaps for other numbers are ignored)."""
+        return self._view("rtpmap", self._rtpmap)
+
+    def _rtpmap(self) -> dict[int, RtpMap]:
         pts = set(self.payload_types)
         out: dict[int, RtpMap] = {}
         for value in self.attrs("rtpmap"):
@@ -198,6 +218,9 @@ class MediaDescription:
     @property
     def fmtp(self) -> dict[int, str]:
         """Raw fmtp text per payload type (see :meth:`fmtp_params` for the parsed form)."""
+        return self._view("fmtp", self._fmtp)
+
+    def _fmtp(self) -> dict[int, str]:
         out: dict[int, str] = {}
         for value in self.attrs("fmtp"):
             pt_text, _, rest = value.strip().partition(" ")
@@ -215,6 +238,9 @@ class MediaDescription:
     @property
     def rtcp_fb(self) -> dict[int | str, list[str]]:
         """``a=rtcp-fb`` (RFC 4585 §4.2) per payload type, ``"*"`` for all: ``{96: ["nack", "nack pli"]}``."""
+        return self._view("rtcp_fb", self._rtcp_fb)
+
+    def _rtcp_fb(self) -> dict[int | str, list[str]]:
         out: dict[int | str, list[str]] = {}
         for value in self.attrs("rtcp-fb"):
             pt_text, _, rest = value.strip().partition(" ")
@@ -412,6 +438,8 @@ class SessionDescription:
 
         for n, t, v in lines[1:]:
             if t == "m":
+                if len(media) >= MAX_MEDIA:
+                    raise SdpError(f"line {n}: more than {MAX_MEDIA} m= sections; a call takes a few", status=488)
                 cur = _parse_m(n, v)
                 media.append(cur)
                 continue
@@ -582,10 +610,15 @@ def _parse_m(n: int, v: str) -> MediaDescription:
         if port != 0:
             raise SdpError(f"line {n}: m={media} has no formats")
         formats = []
+    if len(formats) > MAX_FORMATS:
+        raise SdpError(f"line {n}: m={media} lists {len(formats)} formats; at most {MAX_FORMATS} are taken",
+                       status=488)
     if "RTP/" in proto.upper():
         bad = [f for f in formats if not f.isdigit() or int(f) > 127]
         if bad:
-            raise SdpError(f"line {n}: m={media} {proto}: payload types must be 0..127, got {', '.join(bad)}")
+            shown = ", ".join(b[:8] for b in bad[:8]) + (", …" if len(bad) > 8 else "")
+            raise SdpError(f"line {n}: m={media} {proto}: payload types must be 0..127, got {shown}")
+    formats = list(dict.fromkeys(formats))       # a payload type listed twice counts once
     return MediaDescription(media=media.lower(), port=port, port_count=count, proto=proto, formats=formats)
 
 

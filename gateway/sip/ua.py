@@ -358,6 +358,20 @@ class SipUserAgent:
                 return
             handler(call, request, stx)
             return
+        # outside a dialog: a Request-URI we can route, and extensions we have (RFC 3261 §8.2.2)
+        if not isinstance(request.uri, SipUri) and method in ("INVITE", "OPTIONS"):
+            scheme = str(request.uri).split(":", 1)[0][:16]
+            self._respond(stx, 416, f"Unsupported URI Scheme {scheme!r}: sip: and sips: only")
+            return
+        required = [o.strip() for v in request.headers.get_all("Require") for o in v.split(",") if o.strip()]
+        unsupported = [o for o in required if o.lower() not in ("timer", "100rel", "replaces")]
+        if unsupported and method in ("INVITE", "OPTIONS"):
+            self._respond(stx, 420, "Bad Extension", extra=[("Unsupported", ", ".join(u[:32] for u in unsupported[:8]))])
+            return
+        if method == "INVITE" and not _accepts_sdp(request.headers.get_all("Accept")):
+            self._respond(stx, 406, "Not Acceptable: our answers are application/sdp",
+                          extra=[("Accept", ACCEPT)])
+            return
         if method == "INVITE":
             self._on_invite(request, stx, peer)
         elif method == "OPTIONS":
@@ -405,14 +419,14 @@ class SipUserAgent:
             if existing.invite.from_.tag == request.from_.tag and existing.invite.cseq.seq == request.cseq.seq:
                 self._respond(stx, 482, "Loop Detected")
                 return
-        # Require: only what we support (RFC 3261 §8.2.2.3)
+        # Require: only what we support (RFC 3261 §8.2.2.3; _dispatch answered 420 for the rest)
         required = [o.strip().lower() for v in request.headers.get_all("Require") for o in v.split(",") if o.strip()]
-        unsupported = [o for o in required if o not in ("timer", "100rel", "replaces")]
-        if unsupported:
-            self._respond(stx, 420, "Bad Extension", extra=[("Unsupported", ", ".join(unsupported))])
-            return
         # Session timer (RFC 4028 §9)
-        se_value, se_refresher = _session_expires(request.headers.get("Session-Expires"))
+        try:
+            se_value, se_refresher = _session_expires(request.headers.get("Session-Expires"))
+        except BadSessionExpires as exc:
+            self._respond(stx, 400, str(exc))
+            return
         if se_value is not None and se_value < self.config.min_se:
             self._respond(stx, 422, "Session Interval Too Small", extra=[("Min-SE", str(self.config.min_se))])
             return
@@ -441,7 +455,11 @@ class SipUserAgent:
     def _on_invite_endpoint(self, request: Request, stx: ServerTransaction, peer: Peer, endpoint: Any) -> None:
         import secrets
 
-        se_value, se_refresher = _session_expires(request.headers.get("Session-Expires"))
+        try:
+            se_value, se_refresher = _session_expires(request.headers.get("Session-Expires"))
+        except BadSessionExpires as exc:
+            self._respond(stx, 400, str(exc))
+            return
         required = [o.strip().lower() for v in request.headers.get_all("Require") for o in v.split(",") if o.strip()]
         caller = self._caller(request) or "caller"
         from gateway.dialplan.model import RoomSpec
@@ -643,7 +661,11 @@ class SipUserAgent:
                 log.warning("call %s: no RTP ports for the video it adds: %s", call.dialog.call_id, exc)
 
     def _on_reinvite(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
-        self._session_refresh(call, request)
+        try:
+            self._session_refresh(call, request)
+        except BadSessionExpires as exc:
+            self._respond(stx, 400, str(exc), to_tag=call.local_tag)
+            return
         if not request.body:
             # offer-less re-INVITE: offer our current SDP again (answer arrives in the ACK)
             offer = call.oa.reoffer(call.local_sdp, call.local_media())
@@ -666,7 +688,11 @@ class SipUserAgent:
         call.retransmission = stx.retransmit_2xx_until_ack(ok, None)
 
     def _on_update(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
-        self._session_refresh(call, request)
+        try:
+            self._session_refresh(call, request)
+        except BadSessionExpires as exc:
+            self._respond(stx, 400, str(exc), to_tag=call.local_tag)
+            return
         body = b""
         if request.body:
             try:
@@ -689,6 +715,7 @@ class SipUserAgent:
         stx.respond(r)
 
     def _session_refresh(self, call: SipCall, request: Request) -> None:
+        """The refresh a re-INVITE / UPDATE carries (BadSessionExpires passes up: a 400)."""
         se, _ = _session_expires(request.headers.get("Session-Expires"))
         if se is not None:
             call.session_expires = max(se, self.config.min_se)
@@ -753,6 +780,14 @@ class SipUserAgent:
                 call.terminate(reason)
 
 
+def _accepts_sdp(values: list[str]) -> bool:
+    """No Accept header means application/sdp (RFC 3261 §20.1); else it must list it or a wildcard."""
+    if not values:
+        return True
+    types = {v.split(";")[0].strip().lower() for value in values for v in value.split(",") if v.strip()}
+    return bool(types & {"application/sdp", "application/*", "*/*"}) or not types
+
+
 def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\r", " ").replace("\n", " ")
 
@@ -761,14 +796,25 @@ def _options(values: list[str]) -> set[str]:
     return {o.strip().lower() for v in values for o in v.split(",") if o.strip()}
 
 
+#: the longest session interval we take (RFC 4028 delta-seconds; a day is far above any refresh)
+MAX_SESSION_EXPIRES = 86400
+
+
+class BadSessionExpires(ValueError):
+    """A Session-Expires that is not delta-seconds within bounds: the request gets a 400."""
+
+
 def _session_expires(value: str | None) -> tuple[int | None, str | None]:
+    """(seconds, refresher) of a Session-Expires header; BadSessionExpires for one that is not
+    1-10 digits or above MAX_SESSION_EXPIRES (a 400-digit value must not reach int() and timers)."""
     if not value:
         return None, None
     parts = value.split(";")
-    try:
-        seconds = int(parts[0].strip())
-    except ValueError:
-        return None, None
+    text = parts[0].strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 10) or int(text) > MAX_SESSION_EXPIRES:
+        shown = text if len(text) <= 12 else text[:12] + "…"
+        raise BadSessionExpires(f"Session-Expires {shown!r} is not a number of seconds up to {MAX_SESSION_EXPIRES}")
+    seconds = int(text)
     refresher = None
     for p in parts[1:]:
         k, _, v = p.partition("=")

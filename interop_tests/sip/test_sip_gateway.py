@@ -345,3 +345,60 @@ def test_bye_before_the_answer_ends_the_invite_with_487(cau):
         _exchange(cau, s, bye, "487")  # the INVITE's final answer (the BYE's 200 may come first or after)
     finally:
         s.close()
+
+
+def _invite(target, call_id: str, sdp: str, extra: str = "") -> bytes:
+    return (f"INVITE sip:{target.room}@{target.host}:{target.sip_port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bK{call_id}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:lab@127.0.0.1>;tag=h1\r\nTo: <sip:{target.room}@{target.host}>\r\n"
+            f"Call-ID: {call_id}@lab\r\nCSeq: 1 INVITE\r\nContact: <sip:lab@127.0.0.1:9>\r\n{extra}"
+            f"Content-Type: application/sdp\r\nContent-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
+
+
+def test_an_offer_with_thousands_of_formats_is_refused_at_once_and_calls_go_on(target, sipp):
+    """8,000 payload types in one m= line fit in a 25 kB UDP INVITE; negotiating them one by one
+    froze a gateway for minutes (every room's audio with it). It gets a 400/488 saying why, at once,
+    and the next caller is answered as usual."""
+    head = "v=0\r\no=lab 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    pts = " ".join(str(i % 128) for i in range(8000))
+    sdp = head + f"m=audio 4000 RTP/AVP {pts}\r\n" + "".join(f"a=rtpmap:{i % 128} X{i}/8000\r\n" for i in range(600))
+    data = _invite(target, "many-formats", sdp)
+    assert len(data) > 20000
+    line = send_raw(target.host, target.sip_port, data, timeout=5)
+    assert status_code(line) in (400, 488) and "formats" in line, line
+    # a long but bounded offer (60 formats, 1,500 attribute lines) is answered promptly too
+    pts = " ".join(str(96 + i % 32) for i in range(60))
+    sdp = (head + f"m=audio 4000 RTP/AVP 0 {pts}\r\na=rtpmap:0 PCMU/8000\r\n"
+           + "".join(f"a=rtpmap:{96 + i % 32} X{i}/8000\r\n" for i in range(1500)))
+    line = send_raw(target.host, target.sip_port, _invite(target, "long-offer", sdp), timeout=5)
+    assert status_code(line) in (200, 180, 183), line
+    cancel = (f"CANCEL sip:{target.room}@{target.host}:{target.sip_port} SIP/2.0\r\n"
+              f"Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKlong-offer\r\nMax-Forwards: 70\r\n"
+              f"From: <sip:lab@127.0.0.1>;tag=h1\r\nTo: <sip:{target.room}@{target.host}>\r\n"
+              f"Call-ID: long-offer@lab\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n").encode()
+    send_raw(target.host, target.sip_port, cancel, timeout=2)
+    r = sipp.uac(hostport(target), "builtin:uac", service=target.room, call_ms=500)
+    assert r.ok, r.explain()
+
+
+def test_a_header_with_a_bare_cr_or_lf_and_a_huge_session_expires_get_400(target):
+    sdp = "v=0\r\no=lab 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    for n, bad in enumerate(("Subject: one\rtwo\r\n", "Subject: one\ntwo\r\n")):
+        data = _invite(target, f"bare-crlf-{n}", sdp, extra=bad)
+        line = send_raw(target.host, target.sip_port, data, timeout=3)
+        assert status_code(line) == 400, (bad, line)
+    data = _invite(target, "huge-se", sdp, extra="Supported: timer\r\nSession-Expires: " + "9" * 400 + "\r\n")
+    line = send_raw(target.host, target.sip_port, data, timeout=3)
+    assert status_code(line) == 400 and "Session-Expires" in line, line
+
+
+@pytest.mark.parametrize("name, status", [
+    ("unkscm.dat", 416),      # §3.3.2: OPTIONS to a URI scheme we do not know
+    ("novelsc.dat", 416),     # §3.3.3: likewise (soap.beep:)
+    ("bext01.dat", 420),      # §3.3.5: Require: an extension we do not have
+    ("unksm2.dat", 400),      # §3.3.4: REGISTER whose To is not a SIP URI
+    ("sdp01.dat", 406),       # §3.3.15: an INVITE whose Accept excludes application/sdp
+])
+def test_rfc4475_requests_get_the_answer_the_rfc_gives(target, name, status):
+    line = send_raw(target.host, target.sip_port, (SHARED / name).read_bytes(), timeout=3, rewrite_via=True)
+    assert status_code(line) == status, f"{name}: {line}"
