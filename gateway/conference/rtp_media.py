@@ -76,8 +76,12 @@ class RtpMedia:
 
     def __init__(self, ports: PortAllocator | None, *, bind: str = "127.0.0.1", rtp_timeout: float = 30.0,
                  reactor: Any = None, display_name: str = "", protocol: str = "rtp", remote: str = "",
-                 leg_id: str | None = None) -> None:
+                 leg_id: str | None = None, unconfirmed_budget: int | None = None) -> None:
         self.ports = ports
+        #: packets each session may send before the far end is confirmed (None: no gate; see
+        #: RtpSession.unconfirmed_budget): the signalling adapters set it and call confirm()
+        self.unconfirmed_budget = unconfirmed_budget
+        self.confirmed = False
         self.bind = bind
         self.rtp_timeout = rtp_timeout
         self.reactor = reactor
@@ -109,11 +113,21 @@ class RtpMedia:
             session = open_rtp_session(self.ports, bind=self.bind, clock_rate=90000 if video else 8000,
                                        timeout=0 if video else self.rtp_timeout, reactor=self.reactor)
         self.sessions[stream_id] = session
+        if self.unconfirmed_budget is not None:
+            session.unconfirmed_budget = self.unconfirmed_budget
+        if self.confirmed:
+            session.confirm()
         if kind == "video":
             self._video_ids.add(stream_id)
             session.history = 512           # ~2 s of a 2 Mbit/s stream, for the far end's NACKs
             session.on_rtcp_feedback = lambda what, detail, _id=stream_id: self._feedback(_id, what, detail)
         return session
+
+    def confirm(self) -> None:
+        """The signalling proved the far end (SIP ACK, H.323 CONNECT): every stream may send freely."""
+        self.confirmed = True
+        for s in self.sessions.values():
+            s.confirm()
 
     def local_port(self, stream_id: str) -> int | None:
         s = self.sessions.get(stream_id)

@@ -53,6 +53,8 @@ log = logging.getLogger("cau.h323")
 H245_AUDIO = ("G722", "PCMU", "PCMA")
 H245_VIDEO = ("H264", "H263", "H261")
 DTMF_PT = 101
+#: RTP packets a stream sends before CONNECT (or the far end's RTP) confirms the call (see RtpSession)
+UNCONFIRMED_PACKETS = 25
 
 
 def _codecs(wanted: tuple[str, ...], ours: tuple[str, ...]) -> tuple[str, ...]:
@@ -70,7 +72,7 @@ class H323Media:
         self.call = call
         self.spec: Any = None
         self.rtp = RtpMedia(service.ports, bind=service.bind, rtp_timeout=service.rtp_timeout,
-                            reactor=service.reactor, protocol="h323")
+                            reactor=service.reactor, protocol="h323", unconfirmed_budget=UNCONFIRMED_PACKETS)
         self.rtp.on_leg = self._on_leg
         self.rtp.keyframe_fallback = self._fast_update
         self.rtp.on_replaced = self._on_replaced
@@ -156,6 +158,7 @@ class H323Media:
             h245.request_fast_update(rx.number)
 
     def on_connected(self, call: H323Call) -> None:
+        self.rtp.confirm()        # CONNECT exchanged: media beyond the first second (fast start before it)
         t = self.service.rtp_timeout
         if self.leg is None and t:
             self._no_media_timer = self.service.reactor.callLater(t, self._no_media)

@@ -185,6 +185,7 @@ class RtpStats:
     rtcp_received: int = 0
     send_errors: int = 0
     send_dropped: int = 0  # send() before the remote address was known
+    send_unconfirmed: int = 0  # not sent: the far end was not confirmed and its budget was spent
     retransmitted: int = 0  # packets sent again on the far end's NACK (RFC 4585 §6.2.1)
     nacks_sent: int = 0    # packets we asked the far end to send again
     last_received: float | None = None  # time.monotonic() of the last RTP packet
@@ -209,6 +210,10 @@ class RtpSession(DatagramProtocol):
     rtcp_interval: float = 5.0  # seconds; randomised 0.5..1.5x; 0 = no periodic RTCP
     #: packets kept for retransmission on a NACK (send_at; 0: none kept)
     history: int = 0
+    #: packets we send before the far end is confirmed (its RTP arrived, or the signalling says
+    #: the caller is real: SIP ACK): an address named in a forged offer gets at most this much
+    #: (a never-ACKed INVITE must not turn the gateway into a reflector); None: no gate
+    unconfirmed_budget: int | None = None
 
     def __init__(
         self,
@@ -250,6 +255,8 @@ class RtpSession(DatagramProtocol):
         self._last_sr_ntp_middle = 0
         self._fir_seq = 0
         self._sent: dict[int, bytes] = {}   # seq % history → packet (for NACKs)
+        self.confirmed = False                # see unconfirmed_budget
+        self._unconfirmed_sent = 0
         # receiving state (RFC 3550 A.1)
         self._src_ssrc: int | None = None
         self._base_seq = 0
@@ -411,6 +418,8 @@ class RtpSession(DatagramProtocol):
                     return
         elif self._cand_count:
             self._cand_count = 0
+        if not self.confirmed:
+            self.confirmed = True          # its RTP came from where we send: a real peer
         if ssrc != self._src_ssrc:
             self._new_source(ssrc, seq, ts, arrival)
         else:
@@ -630,6 +639,8 @@ class RtpSession(DatagramProtocol):
             return
         if not 0 <= pt < 128:
             raise ValueError(f"RTP payload type {pt} out of range 0..127")
+        if not self.confirmed and self.unconfirmed_budget is not None and not self._may_send():
+            return
         seq = self._seq
         ts = self._ts
         data = _HDR.pack(0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc) + payload
@@ -656,6 +667,8 @@ class RtpSession(DatagramProtocol):
             return
         if not 0 <= pt < 128:
             raise ValueError(f"RTP payload type {pt} out of range 0..127")
+        if not self.confirmed and self.unconfirmed_budget is not None and not self._may_send():
+            return
         seq = self._seq
         ts = (self._ts + timestamp) & 0xFFFFFFFF
         data = _HDR.pack(0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc) + payload
@@ -672,6 +685,17 @@ class RtpSession(DatagramProtocol):
         st.octets_sent += len(payload)
         self._last_sent_ts = ts
         self._last_sent_time = _monotonic()
+
+    def confirm(self) -> None:
+        """The far end is who it says (its RTP came, or the signalling confirmed it): send freely."""
+        self.confirmed = True
+
+    def _may_send(self) -> bool:
+        if self._unconfirmed_sent < (self.unconfirmed_budget or 0):
+            self._unconfirmed_sent += 1
+            return True
+        self._stats.send_unconfirmed += 1
+        return False
 
     def retransmit(self, seqs: list[int]) -> int:
         """Send again the packets the far end reports lost (its NACK), those still in the history;

@@ -278,6 +278,8 @@ class OutgoingCall(SipCall):
         self.dialog = Dialog.as_uac(invite, response, self.peer)
         self.dialog.confirmed = True
         self.state = "confirmed"
+        if self.media is not None:
+            self.media.confirm()           # we called them and they answered
         self._ack_data = self._send_ack(self.dialog, invite)
         se = response.headers.get("Session-Expires")
         if se:

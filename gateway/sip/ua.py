@@ -89,7 +89,8 @@ class SipCall:
         """Our RTP sessions (audio, and video when offered or wanted); PortsExhausted passes up."""
         self.media = m = RtpMedia(self.ua.ports, bind=self.ua.media_bind, rtp_timeout=self.ua.config.rtp_timeout,
                                   display_name=self.display_name(), protocol="sip",
-                                  remote=f"{self.peer.host}:{self.peer.port}")
+                                  remote=f"{self.peer.host}:{self.peer.port}",
+                                  unconfirmed_budget=UNCONFIRMED_PACKETS)
         m.video_mtu = self.ua.config.video_mtu
         m.on_leg = self._on_leg
         m.on_replaced = self._on_replaced
@@ -631,6 +632,8 @@ class SipUserAgent:
             call.state = "confirmed"
             call.dialog.confirmed = True
             call.arm_session_timer()
+        if call.media is not None:
+            call.media.confirm()       # the caller is real: media may flow beyond the first second
 
     def _on_cancel(self, call: SipCall) -> None:
         if call.state != "early":
@@ -795,6 +798,11 @@ def _quote(text: str) -> str:
 def _options(values: list[str]) -> set[str]:
     return {o.strip().lower() for v in values for o in v.split(",") if o.strip()}
 
+
+#: RTP packets a call's stream may send before the caller's ACK (or its RTP) confirms it: half a second
+#: of audio — an INVITE that names someone else's address in its SDP and never ACKs gets that much,
+#: not the 30 s of a 2xx retransmission
+UNCONFIRMED_PACKETS = 25
 
 #: the longest session interval we take (RFC 4028 delta-seconds; a day is far above any refresh)
 MAX_SESSION_EXPIRES = 86400

@@ -402,3 +402,38 @@ def test_a_header_with_a_bare_cr_or_lf_and_a_huge_session_expires_get_400(target
 def test_rfc4475_requests_get_the_answer_the_rfc_gives(target, name, status):
     line = send_raw(target.host, target.sip_port, (SHARED / name).read_bytes(), timeout=3, rewrite_via=True)
     assert status_code(line) == status, f"{name}: {line}"
+
+
+def test_a_never_acked_invite_does_not_make_the_gateway_a_reflector(target):
+    """An INVITE naming someone else's address in its SDP, never ACKed: the 2xx is retransmitted
+    for 32 s, but the media sent there stays within half a second's worth (it was 674 times the
+    INVITE's size; ACKed calls, and peers whose RTP comes, get their media all along — the rest of
+    the suite)."""
+    import socket
+
+    victim = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    victim.bind(("127.0.0.1", 0))
+    victim.settimeout(0.2)
+    port = victim.getsockname()[1]
+    sdp = ("v=0\r\no=lab 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+           f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
+    data = _invite(target, "reflect", sdp)
+    try:
+        line = send_raw(target.host, target.sip_port, data, timeout=5)
+        assert status_code(line) == 200, line
+        got = 0
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            try:
+                got += len(victim.recv(4096))
+            except OSError:
+                pass
+        # half a second of PCMU (25 packets of 172 bytes) at most: ~10 times the INVITE, not 674
+        assert got <= 30 * 172, f"{got} bytes of media went to an address no ACK confirmed ({len(data)}-byte INVITE)"
+    finally:
+        victim.close()
+        bye = (f"BYE sip:{target.room}@{target.host}:{target.sip_port} SIP/2.0\r\n"
+               f"Via: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKreflect-bye\r\nMax-Forwards: 70\r\n"
+               f"From: <sip:lab@127.0.0.1>;tag=h1\r\nTo: <sip:{target.room}@{target.host}>\r\n"
+               f"Call-ID: reflect@lab\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode()
+        send_raw(target.host, target.sip_port, bye, timeout=1)
