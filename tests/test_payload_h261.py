@@ -4,28 +4,17 @@ from __future__ import annotations
 import random
 
 import av
-import numpy as np
 import pytest
 
 from gateway.media.payload.h261 import H261Depacketizer, H261Packetizer, _bits, is_intra, start_codes
 from tests.rtp_dissect import dissect_rtp
-from tests.video_helpers import encode_frames
+from tests.video_helpers import encode_frames, quadrant_colours_right, quadrant_picture
 
 W, H = 352, 288            # CIF
-QUADRANTS = {(0, 0): (230, 40, 40), (0, 1): (40, 200, 40), (1, 0): (40, 40, 230), (1, 1): (230, 230, 40)}
-
-
-def pattern(i: int) -> np.ndarray:
-    img = np.zeros((H, W, 3), np.uint8)
-    for (r, c), rgb in QUADRANTS.items():
-        img[r * H // 2:(r + 1) * H // 2, c * W // 2:(c + 1) * W // 2] = rgb
-    x = (i * 16) % (W - 16)
-    img[H // 2 - 8:H // 2 + 8, x:x + 16] = 255
-    return img
 
 
 def encode(n: int, key_at: tuple[int, ...] = (), bit_rate: int = 384_000) -> list[tuple[int, bytes]]:
-    return [(ts, data) for ts, data, _ in encode_frames("h261", W, H, n, pattern, options={}, key_at=key_at,
+    return [(ts, data) for ts, data, _ in encode_frames("h261", W, H, n, quadrant_picture, options={}, key_at=key_at,
                                                         codec_time_base=True, bit_rate=bit_rate, gop=300)]
 
 
@@ -38,13 +27,6 @@ def rtp(frames, mtu=1200, seq=100):
             out.append((seq & 0xFFFF, ts, marker, payload))
             seq += 1
     return out
-
-
-def colours_right(img: np.ndarray) -> None:
-    for (r, c), rgb in QUADRANTS.items():
-        tile = img[r * H // 2 + 16:(r + 1) * H // 2 - 16, c * W // 2 + 16:(c + 1) * W // 2 - 16]
-        tile = tile[np.abs(tile.astype(int) - 255).sum(axis=2) > 30]
-        assert np.abs(tile.mean(axis=0) - rgb).max() < 30, (r, c, tile.mean(axis=0), rgb)
 
 
 def decode_all(packets, dp=None):
@@ -81,7 +63,7 @@ def test_h261_packets_rejoin_bit_exactly_and_decode_to_the_right_colours(mtu):
     assert [f.data[:len(d)] for f, (_, d) in zip(got, frames)] == [d for _, d in frames]   # the same bits
     assert len(pictures) == len(frames) and dp.stats.dropped == 0
     for p in pictures:
-        colours_right(p)
+        quadrant_colours_right(p, tol=30)
 
 
 def test_a_lost_packet_drops_the_frame_and_waits_for_an_intra_picture():
@@ -101,7 +83,7 @@ def test_a_lost_packet_drops_the_frame_and_waits_for_an_intra_picture():
     assert frames[lost_in + 1][0] not in times               # P pictures after it: their reference is gone
     assert frames[6][0] in times and got[times.index(frames[6][0])].keyframe
     for p in pictures:
-        colours_right(p)
+        quadrant_colours_right(p, tol=30)
 
 
 def test_tshark_reads_our_h261_rtp_without_malformed_packets():

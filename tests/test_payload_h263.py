@@ -8,23 +8,13 @@ import pytest
 
 from gateway.media.payload.h263 import H263Depacketizer, H263Packetizer, is_intra, start_codes
 from tests.rtp_dissect import dissect_rtp
-from tests.video_helpers import encode_frames
+from tests.video_helpers import QUADRANTS, encode_frames, quadrant_colours_right, quadrant_picture
 
 W, H = 352, 288            # CIF, what a Polycom VSX sends
-QUADRANTS = {(0, 0): (230, 40, 40), (0, 1): (40, 200, 40), (1, 0): (40, 40, 230), (1, 1): (230, 230, 40)}
-
-
-def pattern(i: int) -> np.ndarray:
-    img = np.zeros((H, W, 3), np.uint8)
-    for (r, c), rgb in QUADRANTS.items():
-        img[r * H // 2:(r + 1) * H // 2, c * W // 2:(c + 1) * W // 2] = rgb
-    x = (i * 16) % (W - 16)
-    img[H // 2 - 8:H // 2 + 8, x:x + 16] = 255
-    return img
 
 
 def encode(n: int, key_at: tuple[int, ...] = (), ps: int = 1000) -> list[tuple[int, bytes]]:
-    return [(ts, data) for ts, data, _ in encode_frames("h263p", W, H, n, pattern, options={"ps": str(ps)},
+    return [(ts, data) for ts, data, _ in encode_frames("h263p", W, H, n, quadrant_picture, options={"ps": str(ps)},
                                                         key_at=key_at, codec_time_base=True, bit_rate=384_000,
                                                         gop=300)]
 
@@ -38,13 +28,6 @@ def rtp(frames, mtu=1200):
             out.append((seq, ts, marker, payload))
             seq += 1
     return out
-
-
-def colours_right(img: np.ndarray) -> None:
-    for (r, c), rgb in QUADRANTS.items():
-        tile = img[r * H // 2 + 16:(r + 1) * H // 2 - 16, c * W // 2 + 16:(c + 1) * W // 2 - 16]
-        tile = tile[np.abs(tile.astype(int) - 255).sum(axis=2) > 30]
-        assert np.abs(tile.mean(axis=0) - rgb).max() < 25, (r, c, tile.mean(axis=0), rgb)
 
 
 @pytest.mark.parametrize("mtu", [1200, 400])
@@ -63,7 +46,7 @@ def test_h263p_frames_are_split_at_gobs_and_decode_to_the_right_colours(mtu):
             pictures += dec.decode(av.Packet(f.data))
     assert len(pictures) == 8 and dp.stats.keyframes == 1
     for p in pictures:
-        colours_right(p.to_ndarray(format="rgb24"))
+        quadrant_colours_right(p.to_ndarray(format="rgb24"))
 
 
 def test_a_lost_packet_waits_for_the_next_intra_picture():
@@ -89,7 +72,7 @@ def encode_h263(n: int, mtu: int, key_at: tuple[int, ...] = ()) -> list[tuple[in
     noise = np.random.default_rng(2).integers(0, 60, (H // 2, W // 2, 3), dtype=np.uint8)
 
     def picture(i: int) -> np.ndarray:
-        img = pattern(i)
+        img = quadrant_picture(i)
         img[:H // 2, :W // 2] = np.clip(img[:H // 2, :W // 2].astype(int) - 30 + noise, 0, 255)   # detail: big GOBs
         return img
 

@@ -37,3 +37,28 @@ def encode_frames(av_name: str, width: int, height: int, n: int, picture: Callab
             extra = bytes(p.get_sidedata(side_data)) if side_data and p.has_sidedata(side_data) else None
             out.append((p.pts * (90000 // fps if codec_time_base else 1), bytes(p), extra))
     return out
+
+
+#: four colours, one per quadrant, for the CIF pictures the H.263 and H.261 tests send
+QUADRANTS = {(0, 0): (230, 40, 40), (0, 1): (40, 200, 40), (1, 0): (40, 40, 230), (1, 1): (230, 230, 40)}
+CIF = (352, 288)
+
+
+def quadrant_picture(i: int, size: tuple[int, int] = CIF) -> np.ndarray:
+    """Frame ``i``: a colour per quadrant and a white block moving along the middle."""
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    for (r, c), rgb in QUADRANTS.items():
+        img[r * h // 2:(r + 1) * h // 2, c * w // 2:(c + 1) * w // 2] = rgb
+    x = (i * 16) % (w - 16)
+    img[h // 2 - 8:h // 2 + 8, x:x + 16] = 255
+    return img
+
+
+def quadrant_colours_right(img: np.ndarray, tol: float = 25) -> None:
+    """Each quadrant of a decoded picture has its colour (the moving white block left out)."""
+    h, w = img.shape[:2]
+    for (r, c), rgb in QUADRANTS.items():
+        tile = img[r * h // 2 + 16:(r + 1) * h // 2 - 16, c * w // 2 + 16:(c + 1) * w // 2 - 16]
+        tile = tile[np.abs(tile.astype(int) - 255).sum(axis=2) > 30]
+        assert np.abs(tile.mean(axis=0) - rgb).max() < tol, (r, c, tile.mean(axis=0), rgb)

@@ -633,44 +633,28 @@ class RtpSession(DatagramProtocol):
         The packet carries the current timestamp; the timestamp then advances by
         ``timestamp_step`` clock units and seq by 1, whatever the payload.
         """
-        remote = self.remote
-        if remote is None or self._closed:
-            self._stats.send_dropped += 1
-            return
-        if not 0 <= pt < 128:
-            raise ValueError(f"RTP payload type {pt} out of range 0..127")
-        if not self.confirmed and self.unconfirmed_budget is not None and not self._may_send():
-            return
-        seq = self._seq
         ts = self._ts
-        data = _HDR.pack(0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc) + payload
-        self._seq = (seq + 1) & 0xFFFF
-        self._ts = (ts + timestamp_step) & 0xFFFFFFFF
-        try:
-            self._sock.sendto(data, remote)  # type: ignore[union-attr]
-        except OSError:
-            self._stats.send_errors += 1
-            return
-        st = self._stats
-        st.packets_sent += 1
-        st.octets_sent += len(payload)
-        self._last_sent_ts = ts
-        self._last_sent_time = _monotonic()
+        if self._emit(payload, pt, ts, marker):
+            self._ts = (ts + timestamp_step) & 0xFFFFFFFF
 
     def send_at(self, payload: bytes, pt: int, timestamp: int, marker: bool = False) -> None:
         """Send one RTP packet stamped ``timestamp`` (clock units from the sender's own origin, e.g.
         a video frame's presentation time) plus this session's random offset; seq advances by 1.
         Video uses it: the packets of one frame share its time stamp, whatever the frame rate."""
+        self._emit(payload, pt, (self._ts + timestamp) & 0xFFFFFFFF, marker)
+
+    def _emit(self, payload: bytes, pt: int, ts: int, marker: bool) -> bool:
+        """Build and send one packet; False when it was not built (no remote yet, closed, or the
+        unconfirmed budget spent: the sequence number is not used up then)."""
         remote = self.remote
         if remote is None or self._closed:
             self._stats.send_dropped += 1
-            return
+            return False
         if not 0 <= pt < 128:
             raise ValueError(f"RTP payload type {pt} out of range 0..127")
         if not self.confirmed and self.unconfirmed_budget is not None and not self._may_send():
-            return
+            return False
         seq = self._seq
-        ts = (self._ts + timestamp) & 0xFFFFFFFF
         data = _HDR.pack(0x80, (0x80 | pt) if marker else pt, seq, ts, self.ssrc) + payload
         self._seq = (seq + 1) & 0xFFFF
         if self.history:
@@ -679,12 +663,13 @@ class RtpSession(DatagramProtocol):
             self._sock.sendto(data, remote)  # type: ignore[union-attr]
         except OSError:
             self._stats.send_errors += 1
-            return
+            return True
         st = self._stats
         st.packets_sent += 1
         st.octets_sent += len(payload)
         self._last_sent_ts = ts
         self._last_sent_time = _monotonic()
+        return True
 
     def confirm(self) -> None:
         """The far end is who it says (its RTP came, or the signalling confirmed it): send freely."""

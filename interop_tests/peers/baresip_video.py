@@ -46,11 +46,14 @@ def silence(path: Path, seconds: int = 30) -> Path:
     return path
 
 
-def received_rtp(pcap: Path, lo: int, hi: int) -> dict[int, list[tuple[int, int, bool, bytes]]]:
-    """RTP packets to ports lo..hi, as tshark reads them: payload type → (seq, ts, marker, payload)."""
+def received_rtp(pcap: Path, lo: int, hi: int, before: float | None = None) -> dict[int, list[tuple[int, int, bool, bytes]]]:
+    """RTP packets to ports lo..hi, as tshark reads them: payload type → (seq, ts, marker, payload);
+    ``before``: only those captured before this time (epoch seconds: the room as it was then, not
+    after the first participant left)."""
     env = dict(os.environ, HOME=str(pcap.parent))
+    when = f" && frame.time_epoch < {before:.6f}" if before is not None else ""
     r = subprocess.run([shutil.which("tshark"), "-n", "-r", str(pcap), "-o", "rtp.heuristic_rtp:TRUE",
-                        "-Y", f"rtp && udp.dstport >= {lo} && udp.dstport <= {hi}", "-T", "fields",
+                        "-Y", f"rtp && udp.dstport >= {lo} && udp.dstport <= {hi}{when}", "-T", "fields",
                         "-e", "rtp.p_type", "-e", "rtp.seq", "-e", "rtp.timestamp", "-e", "rtp.marker",
                         "-e", "rtp.payload"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
