@@ -119,7 +119,6 @@ class RtpMedia:
             session.confirm()
         if kind == "video":
             self._video_ids.add(stream_id)
-            session.history = 512           # ~2 s of a 2 Mbit/s stream, for the far end's NACKs
             session.on_rtcp_feedback = lambda what, detail, _id=stream_id: self._feedback(_id, what, detail)
         return session
 
@@ -163,6 +162,9 @@ class RtpMedia:
         if plan.kind == "audio" and plan.rx is not None:
             session.clock_rate = plan.rx.clock_rate
         self.plans[stream_id] = plan
+        if plan.kind == "video":
+            # what we sent, for the far end's NACKs (~2 s of a 2 Mbit/s stream), where it asks for them
+            session.history = 512 if "nack" in plan.feedback else 0
         if self.leg is None:
             if plan.kind != "audio" or plan.rx is None or plan.tx is None:
                 return None
