@@ -57,7 +57,7 @@ class Gw:
         self.plan = parse_dialplan(PLAN.format(mcu_port=mcu_port))
         self.transport = SipTransport("127.0.0.1", 0)
         self.transport.start()
-        self.tx = TransactionLayer(self.transport, T1=T1, timer_d=1.0)
+        self.tx = TransactionLayer(self.transport, T1=T1, T4=1.0, timer_d=1.0)  # Timer K (T4) and D short: the tests wait for them
         base = random.randrange(10000, 30000, 2)  # below the kernel's ephemeral ports (peers use those)
         plane = media_plane((base, base + 199), grace_period=0.3, start_clock=True)  # as the app wires it
         self.plane = plane
