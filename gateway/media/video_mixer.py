@@ -183,10 +183,9 @@ class VideoMixer:
     def set_layout(self, layout: str) -> None:
         """Change the layout while the room runs (every receiver gets a keyframe of the new picture)."""
         self.layout = layout_name(layout)
-        for (view, w, h), comp in self._compositors.items():
-            if view == "room":
-                comp.set_layout(self.layout)
-        self._compositors = {k: c for k, c in self._compositors.items() if k[0] == "room"}
+        # new compositors from the next tick on: a job still running keeps the old ones (never a
+        # compositor changed under a worker thread that is drawing with it)
+        self._compositors = {}
         self._views_changed()
         for g in self.groups.values():
             g.gate.request()
