@@ -54,6 +54,8 @@ from typing import Any, Callable, Hashable, Protocol, runtime_checkable
 
 import numpy as np
 
+from gateway.repeated import RepeatedLog
+
 log = logging.getLogger(__name__)
 
 RATE = 16000
@@ -293,7 +295,7 @@ class AudioMixer:
         self._tick_no = 0
         self._heard_ring: tuple[np.ndarray, ...] = ()  # the full mixes of the last PRIME_FRAMES ticks
         self._encodes = 0
-        self._warned: dict[Hashable, int] = {}
+        self._warned = RepeatedLog(log)   # recurring problems: logged once, then one in every 500
         self.stats = MixerStats()
 
     # ------------------------------------------------------------------ members
@@ -439,11 +441,7 @@ class AudioMixer:
 
     def _warn(self, key: Hashable, msg: str, *args: Any, exc: bool = False) -> None:
         """Log the first occurrence of a recurring problem, then one in every 500."""
-        n = self._warned.get(key, 0)
-        self._warned[key] = n + 1
-        if n % 500 == 0:
-            suffix = f" (seen {n + 1} times)" if n else ""
-            log.warning(msg + suffix, *args, exc_info=exc)
+        self._warned(key, logging.WARNING, msg, *args, exc_info=exc)
 
     def _emit_speaking(self, member_id: str, on: bool) -> None:
         if self.on_speaking is not None:

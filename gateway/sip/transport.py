@@ -64,6 +64,7 @@ from twisted.internet import defer, error as tw_error
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
 
+from gateway.repeated import RepeatedLog
 from gateway.sip.headers import quote_string
 from gateway.sip.message import (
     KEEPALIVE_PING,
@@ -79,6 +80,8 @@ from gateway.sip.message import (
 __all__ = ["Peer", "SipTransport", "TransportStats", "response_destination", "UDP_MTU_LIMIT"]
 
 log = logging.getLogger(__name__)
+#: the same failure again and again (one peer's bad packets): logged once, then with a count
+_repeated = RepeatedLog(log)
 
 TransportName = Literal["UDP", "TCP"]
 ErrorCallback = Callable[[str], None]
@@ -477,8 +480,9 @@ class SipTransport:
             self.stats.parse_errors += 1
             self._answer_bad(e, peer)
             return
-        except Exception:  # a parser bug must not take the transport down
-            log.exception("SIP parser failed on a message from %s", peer)
+        except Exception as exc:  # a parser bug must not take the transport down
+            _repeated(("parser", type(exc).__name__), logging.ERROR, "SIP parser failed on a message from %s: %s",
+                      peer, exc, exc_info=True)
             self.stats.parse_errors += 1
             self.stats.dropped += 1
             return
@@ -511,8 +515,9 @@ class SipTransport:
                 process_via(partial, peer)
             resp = make_response(partial, e.status, e.reason)
             resp.headers.add("Warning", _warning(e.reason))
-        except Exception:
-            log.exception("could not build the answer to a bad request from %s", peer)
+        except Exception as exc:
+            _repeated(("answer", type(exc).__name__), logging.ERROR,
+                      "could not build the answer to a bad request from %s: %s", peer, exc, exc_info=True)
             self.stats.dropped += 1
             return
         self.stats.answered_400 += 1
@@ -534,5 +539,6 @@ class SipTransport:
 def _safe_call(fn: Callable[..., Any], *args: Any) -> None:
     try:
         fn(*args)
-    except Exception:
-        log.exception("SIP callback %r failed", fn)
+    except Exception as exc:
+        _repeated(("callback", getattr(fn, "__qualname__", repr(fn)), type(exc).__name__), logging.ERROR,
+                  "SIP callback %r failed: %s", fn, exc, exc_info=True)

@@ -22,6 +22,7 @@ from gateway.catalogue import Catalogue
 from gateway.conference import JoinRefused, Leg, RoomRegistry
 from gateway.conference.rtp_media import RtpMedia, admit
 from gateway.media.ports import PortAllocator, PortsExhausted
+from gateway.repeated import RepeatedLog
 from gateway.sip.dialog import USER_AGENT, Dialog, new_tag
 from gateway.sip.message import Request, Response
 from gateway.sip.offer_answer import LocalMedia, OfferAnswer, SdpStream
@@ -31,6 +32,8 @@ from gateway.sip.transport import Peer, SipTransport
 from gateway.sip.uri import SipUri
 
 log = logging.getLogger("cau.sip")
+#: a request that keeps failing the same way (one peer's broken client): logged once, then with a count
+_repeated = RepeatedLog(log)
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, REGISTER"
 SUPPORTED = "timer, 100rel, replaces"
@@ -321,7 +324,8 @@ class SipUserAgent:
         try:
             self._dispatch(request, stx, peer)
         except Exception as exc:  # never let one request take the UA down
-            log.exception("SIP %s from %s failed", request.method, peer)
+            _repeated((request.method, type(exc).__name__, str(exc)[:80]), logging.ERROR, "SIP %s from %s failed: %s",
+                      request.method, peer, exc, exc_info=True)
             if stx is not None and request.method != "ACK":
                 try:
                     self._respond(stx, 500, f"internal error: {type(exc).__name__}")
