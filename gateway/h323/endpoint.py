@@ -301,8 +301,9 @@ class H323Service:
             raise CallRejected(q931.sip_to_cause(status), result.reason or f"rejected ({status})")
         if result.kind == "dial":
             self.stats["refused"] += 1
-            raise CallRejected(21, f"{call.dialed!r} routes out to {result.target}; bridging a caller out "
-                                   "is not offered")
+            log.info("%s: %r routes out to %s, and callers are not bridged out", call.name, call.dialed,
+                     result.target)
+            raise CallRejected(21, f"{str(call.dialed)[:32]!r} is not open to callers")
         spec = result.room
         room = self.registry.get(spec.id)
         if room is not None and spec.max_participants and len(room.legs) >= spec.max_participants:

@@ -449,7 +449,11 @@ class SipUserAgent:
             self._refuse(stx, result.status or 403, result.reason)
             return
         if result.kind == "dial":
-            self._refuse(stx, 403, f"{dialed!r} routes out to {result.target}; bridging a caller out is not offered")
+            # the caller learns that it is refused, not where the number leads (a dial-out target is
+            # the province's own business: the national MCU's address, a trunk)
+            log.info("SIP INVITE for %r refused: it routes out to %s, and callers are not bridged out",
+                     dialed, result.target)
+            self._refuse(stx, 403, f"{dialed[:32]!r} is not open to callers")
             return
         self._invite_into(request, stx, peer, result.room, se_value, se_refresher, required)
 

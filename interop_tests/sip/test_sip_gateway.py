@@ -437,3 +437,14 @@ def test_a_never_acked_invite_does_not_make_the_gateway_a_reflector(target):
                f"From: <sip:lab@127.0.0.1>;tag=h1\r\nTo: <sip:{target.room}@{target.host}>\r\n"
                f"Call-ID: reflect@lab\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode()
         send_raw(target.host, target.sip_port, bye, timeout=1)
+
+
+def test_a_refusal_does_not_reveal_where_a_dial_out_number_leads(cau):
+    """The suite's plan routes "8…" out to the national MCU (h323:{rest}@192.0.2.10); a caller is
+    refused without learning that target (it was in the 403's reason phrase)."""
+    sdp = "v=0\r\no=lab 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    data = _invite(cau, "dial-out-secret", sdp).replace(f"sip:{cau.room}@".encode(), b"sip:8123@")
+    line = send_raw(cau.host, cau.sip_port, data, timeout=3)
+    assert status_code(line) == 403, line
+    assert "192.0.2.10" not in line and "h323:" not in line, line
+    assert "routes out to h323:123@192.0.2.10" in cau.log()       # the operator's log says it
