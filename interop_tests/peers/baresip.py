@@ -88,7 +88,8 @@ class Baresip:
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "snd").mkdir(exist_ok=True)
-        self.sip_port = sip_port or free_port()
+        # baresip listens on PORT (UDP, TCP) and PORT+1 (TLS): both must be free
+        self.sip_port = sip_port or free_port_block(2, even=False)
         self.ctrl_port = free_port()
         self.rtp_lo = free_port_block(rtp_port_count)
         self.rtp_hi = self.rtp_lo + rtp_port_count - 1
