@@ -355,3 +355,14 @@ def test_the_video_mtu_setting_reaches_the_packets(tmp_path, harness):
                                                                       inner(pt, seq, ts, m, payload, *rest))
     run_for(2.0)
     assert peer.decoded > 10 and sizes and max(sizes) <= 600, (peer.decoded, max(sizes, default=0))
+
+
+def test_the_gaps_a_nack_asks_for():
+    from gateway.media.video_stream import GapWatch
+
+    g = GapWatch()
+    assert g.missing(65534) == []                      # the first packet: nothing known before it
+    assert g.missing(1) == [65535, 0]                  # across the wrap
+    assert g.missing(0) == [] and g.missing(1) == []   # late or repeated: nothing more to ask
+    assert g.missing(40) == []                         # more than 32 lost: a keyframe will do, not a NACK
+    assert g.missing(42) == [41]

@@ -87,6 +87,24 @@ def packetizer_for(packetization: tuple[str, int], mtu: int) -> Any:
     raise ValueError(f"no RTP payload format for {codec}")
 
 
+class GapWatch:
+    """The sequence numbers a new packet shows missing since the highest one seen (at most 32 at a
+    time; an old or repeated packet shows none): what a generic NACK (RFC 4585 §6.2.1) asks for."""
+
+    MAX_GAP = 32
+
+    def __init__(self) -> None:
+        self.highest: int | None = None
+
+    def missing(self, seq: int) -> list[int]:
+        last = self.highest
+        if last is not None and not 0 < (seq - last) & 0xFFFF < 0x8000:
+            return []
+        self.highest = seq
+        gap = (seq - last - 1) & 0xFFFF if last is not None else 0
+        return [(last + 1 + i) & 0xFFFF for i in range(gap)] if 0 < gap <= self.MAX_GAP else []
+
+
 class VideoReceiver:
     """A leg's incoming video for the room (see the module's docstring)."""
 
@@ -96,7 +114,7 @@ class VideoReceiver:
         self.session = session
         #: where the sender takes NACKs (RFC 4585 generic NACK): a gap is asked for at once
         self._nack = nack
-        self._highest: int | None = None
+        self._gaps = GapWatch()
         self.format = fmt
         self._ask = request_keyframe
         self._clock = clock
@@ -128,12 +146,9 @@ class VideoReceiver:
             self.wrong_pt += 1
             return
         if self._nack is not None:
-            last = self._highest
-            if last is None or 0 < (seq - last) & 0xFFFF < 0x8000:
-                gap = (seq - last - 1) & 0xFFFF if last is not None else 0
-                if 0 < gap <= 32:
-                    self._nack([(last + 1 + i) & 0xFFFF for i in range(gap)])
-                self._highest = seq
+            lost = self._gaps.missing(seq)
+            if lost:
+                self._nack(lost)
         dp = self.depacketizer
         dropped = dp.stats.dropped
         frames = dp.push(seq, ts, marker, payload)

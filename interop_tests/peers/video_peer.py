@@ -20,7 +20,7 @@ from gateway.media.payload.h263 import parse_mb_info
 from gateway.media.ports import PortAllocator
 from gateway.media.rtp import open_rtp_session
 from gateway.media.video_codecs import DecodeError, EncoderSettings, VideoDecoder, VideoEncoder
-from gateway.media.video_stream import depacketizer_for, packetization_of, packetizer_for
+from gateway.media.video_stream import GapWatch, depacketizer_for, packetization_of, packetizer_for
 from interop_tests.peers.procs import free_port_block
 
 CAT = default_catalogue()
@@ -115,7 +115,7 @@ class VideoPeer:
         self._seq = 0
         self._in = 0
         self._last_ask = 0.0
-        self._highest: int | None = None
+        self._gaps = GapWatch()
         #: send NACKs for gaps in what we receive (as WebRTC endpoints and many SIP devices do)
         self.nack = True
         if fmt is not None:
@@ -181,12 +181,9 @@ class VideoPeer:
         if self.rx_format is None or pt != self.rx_format.payload_type:
             return
         if self.nack:                          # a gap: ask for it again at once (RFC 4585 generic NACK)
-            last = self._highest
-            if last is None or 0 < (seq - last) & 0xFFFF < 0x8000:
-                gap = (seq - last - 1) & 0xFFFF if last is not None else 0
-                if 0 < gap <= 32:
-                    self.session.send_nack([(last + 1 + i) & 0xFFFF for i in range(gap)])
-                self._highest = seq
+            lost = self._gaps.missing(seq)
+            if lost:
+                self.session.send_nack(lost)
         for frame in self.depacketizer.push(seq, ts, marker, payload):
             self.keyframes_received += frame.keyframe
             try:
