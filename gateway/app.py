@@ -112,7 +112,9 @@ class Gateway:
 
         from gateway.api.http import build_site
 
+        self._start_webrtc()
         self._listen_tcp("HTTP", self.settings.http_port, build_site(self), "--http-port")
+        self._start_https()
         self._start_sip()
         self._start_h323()
         self._start_gatekeeper()
@@ -123,6 +125,56 @@ class Gateway:
             self._watch = task.LoopingCall(self._watch_tick)
             self._watch.clock = self.reactor
             self._watch.start(self.settings.watch_interval, now=False)
+
+    def ice_hosts(self) -> list[str]:
+        """The host candidate addresses offered to browsers: the settings' ``ice_hosts``, else the
+        advertised address, else the bind address (every interface's own when bound to any)."""
+        if self.settings.ice_hosts:
+            return list(self.settings.ice_hosts)
+        if self.settings.advertise:
+            return [self.settings.advertise]
+        if self.settings.bind not in ("0.0.0.0", "::"):
+            return [self.settings.bind]
+        return []
+
+    def _start_webrtc(self) -> None:
+        from gateway.webrtc import hooks
+        from gateway.webrtc.whip import WebRtcService
+
+        hooks.check_versions()
+        hosts = self.ice_hosts()
+        hooks.set_host_addresses(hosts or None)
+        self.webrtc = WebRtcService(self)
+
+    def _start_https(self) -> None:
+        """The join page and WHIP/WHEP over TLS (see gateway.webrtc.tls)."""
+        from gateway.api.http import build_site
+        from gateway.webrtc import tls
+
+        s = self.settings
+        self.tls = None
+        try:
+            if s.tls_cert and s.tls_key:
+                cert = tls.load(s.tls_cert, s.tls_key)
+            else:
+                addresses = [a for a in [s.bind, s.advertise, *s.ice_hosts] if a]
+                cert = tls.self_signed(s.state_dir or tls.default_state_dir(), addresses)
+            factory = tls.ContextFactory(cert)
+        except tls.TlsError as exc:
+            raise StartupError(f"HTTPS: {exc}") from None
+        if cert.made_now:
+            log.info("made a self-signed certificate %s (SHA-256 %s)", cert.cert, cert.fingerprint)
+        site = build_site(self, secure=True)
+        p = self._listen("HTTPS", s.https_port, "--https-port",
+                         lambda: self.reactor.listenSSL(s.https_port, site, factory, interface=s.bind))
+        self._ports.append(p)
+        self._https = p
+        self.tls = cert
+        self.listening["HTTPS"] = f"{s.bind}:{p.getHost().port}/tcp"
+
+    def https_port(self) -> int:
+        p = getattr(self, "_https", None)
+        return p.getHost().port if p is not None else 0
 
     def _start_sip(self) -> None:
         from gateway.sip.transaction import TransactionLayer
@@ -238,6 +290,10 @@ class Gateway:
             self.sip.close_all("gateway shutting down")
             self.sip_transport.stop()
             self.sip = None
+        if getattr(self, "webrtc", None) is not None:
+            for session in list(self.webrtc.sessions.values()):
+                if session.peer.leg is not None:
+                    session.peer.leg.hangup("gateway shutting down")
         self.registry.close_all("gateway shutting down")
         self.plane.stop()
         if self._watch is not None and self._watch.running:
@@ -360,6 +416,13 @@ class Gateway:
             "codecs": sorted(self.codec_names),
             "rooms": rooms,
             "listening": dict(self.listening),
+            "webrtc": {
+                "sessions": self.webrtc.status() if getattr(self, "webrtc", None) is not None else [],
+                "ice_hosts": self.ice_hosts(),
+                "tls": None if getattr(self, "tls", None) is None else {
+                    "certificate": str(self.tls.cert), "sha256": self.tls.fingerprint,
+                    "self_signed": self.tls.self_signed},
+            },
             "gatekeeper_client": None if getattr(self, "gk_client", None) is None else {
                 "gatekeeper": self.settings.register_with, "state": self.gk_client.state,
                 "endpoint_id": self.gk_client.endpoint_id, "last_error": self.gk_client.last_error,
@@ -382,6 +445,10 @@ def banner(gw: Gateway) -> str:
     for what, where in gw.listening.items():
         lines.append(f"{what} listening on {where}")
     lines.append(f"status page: http://{host}:{gw.http_port()}/")
+    if getattr(gw, "tls", None) is not None:
+        lines.append(f"join page: https://{host}:{gw.https_port()}/join/<room number>")
+        lines.append(f"TLS certificate {gw.tls.cert}{' (self-signed)' if gw.tls.self_signed else ''}: "
+                     f"SHA-256 {gw.tls.fingerprint}")
     dialable = plan.dialable()
     if dialable:
         lines.append("numbers people can dial:")

@@ -18,6 +18,16 @@ A settings file looks like::
     sip_answer_delay: 0            # seconds of ringing (180) before a SIP call is answered
     api_token: 9f86d081884c7d65... # HTTP API: POSTs must carry "Authorization: Bearer <token>"
     video_mtu: 1200                # bytes of RTP payload per video packet (default 1200)
+    https_port: 8443               # the join page and WHIP/WHEP over TLS (browsers need it for camera/mic)
+    tls_cert: /etc/cau/cert.pem    # PEM certificate (chain) and key; without them a self-signed pair
+    tls_key: /etc/cau/key.pem      #   is made on first start in state_dir and kept
+    state_dir: /var/lib/cau        # where Cầu keeps what it makes (default ~/.local/state/cau)
+    ice_hosts: 10.21.0.5, 203.0.113.7   # addresses offered to browsers as ICE host candidates
+    ice_servers:                   # STUN/TURN servers handed to browsers (WHIP Link headers, join page)
+      - urls: stun:stun.example.vn:3478
+      - urls: turn:turn.example.vn:3478
+        username: cau
+        credential: s3cret
 
 Problems are reported as ``FILE:LINE:COL: message`` like the dial plan's.
 """
@@ -59,11 +69,65 @@ class Settings:
     advertise: str = ""  # address written into SDP/Contact; empty: the bind address (or loopback when bound to any)
     api_token: str = ""  # when set, HTTP POSTs (operator actions) need "Authorization: Bearer <api_token>"
     video_mtu: int = 1200  # bytes of RTP payload per video packet (lower it for VPNs / tunnels with small MTUs)
+    https_port: int = 8443   # TLS for the join page and WHIP/WHEP (0 picks a free port)
+    tls_cert: Path | None = None   # operator's certificate (PEM); None: a self-signed one in state_dir
+    tls_key: Path | None = None
+    state_dir: Path | None = None  # None: $XDG_STATE_HOME/cau or ~/.local/state/cau
+    ice_hosts: tuple[str, ...] = ()   # host candidate addresses; empty: the advertised/bind address
+    ice_servers: tuple[tuple[tuple[str, str], ...], ...] = ()   # each: (("urls", …), ("username", …), …)
 
 
-_PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port")
+_PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port", "https_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
-         "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "api_token", "video_mtu")
+         "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "api_token", "video_mtu",
+         "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers")
+#: keys whose value may be a YAML list / mapping
+_STRUCTURED = ("ice_hosts", "ice_servers")
+
+
+def check_ice_hosts(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    hosts = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            raise ValueError(f"ice_hosts must list IP addresses (e.g. 10.21.0.5, 203.0.113.7), not {text!r}") from None
+        hosts.append(text)
+    if not hosts:
+        raise ValueError("ice_hosts must list at least one IP address")
+    return tuple(hosts)
+
+
+def check_ice_servers(value: Any) -> tuple[tuple[tuple[str, str], ...], ...]:
+    if not isinstance(value, list):
+        raise ValueError("ice_servers must be a list of servers like - urls: stun:stun.example.vn:3478")
+    servers = []
+    for i, item in enumerate(value, 1):
+        if isinstance(item, str):
+            item = {"urls": item}
+        if not isinstance(item, dict) or not isinstance(item.get("urls"), str):
+            raise ValueError(f"ice_servers entry {i} needs urls: stun:HOST[:PORT] or turn:HOST[:PORT]")
+        unknown = set(item) - {"urls", "username", "credential"}
+        if unknown:
+            raise ValueError(f"ice_servers entry {i}: unknown key {sorted(unknown)[0]!r} (urls, username, credential)")
+        url = item["urls"].strip()
+        if not url.split(":", 1)[0] in ("stun", "stuns", "turn", "turns") or any(c in url for c in '<>" \r\n'):
+            raise ValueError(f"ice_servers entry {i}: {url!r} is not a stun:, stuns:, turn: or turns: URL")
+        entry = [("urls", url)]
+        for k in ("username", "credential"):
+            v = item.get(k)
+            if v is not None:
+                if not isinstance(v, (str, int)) or any(c in str(v) for c in '"\r\n'):
+                    raise ValueError(f"ice_servers entry {i}: {k} must be text without quotes or line breaks")
+                entry.append((k, str(v)))
+        if url.startswith("turn") and len(entry) != 3:
+            raise ValueError(f"ice_servers entry {i}: a TURN server needs username and credential")
+        servers.append(tuple(entry))
+    return tuple(servers)
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -132,10 +196,17 @@ def load_settings(path: str | Path) -> Settings:
             continue
         vm = value_node.start_mark
         vwhere = f"{name}:{vm.line + 1}:{vm.column + 1}"
-        if not isinstance(value_node, yaml.ScalarNode):
+        if not isinstance(value_node, yaml.ScalarNode) and key not in _STRUCTURED:
             problems.append(f"{vwhere}: {key} must be a single value")
             continue
-        value = yaml.safe_load(yaml.serialize(value_node)) if value_node.value != "" else None
+        if isinstance(value_node, yaml.ScalarNode):
+            value = yaml.safe_load(yaml.serialize(value_node)) if value_node.value != "" else None
+        else:
+            try:
+                value = yaml.safe_load(yaml.serialize(value_node))
+            except yaml.YAMLError:
+                problems.append(f"{vwhere}: {key} is not a plain list")
+                continue
         try:
             if key in _PORT_KEYS:
                 values[key] = check_port(key, value)
@@ -143,6 +214,15 @@ def load_settings(path: str | Path) -> Settings:
                 values[key] = check_bind(value)
             elif key == "rtp_ports":
                 values[key] = parse_port_range(value)
+            elif key in ("tls_cert", "tls_key", "state_dir"):
+                if not isinstance(value, str) or not value:
+                    raise ValueError(f"{key} must be a file path")
+                p = Path(value)
+                values[key] = p if p.is_absolute() else (path.parent / p)
+            elif key == "ice_hosts":
+                values[key] = check_ice_hosts(value)
+            elif key == "ice_servers":
+                values[key] = check_ice_servers(value)
             elif key == "dialplan":
                 if not isinstance(value, str) or not value:
                     raise ValueError("dialplan must be a file path")
@@ -195,6 +275,8 @@ def load_settings(path: str | Path) -> Settings:
                 values[key] = float(value)
         except ValueError as exc:
             problems.append(f"{vwhere}: {exc}")
+    if ("tls_cert" in values) != ("tls_key" in values):
+        problems.append(f"{name}: tls_cert and tls_key go together (a certificate and its private key)")
     if problems:
         raise ConfigError(problems)
     return replace(settings, **values)

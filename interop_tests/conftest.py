@@ -54,6 +54,7 @@ class Target:
     pin: str
     video_room: str = "6000"
     http_port: int | None = None     # only for a Cầu the suite started
+    https_port: int | None = None    # its join page and WHIP/WHEP (self-signed certificate)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     users: dict[str, str] = field(default_factory=dict)  # registration accounts of the suite's dial plan
@@ -105,28 +106,31 @@ def _start_cau(tmp: Path) -> Target:
     out, err = tmp / "cau.out", tmp / "cau.log"
     settings = tmp / "cau.yaml"
     # ring briefly before answering so that CANCEL can be exercised
-    settings.write_text("sip_answer_delay: 0.3\n")
+    # browsers and WHIP clients on loopback: offer 127.0.0.1 as the ICE host candidate
+    settings.write_text(f"sip_answer_delay: 0.3\nstate_dir: {tmp / 'state'}\nice_hosts: 127.0.0.1\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(settings), "--bind", "127.0.0.1", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--http-port", "0",
+        [sys.executable, "-m", "gateway", "run", "--config", str(settings), "--bind", "127.0.0.1", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--http-port", "0", "--https-port", "0",
          "--rtp-ports", f"{base}-{base + 999}", "--dialplan", str(DIALPLAN), "--no-watch"],
         stdout=out.open("w"), stderr=err.open("w"), start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")},
     )
     deadline = time.monotonic() + 30
-    sip = http = None
-    while time.monotonic() < deadline and (sip is None or http is None):
+    sip = http = https = None
+    while time.monotonic() < deadline and (sip is None or http is None or https is None):
         text = out.read_text()
         m = re.search(r"SIP listening on [\d.]+:(\d+)", text)
         sip = int(m.group(1)) if m else None
         m = re.search(r"HTTP listening on [\d.]+:(\d+)", text)
         http = int(m.group(1)) if m else None
+        m = re.search(r"HTTPS listening on [\d.]+:(\d+)", text)
+        https = int(m.group(1)) if m else None
         if proc.poll() is not None:
             pytest.fail(f"cau run exited {proc.returncode}: {err.read_text()}")
         time.sleep(0.05)
     if sip is None or http is None:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("cau run did not report its SIP and HTTP ports within 30 s: " + err.read_text())
-    return Target("127.0.0.1", sip, "1000", "2000", "2468", "6000", http, proc, err,
+    return Target("127.0.0.1", sip, "1000", "2000", "2468", "6000", http, https, proc, err,
                   users={"baresip-a": "secret-a", "pjsua-b": "secret-b"})
 
 

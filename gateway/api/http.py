@@ -225,7 +225,63 @@ class RoomActions(resource.Resource):
         return server.NOT_DONE_YET
 
 
-def build_site(gateway: "Gateway") -> server.Site:
+class SecureOnly(resource.Resource):
+    """On plain HTTP: serve ``inner`` to loopback clients, send everyone else to HTTPS (308 keeps
+    the method and body, so a WHIP client's POST follows it)."""
+
+    def __init__(self, gateway: "Gateway", inner: resource.Resource) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.inner = inner
+
+    def _allowed(self, request: server.Request) -> bool:
+        from gateway.webrtc.whip import is_loopback
+
+        return is_loopback(request.getClientAddress().host) or not self.gateway.https_port()
+
+    def getChildWithDefault(self, path: bytes, request: server.Request) -> resource.Resource:  # noqa: N802
+        if not self._allowed(request):
+            return self
+        if self.inner.isLeaf:               # the leaf sees the rest of the path itself
+            request.postpath.insert(0, path)
+            request.prepath.pop()
+            return self.inner
+        return self.inner.getChildWithDefault(path, request)
+
+    def render(self, request: server.Request) -> bytes:
+        if self._allowed(request):
+            return self.inner.render(request)
+        host = (request.getRequestHostname() or b"").decode("idna", "replace")
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        target = f"https://{host}:{self.gateway.https_port()}{request.uri.decode('latin-1')}"
+        request.setResponseCode(308)
+        request.setHeader(b"location", target.encode("latin-1", "replace"))
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return f"this page is served over HTTPS: {target}\n".encode()
+
+
+class WebRtcConfig(resource.Resource):
+    """``/webrtc-config.json``: the STUN/TURN servers the join page hands its peer connection."""
+
+    isLeaf = True
+
+    def __init__(self, gateway: "Gateway"):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_GET(self, request: server.Request) -> bytes:
+        servers = [dict(s) for s in self.gateway.settings.ice_servers]
+        return _json(request, {"iceServers": servers})
+
+
+def build_site(gateway: "Gateway", secure: bool = False) -> server.Site:
+    """The web server: status and API, and the browser side (join page, WHIP/WHEP). On the plain
+    HTTP site (``secure=False``) the browser side answers loopback clients only and sends others to
+    the HTTPS site, where browsers allow camera and microphone."""
+    from gateway.webrtc.pages import join_page, static_files
+    from gateway.webrtc.whip import WhipEndpoint
+
     root = resource.Resource()
     page = StatusPage(gateway)
     root.putChild(b"", page)
@@ -235,6 +291,10 @@ def build_site(gateway: "Gateway") -> server.Site:
     api.putChild(b"status", Status(gateway))
     api.putChild(b"rooms", RoomActions(gateway))
     root.putChild(b"api", api)
+    browser = {b"whip": WhipEndpoint(gateway.webrtc, viewer=False), b"whep": WhipEndpoint(gateway.webrtc, viewer=True),
+               b"join": join_page(), b"static": static_files(), b"webrtc-config.json": WebRtcConfig(gateway)}
+    for name, child in browser.items():
+        root.putChild(name, child if secure else SecureOnly(gateway, child))
     site = server.Site(root)
     site.displayTracebacks = False
     site.noisy = False

@@ -42,6 +42,9 @@ KEYFRAME_ASK_INTERVAL = 0.5
 MAX_PENDING_FRAMES = 8
 #: the codecs we can carry (payload format + PyAV codec); others are negotiated and counted only
 VIDEO_CODECS = ("H264", "VP8", "H263", "H263-1998", "H261")
+#: the "packetization" of a receiver that takes whole encoded frames (a WebRTC sender packetizes them
+#: itself): H.264 in Annex B with SPS/PPS before every IDR, VP8 frames as the encoder made them
+WHOLE_FRAMES = -1
 
 
 def supported(fmt: MediaFormat | None) -> bool:
@@ -72,8 +75,17 @@ def packetization_of(fmt: MediaFormat) -> tuple[str, int]:
     return (fmt.codec.name, 0)
 
 
+class WholeFrames:
+    """The packetizer of :data:`WHOLE_FRAMES` receivers: the frame as it is."""
+
+    def packetize(self, data: bytes) -> bytes:
+        return data
+
+
 def packetizer_for(packetization: tuple[str, int], mtu: int) -> Any:
     codec, mode = packetization
+    if mode == WHOLE_FRAMES:
+        return WholeFrames()
     if codec == "H264":
         return h264_payload.H264Packetizer(mode=mode, mtu=mtu)
     if codec == "VP8":
