@@ -85,6 +85,26 @@ def _video_rows(rooms: list[dict[str, Any]]) -> str:
     return "".join(rows) or '<tr><td colspan="4">no video</td></tr>'
 
 
+def _webrtc_rows(st: dict[str, Any]) -> str:
+    e = html.escape
+    names = {p["id"]: p["name"] for r in st["rooms"] for p in r.get("roster", [])}
+    rows = []
+    for s in st.get("webrtc", {}).get("sessions", []):
+        since = "" if s["connected_s"] is None else f" for {s['connected_s']:.0f} s"
+        rows.append(f"<tr><td>{e(s['room'])}</td><td>{e(names.get(s['id'], s['id']))}</td>"
+                    f"<td>{'WHEP viewer' if s['viewer'] else 'participant'}</td>"
+                    f"<td>{e(s['state'])}{since}</td><td>{e(s['remote'])}</td></tr>")
+    return "".join(rows) or '<tr><td colspan="5">none</td></tr>'
+
+
+def _tls_line(st: dict[str, Any]) -> str:
+    t = st.get("webrtc", {}).get("tls")
+    if not t:
+        return ""
+    kind = "self-signed certificate" if t["self_signed"] else "certificate"
+    return f"<p>HTTPS {kind}, SHA-256 <code>{html.escape(t['sha256'])}</code></p>"
+
+
 class StatusPage(resource.Resource):
     """A small human page: what is running, what people can dial, the rooms open now."""
 
@@ -130,6 +150,8 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}pre{{ba
 <th>Worst line (estimated MOS received)</th></tr>{rooms}</table>
 <h2>Video</h2><table><tr><th>Room (layout)</th><th>Participant</th><th>We receive</th><th>We send</th></tr>
 {_video_rows(st["rooms"])}</table>
+<h2>Browsers and WHIP/WHEP clients</h2><table><tr><th>Room</th><th>Participant</th><th>Kind</th><th>Connection</th>
+<th>Address</th></tr>{_webrtc_rows(st)}</table>{_tls_line(st)}
 <h2>Listening</h2><ul>{''.join(f'<li>{e(k)}: {e(v)}</li>' for k, v in st['listening'].items())}</ul>
 </body></html>
 """

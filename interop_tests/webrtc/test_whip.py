@@ -12,7 +12,7 @@ import pytest
 
 from interop_tests.peers.baresip_video import cell_colour
 from interop_tests.peers.rtp_participant import band_level_db, wait_for_tone
-from interop_tests.peers.webrtc_client import HttpAnswer, http
+from interop_tests.peers.webrtc_client import http
 
 RED, BLUE, GREEN = (220, 30, 30), (30, 40, 220), (30, 200, 40)
 CELLS = [(0.0, 0.0, 0.5, 0.5), (0.5, 0.0, 0.5, 0.5), (0.0, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5)]
@@ -68,11 +68,18 @@ def test_a_whip_participant_and_an_h323_room_system_hear_and_see_each_other(
     seen = h323_run(until(lambda: two_cells(vsx.video.last), within=10))
     assert seen, "the room system does not see the WebRTC participant's blue beside its own red"
     if target.is_local_cau:
-        room = next(r for r in target.status()["rooms"] if r["id"] == "video")
-        me = next(p for p in room["roster"] if p["protocol"] == "webrtc")
+        def me():
+            room = next(r for r in target.status()["rooms"] if r["id"] == "video")
+            return next(p for p in room["roster"] if p["protocol"] == "webrtc")
+
+        # the client's receiver reports come every 0.5-1.5 s
+        h323_run(until(lambda: me()["quality"]["tx"] is not None, within=4))
+        me = me()
         assert me["name"] == "Xã Phú Thọ"
         assert me["video_media"]["in"]["frames_decoded"] > 0 and me["video_media"]["out"]["frames_sent"] > 0
         assert me["quality"]["rx"]["packets"] > 50 and me["quality"]["tx"] is not None, me["quality"]
+        _s, _h, page = http("GET", f"http://{target.host}:{target.http_port}/")
+        assert "Xã Phú Thọ" in page and "participant" in page and "connected" in page, "not on the status page"
     assert h323_run(c.delete()) == 200
     if target.is_local_cau:
         assert target.wait_participants("video", 1, timeout=5) == 1, "the participant did not leave on DELETE"
