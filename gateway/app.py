@@ -172,6 +172,19 @@ class Gateway:
         self.tls = cert
         self.listening["HTTPS"] = f"{s.bind}:{p.getHost().port}/tcp"
 
+    def close_webrtc(self) -> Any:
+        """Close every WebRTC session; a Deferred that fires when they are closed (or after 5 s)."""
+        import asyncio
+
+        from twisted.internet import defer
+
+        svc = getattr(self, "webrtc", None)
+        if svc is None or not svc.sessions:
+            return None
+        d = defer.Deferred.fromFuture(asyncio.ensure_future(asyncio.wait_for(svc.close(), 5.0)))
+        d.addErrback(lambda f: log.warning("WebRTC sessions did not all close: %s", f.getErrorMessage()))
+        return d
+
     def https_port(self) -> int:
         p = getattr(self, "_https", None)
         return p.getHost().port if p is not None else 0
@@ -488,6 +501,9 @@ def run(settings: Settings) -> int:
 
     signal.signal(signal.SIGHUP, on_hup)
     reactor.addSystemEventTrigger("before", "shutdown", gw.stop)
+    # WebRTC peer connections close on the loop (DTLS close_notify, aiortc's receiver threads told
+    # to end): the reactor waits for that, at most 5 s, before it stops the loop
+    reactor.addSystemEventTrigger("before", "shutdown", gw.close_webrtc)
     # Everything loaded so far (pycrate's ASN.1 modules, the catalogue, the plan) lives for the whole
     # run: keep it out of the garbage collector's full passes, which otherwise stall the media clock.
     gc.collect()

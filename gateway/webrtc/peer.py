@@ -249,6 +249,7 @@ class WebRtcPeer:
         self._timeout: asyncio.TimerHandle | None = None
         self.on_closed: Callable[["WebRtcPeer"], None] | None = None
         self.closed = False
+        self._closing: asyncio.Future[None] | None = None
         self.pc.on("connectionstatechange", self._state_changed)
 
     # -- negotiation --------------------------------------------------------------------------
@@ -364,12 +365,16 @@ class WebRtcPeer:
             self.leg.hangup(f"WebRTC connection not established within {CONNECT_TIMEOUT:g} s")
 
     def _hung_up(self, reason: str) -> None:
-        asyncio.ensure_future(self.close())
+        self.close()
 
-    async def close(self) -> None:
-        """Close the peer connection (idempotent); the leg hangs up if it has not."""
-        if self.closed:
-            return
+    def close(self) -> "asyncio.Future[None]":
+        """Close the peer connection (idempotent: every caller awaits the same closing); the leg
+        hangs up if it has not."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        return self._closing
+
+    async def _close(self) -> None:
         self.closed = True
         if self._timeout is not None:
             self._timeout.cancel()
