@@ -143,7 +143,11 @@ class Gateway:
 
         hooks.check_versions()
         hosts = self.ice_hosts()
-        hooks.set_host_addresses(hosts or None)
+        # an address of ice_hosts this machine does not have is a NAT's: gather on the others (or on
+        # every interface) and offer that address besides (gateway.webrtc.peer.add_mapped_candidates)
+        local = [h for h in hosts if hooks.is_local_address(h)]
+        self.ice_public = tuple(h for h in hosts if h not in local)
+        hooks.set_host_addresses(local or None)
         self.webrtc = WebRtcService(self)
 
     def _start_https(self) -> None:
@@ -432,6 +436,7 @@ class Gateway:
             "webrtc": {
                 "sessions": self.webrtc.status() if getattr(self, "webrtc", None) is not None else [],
                 "ice_hosts": self.ice_hosts(),
+                "ice_public": list(getattr(self, "ice_public", ())),
                 "tls": None if getattr(self, "tls", None) is None else {
                     "certificate": str(self.tls.cert), "sha256": self.tls.fingerprint,
                     "self_signed": self.tls.self_signed},

@@ -51,7 +51,8 @@ def read_junit(path: Path) -> list[CaseResult]:
     return results
 
 
-def write_html(results: list[CaseResult], path: Path, exit_code: int, selection: str) -> None:
+def write_html(results: list[CaseResult], path: Path, exit_code: int, selection: str,
+               evidence: Path | None = None) -> None:
     counts: dict[str, int] = {}
     for r in results:
         counts[r.outcome] = counts.get(r.outcome, 0) + 1
@@ -65,6 +66,12 @@ def write_html(results: list[CaseResult], path: Path, exit_code: int, selection:
             f"<td>{html.escape(r.name)}</td><td>{r.outcome}</td><td>{r.seconds:.2f}</td><td>{detail}</td></tr>"
         )
     when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    shots = sorted(evidence.glob("*.png")) if evidence is not None and evidence.is_dir() else []
+    pictures = "".join(f'<figure><img src="{html.escape(p.parent.name)}/{html.escape(p.name)}" style="max-width:48em" '
+                       f'alt="{html.escape(p.stem)}"><figcaption>{html.escape(p.stem)}</figcaption></figure>'
+                       for p in shots)
+    if pictures:
+        pictures = "<h2>Screenshots</h2>" + pictures
     verdict = "PASS" if exit_code == 0 else ("NO CASES" if exit_code == 5 else "FAIL")
     path.write_text(
         f"""<!doctype html><html><head><meta charset="utf-8"><title>Cầu conformance report</title>
@@ -73,7 +80,7 @@ table{{border-collapse:collapse}}</style></head><body>
 <h1>Cầu conformance report: {verdict}</h1>
 <p>cau {__version__}, run {when}{', selection ' + html.escape(selection) if selection else ''}: {summary}.</p>
 <table><tr><th>Group</th><th>Case</th><th>Result</th><th>Seconds</th><th></th></tr>
-{''.join(rows)}</table></body></html>
+{''.join(rows)}</table>{pictures}</body></html>
 """,
         encoding="utf-8",
     )
@@ -90,8 +97,10 @@ def run_conformance(list_only: bool = False, keyword: str | None = None, report_
     report = Path(report_dir or "conformance-report").resolve()
     report.mkdir(parents=True, exist_ok=True)
     junit = report / "junit.xml"
-    code = subprocess.call(cmd + ["-v", f"--junitxml={junit}"], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    evidence = report / "evidence"
+    code = subprocess.call(cmd + ["-v", f"--junitxml={junit}", f"--evidence-dir={evidence}"],
+                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     results = read_junit(junit) if junit.exists() else []
-    write_html(results, report / "report.html", code, keyword or "")
+    write_html(results, report / "report.html", code, keyword or "", evidence)
     print(f"cau conformance: {len(results)} case(s); report in {report}/report.html and {junit}")
     return code

@@ -37,6 +37,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--room", default="1000", help="a room number without PIN on the target (default 1000)")
     g.addoption("--pin-room", default="2000", help="a room number with a PIN on the target (default 2000)")
     g.addoption("--pin", default="2468", help="that room's PIN (default 2468)")
+    g.addoption("--evidence-dir", metavar="DIR", help="where cases keep what a person would look at (screenshots); "
+                "cau conformance puts it in the report folder")
     g.addoption("--video-room", default="6000",
                 help="a room number without PIN whose video layout is cp-2x2, filled in join order (default 6000)")
 
@@ -152,6 +154,15 @@ def target(request: pytest.FixtureRequest):
     except subprocess.TimeoutExpired:
         os.killpg(t.proc.pid, signal.SIGKILL)
         t.proc.wait()
+
+
+@pytest.fixture
+def evidence_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """The report's evidence folder (``--evidence-dir``), else the case's temporary folder."""
+    opt = request.config.getoption("--evidence-dir")
+    path = Path(opt) if opt else tmp_path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @pytest.fixture

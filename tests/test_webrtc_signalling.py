@@ -192,3 +192,19 @@ def test_webrtc_settings_are_read(tmp_path):
     s = load_settings(p)
     assert s.ice_hosts == ("127.0.0.1", "::1") and s.state_dir == tmp_path / "st"
     assert dict(s.ice_servers[1]) == {"urls": "turn:t.example.vn:3478", "username": "cau", "credential": "s3cret"}
+
+
+def test_an_address_in_front_of_a_nat_is_offered_beside_the_host_candidate():
+    from gateway.webrtc.hooks import is_local_address
+    from gateway.webrtc.peer import add_mapped_candidates
+
+    assert is_local_address("127.0.0.1") and not is_local_address("203.0.113.7")
+    answer = ("v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n"
+              "a=candidate:abc 1 udp 2130706431 10.21.0.5 50123 typ host\r\n"
+              "a=candidate:abd 1 udp 2130706430 10.22.0.5 50124 typ host\r\n"
+              "a=candidate:xyz 1 udp 1694498815 198.51.100.1 50123 typ srflx raddr 10.21.0.5 rport 50123\r\n"
+              "a=end-of-candidates\r\n")
+    out = add_mapped_candidates(answer, ("203.0.113.7",)).split("\r\n")
+    mapped = [l for l in out if " 203.0.113.7 " in l]
+    assert mapped == ["a=candidate:abcn0 1 udp 2130706430 203.0.113.7 50123 typ host"], mapped
+    assert out.index(mapped[0]) == out.index("a=candidate:abc 1 udp 2130706431 10.21.0.5 50123 typ host") + 1

@@ -135,6 +135,19 @@ def sender_rtt(sender: RTCRtpSender) -> float | None:
     return getattr(sender, "_RTCRtpSender__rtt", None)
 
 
+def is_local_address(address: str) -> bool:
+    """An address this machine has (a UDP socket can be bound to it)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_DGRAM) as s:
+            s.bind((address, 0))
+        return True
+    except OSError:
+        return False
+
+
 def set_host_addresses(addresses: Sequence[str] | None) -> None:
     """Gather host candidates on exactly ``addresses`` (None: aioice's own choice, every interface
     but loopback)."""

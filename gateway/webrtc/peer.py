@@ -228,7 +228,8 @@ class WebRtcPeer:
     """One WHIP/WHEP client: its peer connection and, once answered, its :class:`Leg`."""
 
     def __init__(self, catalogue: Any, *, ice_servers: list[dict[str, str]] | None = None,
-                 display_name: str = "", remote: str = "", viewer: bool = False, max_size: Any = None) -> None:
+                 display_name: str = "", remote: str = "", viewer: bool = False,
+                 public_addresses: tuple[str, ...] = ()) -> None:
         hooks.check_versions()
         self.catalogue = catalogue
         self.id = f"webrtc-{next(_ids)}"
@@ -239,6 +240,8 @@ class WebRtcPeer:
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         self.display_name = display_name
         self.remote = remote
+        #: addresses in front of this machine (1:1 NAT): offered besides the host candidates
+        self.public_addresses = public_addresses
         self.leg: Leg | None = None
         self.sessions: dict[str, WebRtcSession] = {}
         self.state = "new"
@@ -274,6 +277,8 @@ class WebRtcPeer:
         await pc.setLocalDescription(answer)
         sdp = pc.localDescription.sdp
         self._make_leg(sdp, plan)
+        if self.public_addresses:
+            sdp = add_mapped_candidates(sdp, self.public_addresses)
         self._timeout = asyncio.get_event_loop().call_later(CONNECT_TIMEOUT, self._connect_timeout)
         return sdp
 
@@ -394,3 +399,31 @@ class WebRtcPeer:
                 "connected_s": round(time.monotonic() - self.connected_at, 1) if self.connected_at else None,
                 "tracks": {k: {"pushed": s.track.pushed, "dropped": s.track.dropped} for k, s in self.sessions.items()
                            if s.track is not None}}
+
+
+def add_mapped_candidates(sdp: str, public: tuple[str, ...]) -> str:
+    """``sdp`` with, for each public address (a 1:1 NAT in front of the gateway), a copy of the
+    first host candidate of each section and component at that address (same port, priority one
+    lower): a browser outside reaches the gateway there, one inside by its own address."""
+    out: list[str] = []
+    done: set[tuple[int, str]] = set()
+    section = 0
+    for line in sdp.split("\r\n"):
+        if line.startswith("m="):
+            section += 1
+        out.append(line)
+        if not line.startswith("a=candidate:"):
+            continue
+        f = line[12:].split()
+        if len(f) < 8 or f[6] != "typ" or f[7] != "host" or (section, f[1]) in done or not f[3].isdigit():
+            continue
+        done.add((section, f[1]))
+        for i, address in enumerate(public):
+            if address == f[4]:
+                continue
+            g = list(f)
+            g[0] = f"{f[0]}n{i}"
+            g[3] = str(max(1, int(f[3]) - 1 - i))
+            g[4] = address
+            out.append("a=candidate:" + " ".join(g))
+    return "\r\n".join(out)

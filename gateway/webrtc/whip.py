@@ -16,7 +16,8 @@
 Refusals say what is wrong: 404 no such room, 401 no PIN / 403 wrong PIN (and 429 after
 :data:`PIN_TRIES` wrong ones from one address within a minute), 409 the room is full, 406 no common
 codec (naming what was offered and what is taken), 400 malformed SDP, 415 wrong content type,
-413 an offer over 64 KiB.
+413 an offer over 64 KiB, 429 more than :data:`MAX_PER_SOURCE` sessions from one address, 503 more
+than :data:`MAX_SESSIONS` in all.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ MAX_PATCH = 16 * 1024
 MAX_CANDIDATES = 64          # per session: a client has a handful
 PIN_TRIES = 5                # wrong PINs per address per minute before 429
 MAX_SESSIONS = 500           # WebRTC sessions in all (a province has ~220 sites)
+MAX_PER_SOURCE = 20          # sessions from one address (a hall of laptops behind one NAT; not a flood)
 SDP = b"application/sdp"
 SDPFRAG = b"application/trickle-ice-sdpfrag"
 
@@ -208,6 +210,9 @@ class WhipEndpoint(resource.Resource):
         limit = spec.max_participants if spec.max_participants and spec.max_participants > 0 else None
         if room is not None and limit is not None and len(room.legs) >= limit:
             return _text(request, 409, f"room {spec.id} is full ({limit} participants)")
+        if sum(1 for x in svc.sessions.values() if x.peer.remote == source) >= MAX_PER_SOURCE:
+            request.setHeader(b"retry-after", b"30")
+            return _text(request, 429, f"this address has {MAX_PER_SOURCE} sessions open already")
         if len(svc.sessions) >= MAX_SESSIONS:
             request.setHeader(b"retry-after", b"30")
             return _text(request, 503, "the gateway has as many WebRTC sessions as it takes")
@@ -228,7 +233,7 @@ class WhipEndpoint(resource.Resource):
         svc = self.service
         gw = svc.gateway
         peer = WebRtcPeer(gw.catalogue, ice_servers=svc.ice_servers, display_name=name, remote=source,
-                          viewer=self.viewer)
+                          viewer=self.viewer, public_addresses=getattr(gw, "ice_public", ()))
         try:
             answer = await peer.answer(offer)
         except Exception as exc:

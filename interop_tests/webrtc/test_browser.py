@@ -32,7 +32,7 @@ async def _join(b: Browser, url: str, room: str, name: str, pin: str = "") -> No
 
 
 def test_chromium_joins_from_the_page_and_meets_a_sip_and_an_h323_site(
-        target, https, h323, h323_endpoint, h323_run, tmp_path):
+        target, https, h323, h323_endpoint, h323_run, tmp_path, evidence_dir):
     vsx = h323_endpoint("lab-vsx-browser", profile="VSX", fast_start=False, tunnelling=True, tone_hz=1000,
                         video_colour=RED)
     sip = Baresip("sip-browser", workdir=tmp_path / "baresip", audio_codecs=("opus/48000/2",), video_codecs=("H264",),
@@ -63,6 +63,8 @@ def test_chromium_joins_from_the_page_and_meets_a_sip_and_an_h323_site(
             return first, await browser.stats()
 
         first, st = h323_run(flowing(), timeout=30)
+        assert h323_run(browser.page.is_visible("#remote")) and not h323_run(browser.page.is_visible("#form")), \
+            "the page still shows the form, not the room"
         assert first is not None and st is not None, f"the page never connected: {st} {browser.console[-5:]}"
         assert st["inbound"]["video"]["frames"] > first["inbound"]["video"]["frames"] + 10, st
         assert st["inbound"]["audio"]["packets"] > first["inbound"]["audio"]["packets"] + 20, st
@@ -115,8 +117,7 @@ def test_chromium_joins_from_the_page_and_meets_a_sip_and_an_h323_site(
             assert me["name"] == "Xã Tân Lập"
             assert me["video_media"]["in"]["frames_decoded"] > 10, me["video_media"]   # into the compositor
             assert me["quality"]["rx"]["packets"] > 50, me["quality"]
-            shot = target.log_path.parent / "browser-in-room.png"
-            h323_run(browser.page.screenshot(path=str(shot)))
+        h323_run(browser.page.screenshot(path=str(evidence_dir / "join-page-in-a-room-with-sip-and-h323.png")))
         # the SIP site hears the browser (its recording, after it hangs up)
         sip.hangup()
         sip.wait_closed(timeout=10)
