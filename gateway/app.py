@@ -112,6 +112,7 @@ class Gateway:
 
         from gateway.api.http import build_site
 
+        self._start_token()
         self._start_webrtc()
         self._listen_tcp("HTTP", self.settings.http_port, build_site(self), "--http-port")
         self._start_https()
@@ -136,6 +137,19 @@ class Gateway:
         if self.settings.bind not in ("0.0.0.0", "::"):
             return [self.settings.bind]
         return []
+
+    def state_dir(self) -> Any:
+        from gateway.webrtc.tls import default_state_dir
+
+        return self.settings.state_dir or default_state_dir()
+
+    def _start_token(self) -> None:
+        from gateway.api.token import TokenError, api_token
+
+        try:
+            self.api_token = api_token(self.settings.api_token, self.state_dir())
+        except TokenError as exc:
+            raise StartupError(str(exc)) from None
 
     def _start_webrtc(self) -> None:
         from gateway.webrtc import hooks
@@ -162,7 +176,7 @@ class Gateway:
                 cert = tls.load(s.tls_cert, s.tls_key)
             else:
                 addresses = [a for a in [s.bind, s.advertise, *s.ice_hosts] if a]
-                cert = tls.self_signed(s.state_dir or tls.default_state_dir(), addresses)
+                cert = tls.self_signed(self.state_dir(), addresses)
             factory = tls.ContextFactory(cert)
         except tls.TlsError as exc:
             raise StartupError(f"HTTPS: {exc}") from None
@@ -463,6 +477,12 @@ def banner(gw: Gateway) -> str:
     for what, where in gw.listening.items():
         lines.append(f"{what} listening on {where}")
     lines.append(f"status page: http://{host}:{gw.http_port()}/")
+    tok = getattr(gw, "api_token", None)
+    if tok is not None and tok.made_now:
+        lines.append(f"API token for operator actions (made now, kept in {tok.source}; shown only this once): {tok.value}")
+    elif tok is not None:
+        lines.append("API token for operator actions: " + ("from the settings file" if tok.source == "settings"
+                                                            else f"kept in {tok.source}"))
     if getattr(gw, "tls", None) is not None:
         lines.append(f"join page: https://{host}:{gw.https_port()}/join/<room number>")
         lines.append(f"TLS certificate {gw.tls.cert}{' (self-signed)' if gw.tls.self_signed else ''}: "

@@ -16,7 +16,8 @@ A settings file looks like::
     sip_realm: cau                 # digest realm for SIP registration
     sip_digest: MD5                # digest algorithms offered, in order, e.g. SHA-256,MD5 (RFC 8760) when every device can
     sip_answer_delay: 0            # seconds of ringing (180) before a SIP call is answered
-    api_token: 9f86d081884c7d65... # HTTP API: POSTs must carry "Authorization: Bearer <token>"
+    api_token: 9f86d081884c7d65... # HTTP API: POSTs must carry "Authorization: Bearer <token>" (without
+                                   #   it a token is made on first start and kept in state_dir/api_token)
     video_mtu: 1200                # bytes of RTP payload per video packet (default 1200)
     https_port: 8443               # the join page and WHIP/WHEP over TLS (browsers need it for camera/mic)
     tls_cert: /etc/cau/cert.pem    # PEM certificate (chain) and key; without them a self-signed pair
@@ -67,7 +68,7 @@ class Settings:
     register_with: str = ""   # HOST:PORT of an external gatekeeper (e.g. the national one) Cầu registers with
     register_as: str = "cau"  # Cầu's h323-ID there; room numbers go along as E.164 aliases and prefixes
     advertise: str = ""  # address written into SDP/Contact; empty: the bind address (or loopback when bound to any)
-    api_token: str = ""  # when set, HTTP POSTs (operator actions) need "Authorization: Bearer <api_token>"
+    api_token: str = ""  # HTTP POSTs (operator actions) need "Authorization: Bearer <token>"; "" = made on first start
     video_mtu: int = 1200  # bytes of RTP payload per video packet (lower it for VPNs / tunnels with small MTUs)
     https_port: int = 8443   # TLS for the join page and WHIP/WHEP (0 picks a free port)
     tls_cert: Path | None = None   # operator's certificate (PEM); None: a self-signed one in state_dir

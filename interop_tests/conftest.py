@@ -60,6 +60,7 @@ class Target:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     users: dict[str, str] = field(default_factory=dict)  # registration accounts of the suite's dial plan
+    api_token: str | None = None     # operator actions of a Cầu the suite started
 
     @property
     def is_local_cau(self) -> bool:
@@ -132,8 +133,9 @@ def _start_cau(tmp: Path) -> Target:
     if sip is None or http is None:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("cau run did not report its SIP and HTTP ports within 30 s: " + err.read_text())
+    token = (tmp / "state" / "api_token").read_text().strip()
     return Target("127.0.0.1", sip, "1000", "2000", "2468", "6000", http, https, proc, err,
-                  users={"baresip-a": "secret-a", "pjsua-b": "secret-b"})
+                  users={"baresip-a": "secret-a", "pjsua-b": "secret-b"}, api_token=token)
 
 
 @pytest.fixture(scope="session")

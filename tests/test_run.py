@@ -29,16 +29,17 @@ class Gateway:
         self.plan = tmp_path / "plan.yaml"
         if not self.plan.exists():
             shutil.copy(default_dialplan(), self.plan)
-        args = [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", "--http-port", "0", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--dialplan", str(self.plan), *extra]
+        args = [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", "--http-port", "0", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--https-port", "0", "--dialplan", str(self.plan), *extra]
         if config is not None:
             cfg = tmp_path / "cau.yaml"
             cfg.write_text(config)
             args += ["--config", str(cfg)]
         self.stdout = tmp_path / "stdout.txt"
         self.stderr = tmp_path / "stderr.txt"
+        self.state = tmp_path / "state"         # XDG_STATE_HOME: the token and certificate stay in the test's folder
         self.proc = subprocess.Popen(
             args, cwd=tmp_path, stdout=self.stdout.open("w"), stderr=self.stderr.open("w"),
-            env={**os.environ, "PYTHONPATH": str(REPO)},
+            env={**os.environ, "PYTHONPATH": str(REPO), "XDG_STATE_HOME": str(self.state)},
         )
         self.port = self._wait_for_port()
 
@@ -52,6 +53,10 @@ class Gateway:
                 raise AssertionError(f"cau run exited {self.proc.returncode}: {self.stderr.read_text()}")
             time.sleep(0.05)
         raise AssertionError("cau run did not report its HTTP port: " + self.stderr.read_text())
+
+    @property
+    def token(self) -> str:
+        return (self.state / "cau" / "api_token").read_text().strip()
 
     def get(self, path: str) -> tuple[int, str, bytes]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
@@ -153,11 +158,13 @@ def test_port_in_use_is_one_line_naming_port_and_flag(tmp_path, flag, kind):
     if kind == socket.SOCK_STREAM:
         busy.listen()
     port = busy.getsockname()[1]
-    ports = {"--http-port": "0", "--sip-port": "0", "--h323-port": "0", "--ras-port": "0", flag: str(port)}
+    ports = {"--http-port": "0", "--sip-port": "0", "--h323-port": "0", "--ras-port": "0", "--https-port": "0",
+             flag: str(port)}
     try:
         r = subprocess.run(
             [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", *[x for kv in ports.items() for x in kv]],
-            capture_output=True, text=True, timeout=30, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True, text=True, timeout=30, cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO), "XDG_STATE_HOME": str(tmp_path / "state")},
         )
     finally:
         busy.close()
@@ -242,6 +249,38 @@ def test_an_api_token_guards_operator_actions(gateway, tmp_path):
     assert code == 400
     assert gw.get("/api/status")[0] == 200  # reading stays open (bind the port to a management network)
     assert gw.stop() == 0
+
+
+def test_a_fresh_gateway_makes_its_api_token_shows_it_once_and_takes_only_json(gateway, tmp_path):
+    """No api_token in the settings: one is made on first start (kept, 0600, printed once); without
+    it no action is taken, and a cross-site form's content types are refused even with it."""
+    import stat
+    import urllib.error
+    import urllib.request
+
+    gw = gateway("--no-watch")
+    token = gw.token
+    assert len(token) == 48 and stat.S_IMODE((gw.state / "cau" / "api_token").stat().st_mode) == 0o600
+    assert token in gw.stdout.read_text(), "the first start does not show the token it made"
+
+    def post(headers: dict, body: bytes = b'{"layout": "cp-3x3"}') -> int:
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/layout", method="POST",
+                                     data=body, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    assert post({"content-type": "application/json"}) == 401
+    assert post({"content-type": "text/plain", "authorization": f"Bearer {token}"}) == 415
+    assert post({"content-type": "application/x-www-form-urlencoded", "authorization": f"Bearer {token}"}) == 415
+    assert post({"content-type": "application/json", "authorization": f"Bearer {token}"}) == 404   # room not running
+    assert gw.stop() == 0
+    again = gateway("--no-watch")
+    assert again.token == token, "a restart made a new token"
+    assert token not in again.stdout.read_text() and "API token for operator actions: kept in" in again.stdout.read_text()
+    assert again.stop() == 0
 
 
 def test_endpoint_mode_registers_the_rooms_with_an_external_gatekeeper(gateway, tmp_path):
@@ -341,7 +380,9 @@ def test_dial_out_by_alias_through_the_external_gatekeeper(gateway, tmp_path):
 
         def post() -> tuple[int, dict]:
             req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/dial", method="POST",
-                                         data=json.dumps({"to": "h323:lab-national"}).encode())
+                                         data=json.dumps({"to": "h323:lab-national"}).encode(),
+                                         headers={"content-type": "application/json",
+                                                  "authorization": f"Bearer {gw.token}"})
             try:
                 with urllib.request.urlopen(req, timeout=20) as r:
                     return r.status, json.loads(r.read())

@@ -163,7 +163,8 @@ DIAL_TIMEOUT = 90.0  # seconds an operator's invite may ring before the answer i
 
 
 class RoomActions(resource.Resource):
-    """The operator's actions on a room, behind the API token when one is set:
+    """The operator's actions on a room, behind the API token (always: one is made on first start)
+    and in JSON only:
 
     * ``POST /api/rooms/<room>/dial`` with JSON {"to": "sip:…" | "h323:…" | endpoint alias or number}.
       Answers when the call is up (200, the participant) or has failed (400 for a bad request,
@@ -179,13 +180,17 @@ class RoomActions(resource.Resource):
         self.gateway = gateway
 
     def render_POST(self, request: server.Request) -> Any:
-        token = self.gateway.settings.api_token
-        if token:
-            given = request.getHeader("authorization") or ""
-            scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-                request.setHeader(b"www-authenticate", b'Bearer realm="cau"')
-                return _json(request, {"error": "this needs the API token: Authorization: Bearer <api_token>"}, 401)
+        token = self.gateway.api_token.value
+        given = request.getHeader("authorization") or ""
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            request.setHeader(b"www-authenticate", b'Bearer realm="cau"')
+            return _json(request, {"error": "this needs the API token: Authorization: Bearer <api_token> "
+                                            "(in the settings, or the file the start banner names)"}, 401)
+        kind = (request.getHeader("content-type") or "").split(";", 1)[0].strip().lower()
+        if kind != "application/json":
+            # a cross-site form can only send form or text types: JSON alone keeps them out
+            return _json(request, {"error": "send the request body as Content-Type: application/json"}, 415)
         parts = [p.decode("utf-8", "replace") for p in request.postpath]
         if len(parts) != 2 or parts[1] not in ("dial", "layout") or not parts[0]:
             return _json(request, {"error": "use POST /api/rooms/<room>/dial or /api/rooms/<room>/layout"}, 404)

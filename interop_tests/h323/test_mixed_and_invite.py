@@ -21,7 +21,8 @@ from interop_tests.peers.rtp_participant import band_level_db, wait_for_tone
 def post_dial(cau, room: str, to: str) -> tuple[int, dict]:
     req = urllib.request.Request(f"http://{cau.host}:{cau.http_port}/api/rooms/{room}/dial",
                                  data=json.dumps({"to": to}).encode(), method="POST",
-                                 headers={"content-type": "application/json"})
+                                 headers={"content-type": "application/json",
+                                          "authorization": f"Bearer {cau.api_token}"})
     try:
         with urllib.request.urlopen(req, timeout=40) as r:
             return r.status, json.loads(r.read())
