@@ -8,7 +8,9 @@ packets are counted, one of them ("the sample") also decodes them and its pictur
 the four colours. The viewers send no REMB, so all of them stay in the one 720p group.
 
 Figures (nothing asserted): the gateway's CPU (from /proc, user+system) with the sample viewer
-alone and with M more; the difference per further viewer; the viewers' packet and frame rates;
+alone and with M more; the difference per further viewer, split into user and system time (on
+loopback the system time of ``sendto`` includes the kernel delivering each packet to the
+viewer's socket, work a real network does elsewhere); the viewers' packet and frame rates;
 what a viewer received. The target in issue 11: at most 0.5 % of a core per browser receiver.
 
 Usage: python bench/webrtc_room.py [--viewers 25,50] [--seconds 10]
@@ -65,9 +67,11 @@ def clip(rgb: tuple[int, int, int]) -> list[bytes]:
     return out
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def start_gateway(tmp: Path) -> tuple[subprocess.Popen, int]:
@@ -168,14 +172,21 @@ def clients(https: int, viewers: int, seconds: float, report: Path) -> None:
         for c in [*pubs, sample, *(c for c, _ in many)]:
             await c.close()
 
-    loop.run_until_complete(main())
+    try:
+        loop.run_until_complete(main())
+    finally:
+        sys.stdout.flush()
+        os._exit(0)     # aiortc's receiver threads would keep the process alive
 
 
-def measure(gw: subprocess.Popen, seconds: float) -> float:
-    a = cpu_seconds(gw.pid)
+def measure(gw: subprocess.Popen, seconds: float) -> tuple[float, float]:
+    """The gateway's (user, system) share of a core over ``seconds``."""
+    u0, s0 = cpu_seconds(gw.pid)
     t = time.monotonic()
     time.sleep(seconds)
-    return (cpu_seconds(gw.pid) - a) / (time.monotonic() - t)
+    u1, s1 = cpu_seconds(gw.pid)
+    dt = time.monotonic() - t
+    return (u1 - u0) / dt, (s1 - s0) / dt
 
 
 def trial(m: int, seconds: float) -> dict:
@@ -219,11 +230,14 @@ def main() -> None:
           f"{a.seconds:g} s per measurement, {os.cpu_count()} cores")
     for m in (int(x) for x in a.viewers.split(",")):
         r = trial(m, a.seconds)
+        (bu, bs), (lu, ls) = r["base"], r["loaded"]
+        r["base"], r["loaded"] = bu + bs, lu + ls
         per = (r["loaded"] - r["base"]) / m
+        per_user, per_sys = (lu - bu) / m, (ls - bs) / m
         lo, mean = r["viewer_pkts_per_s"]
         print(f"{m:4d} more viewers: gateway {100 * r['base']:5.1f} % of a core with the sample viewer, "
               f"{100 * r['loaded']:5.1f} % with {m} more -> {100 * per:.2f} % of a core per viewer "
-              f"(ratio to the 0.5 % goal {per / 0.005:.2f}); "
+              f"(user {100 * per_user:.2f} + system {100 * per_sys:.2f}; ratio to the 0.5 % goal {per / 0.005:.2f}); "
               f"viewers {mean:.0f} packets/s (lowest {lo:.0f}); sample {r['sample_fps']:.1f} fps "
               f"{r['sample_size'][0]}x{r['sample_size'][1]}, cells {r['cells']}")
 

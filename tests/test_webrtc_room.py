@@ -127,7 +127,10 @@ def test_nothing_is_encoded_per_browser_and_aiortc_decodes_nothing(room):
     enc = t.sender._RTCRtpSender__encoder          # made lazily; its codec context only on aiortc's encode path
     assert enc is None or getattr(enc, "codec", None) is None, "aiortc encoded for the browser leg"
     assert room.sink.group is not None and room.sink in room.sink.group.members
-    assert room.peer.sessions["video"].track.pushed > 20
+    track = room.peer.sessions["video"].track
+    assert track.pushed > 20 and track.fast is not None and track.fast.sent >= track.pushed
+    # what aiortc's RTCP sender reports count is what the fast path sent
+    assert t.sender._RTCRtpSender__packet_count == track.fast.sent
 
 
 def test_a_pli_from_the_browser_brings_a_keyframe_at_once(room):

@@ -20,13 +20,20 @@ an upgrade that moves one fails there first, not in a meeting.
 3. **REMB and receiver reports** — the same handler reads REMB only for
    aiortc's encoder and keeps RR figures in its stats report; :func:`hook_sender`
    wraps ``_handle_rtcp_packet`` on the instance to see them first.
-4. **Host candidates** — aioice gathers its host candidates from
+4. **Sending** — ``RTCRtpSender._run_rtp`` awaits the track for each frame and then five
+   nested coroutines per packet down to ``sendto``. :func:`fast_sender` replaces it on the
+   instance with a loop that only keeps the sender's bookkeeping alive; the frames are pushed:
+   each is packed by aiortc's packetizer, every packet built by aiortc's ``RtpPacket``, kept in
+   the sender's NACK history, protected by the DTLS transport's SRTP session and written to the
+   nominated ICE pair's socket at once, and the counters RTCP sender reports read are kept.
+5. **Host candidates** — aioice gathers its host candidates from
    ``aioice.ice.get_host_addresses``, which leaves out 127.0.0.1 and includes
    every other interface; :func:`set_host_addresses` replaces that function so
    the gateway offers exactly the addresses the operator configured.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -35,8 +42,13 @@ import aioice.ice
 import aiortc
 from aiortc.rtp import (RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket, RtcpRrPacket, RtcpSrPacket,
                          unpack_remb_fci)
+from aiortc import clock as aiortc_clock
+from aiortc.codecs import get_encoder
+from aiortc.rtcdtlstransport import State as DtlsState
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
+from aiortc.utils import random16, random32
 
 log = logging.getLogger(__name__)
 
@@ -160,3 +172,101 @@ def set_host_addresses(addresses: Sequence[str] | None) -> None:
         return [a for a in chosen if (":" in a and use_ipv6) or (":" not in a and use_ipv4)]
 
     aioice.ice.get_host_addresses = host_addresses
+
+
+class FastSender:
+    """The RTP side of one aiortc sender fed by pushes (see seam 5 in the module docstring).
+
+    ``push(packet)`` sends an ``av.Packet`` (a whole encoded frame, pts and time base set) now;
+    nothing is sent before aiortc starts the sender (DTLS up, codec chosen) or after it stops."""
+
+    def __init__(self, sender: RTCRtpSender) -> None:
+        self.sender = sender
+        self.codec: Any = None
+        self.encoder: Any = None
+        self.running = False
+        self.sent = 0
+        self.dropped = 0
+        self._seq = 0
+        self._ts_origin = 0
+        self._stop = asyncio.Event()
+
+    async def run(self, codec: Any) -> None:
+        """Stands in for ``RTCRtpSender._run_rtp(codec)``."""
+        s = self.sender
+        s._RTCRtpSender__rtp_started.set()
+        self.codec = codec
+        self.encoder = get_encoder(codec)
+        self._seq = random16()
+        self._ts_origin = random32()
+        self.running = True
+        try:
+            await self._stop.wait()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self.running = False
+            self.encoder = None
+            s._RTCRtpSender__rtp_exited.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def push(self, packet: Any) -> bool:
+        if not self.running:
+            self.dropped += 1
+            return False
+        s = self.sender
+        dtls = s.transport
+        pair = dtls.transport._connection._nominated.get(1) if dtls._state == DtlsState.CONNECTED else None
+        if pair is None:
+            self.dropped += 1
+            return False
+        payloads, timestamp = self.encoder.pack(packet)
+        if not payloads:
+            return False
+        ts = (self._ts_origin + timestamp) & 0xFFFFFFFF
+        pt = self.codec.payloadType
+        ext_map = s._RTCRtpSender__rtp_header_extensions_map
+        history = s._RTCRtpSender__rtp_history
+        mid = s._RTCRtpSender__mid
+        ssrc = s._ssrc
+        protect = dtls._tx_srtp.protect
+        sendto = pair.protocol.transport.sendto
+        remote = pair.remote_addr
+        ntp = aiortc_clock.current_ntp_time()
+        abs_send_time = (ntp >> 14) & 0x00FFFFFF
+        last = len(payloads) - 1
+        seq = self._seq
+        octets = 0
+        for i, payload in enumerate(payloads):
+            p = RtpPacket(payload_type=pt, sequence_number=seq, timestamp=ts)
+            p.ssrc = ssrc
+            p.payload = payload
+            p.marker = 1 if i == last else 0
+            p.extensions.abs_send_time = abs_send_time
+            p.extensions.mid = mid
+            history[seq % RTP_HISTORY_SIZE] = p
+            sendto(protect(p.serialize(ext_map)), remote)
+            octets += len(payload)
+            seq = (seq + 1) & 0xFFFF
+        self._seq = seq
+        # what the sender's RTCP sender reports say
+        s._RTCRtpSender__ntp_timestamp = ntp
+        s._RTCRtpSender__rtp_timestamp = ts
+        s._RTCRtpSender__octet_count += octets
+        s._RTCRtpSender__packet_count += len(payloads)
+        self.sent += len(payloads)
+        return True
+
+
+def fast_sender(sender: RTCRtpSender) -> FastSender:
+    """Replace ``sender``'s RTP loop with a :class:`FastSender` (before aiortc starts the sender)."""
+    for name in ("_RTCRtpSender__rtp_started", "_RTCRtpSender__rtp_exited", "_RTCRtpSender__rtp_header_extensions_map",
+                 "_RTCRtpSender__rtp_history", "_RTCRtpSender__mid", "_RTCRtpSender__ntp_timestamp",
+                 "_RTCRtpSender__rtp_timestamp", "_RTCRtpSender__octet_count", "_RTCRtpSender__packet_count"):
+        if not hasattr(sender, name):
+            raise HookError(f"aiortc's RTCRtpSender has no {name} any more")
+    fast = FastSender(sender)
+    sender._run_rtp = fast.run                     # type: ignore[method-assign]
+    return fast

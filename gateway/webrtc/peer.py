@@ -56,10 +56,11 @@ _ids = itertools.count(1)
 
 
 class PacketTrack(MediaStreamTrack):
-    """Already-encoded media for one aiortc sender. ``push`` from the loop thread; aiortc's sender
-    awaits :meth:`recv`. Until the sender first asks, nothing is queued; a video track then waits
-    for a keyframe (``on_start`` asks the room for one) and starts over from the next keyframe
-    when its queue overflows (``on_overflow``)."""
+    """Already-encoded media for one aiortc sender, pushed from the loop thread. With
+    :attr:`fast` (what the peer sets) each push is sent at once by :class:`hooks.FastSender`;
+    without it aiortc's own sender loop awaits :meth:`recv`. Until the sender runs nothing is
+    kept; a video track then waits for a keyframe (``on_start`` asks the room for one), and starts
+    over from the next keyframe when it falls behind (``on_overflow``, queued mode)."""
 
     def __init__(self, kind: str, *, on_start: Callable[[], None] | None = None,
                  on_overflow: Callable[[], None] | None = None) -> None:
@@ -74,8 +75,29 @@ class PacketTrack(MediaStreamTrack):
         self.waiting_keyframe = kind == "video"
         self.pushed = 0
         self.dropped = 0
+        #: set by the peer: aiortc's sender sends what is pushed at once (hooks.FastSender)
+        self.fast: hooks.FastSender | None = None
 
     def push(self, packet: av.Packet, keyframe: bool = True) -> None:
+        fast = self.fast
+        if fast is not None:
+            if not fast.running or self.readyState != "live":
+                self.dropped += 1
+                self.waiting_keyframe = self.kind == "video"
+                return
+            if not self.started:
+                self.started = True
+                if self.on_start is not None:
+                    self.on_start()
+            if self.waiting_keyframe and not keyframe:
+                self.dropped += 1
+                return
+            if fast.push(packet):
+                self.waiting_keyframe = False
+                self.pushed += 1
+            else:
+                self.dropped += 1
+            return
         if not self.started or self.readyState != "live":
             self.dropped += 1
             return
@@ -314,6 +336,7 @@ class WebRtcPeer:
                                            keyframe_requester=session.send_pli,
                                            stats_provider=lambda s=session: rtp_stats(s)))  # type: ignore[arg-type]
             if track is not None:
+                track.fast = hooks.fast_sender(t.sender)
                 hooks.hook_sender(t.sender,
                                   on_keyframe=lambda k=kind: k == "video" and leg.emit("keyframe_request", stream="video"),
                                   on_remb=self._remb if kind == "video" else None,
