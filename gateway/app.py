@@ -57,6 +57,8 @@ class Gateway:
         # May raise DialPlanError: the caller reports it and exits 2.
         self.dialplan = DialPlanHolder(settings.dialplan, codec_names=self.codec_names)
         self.last_reload: ReloadRecord | None = None
+        self._reloading: Any = None
+        self._reload_again: str | None = None
         self.listening: dict[str, str] = {}
         self._ports: list[Any] = []
         self._watch = None
@@ -69,19 +71,42 @@ class Gateway:
         self.gk_client = None
 
     # -- dial plan -------------------------------------------------------
-    def reload_dialplan(self, why: str) -> bool:
-        ok, message = self.dialplan.reload()
-        now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-        self.last_reload = ReloadRecord(ok, message, now)
-        if ok:
-            log.info("dial plan reloaded (%s): %s", why, message)
-        else:
-            log.error("dial plan reload (%s) REFUSED:\n%s", why, message)
-        return ok
+    def reload_dialplan(self, why: str) -> Any:
+        """Reload the dial plan, parsed off the event loop; a Deferred that fires with True (taken)
+        or False (refused, the old plan keeps running). A reload asked for while one runs is done
+        once that one has finished."""
+        from twisted.internet import defer
+
+        if self._reloading is not None:
+            self._reload_again = why
+            return self._reloading
+        d = self._reloading = defer.Deferred()
+
+        def done(ok: bool, message: str) -> None:
+            now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+            self.last_reload = ReloadRecord(ok, message, now)
+            if ok:
+                log.info("dial plan reloaded (%s): %s", why, message)
+            else:
+                log.error("dial plan reload (%s) REFUSED:\n%s", why, message)
+            self._reloading = None
+            again, self._reload_again = self._reload_again, None
+            d.callback(ok)
+            if again:
+                self.reload_dialplan(again)
+
+        def failed(fut: Any) -> None:
+            exc = fut.exception()
+            if exc is not None:   # a bug in the loader: logged, the old plan keeps running
+                self.reactor.callFromThread(lambda: done(False, f"dial plan reload failed: {exc!r}"))
+
+        fut = self.dialplan.reload_in_thread(self.reactor.callFromThread, done)
+        fut.add_done_callback(failed)
+        return d
 
     def _watch_tick(self) -> None:
         try:
-            if self.dialplan.changed_on_disk():
+            if self._reloading is None and self.dialplan.changed_on_disk():
                 self.reload_dialplan("file changed")
         except Exception:  # a watch must never take the gateway down
             log.exception("dial plan file watch failed")

@@ -141,6 +141,23 @@ def test_sighup_refuses_a_bad_plan_keeps_the_old_one_and_takes_a_good_one(gatewa
     assert gw.stop() == 0
 
 
+def test_a_refused_plan_put_back_as_it_was_clears_the_refusal(gateway):
+    """The operator saves a typo (refused), then undoes it: the file is the running plan again, and
+    the status no longer says the last reload was refused."""
+    gw = gateway(config="watch_interval: 0.2\n")
+    good_text = gw.plan.read_text()
+    before = gw.health()["dialplan"]["sha256"]
+    gw.plan.write_text(good_text + "\nbogus_top_level_key: 1\n")
+    h = gw.wait_health(lambda h: h["last_reload"] is not None)
+    assert h["last_reload"]["ok"] is False
+    gw.plan.write_text(good_text)
+    h = gw.wait_health(lambda h: h["last_reload"]["ok"] is True)
+    assert h["last_reload"]["ok"] is True and h["dialplan"]["sha256"] == before, h["last_reload"]
+    _s, _c, page = gw.get("/")
+    assert b"REFUSED" not in page
+    assert gw.stop() == 0
+
+
 def test_file_watch_reloads_without_a_signal(gateway):
     gw = gateway(config="watch_interval: 0.2\n")
     before = gw.health()["dialplan"]["sha256"]
