@@ -5,24 +5,26 @@ REGISTER to :meth:`Registrar.on_register`. The steps, in order:
 
 1. ``Require`` with any option → 420 Bad Extension (we support none here).
 2. The address-of-record is the To URI's user part. It must name a dial
-   plan endpoint (by alias or number) → else 404 "unknown endpoint"; of
-   protocol ``sip`` → else 403 "<alias> is not a SIP endpoint". A To that is
-   not a sip:/sips: URI → 404 as well (§10.3 step 3). Bindings are kept
+   plan endpoint (by alias or number) of protocol ``sip`` (a To that is not
+   a sip:/sips: URI → 400). Bindings are kept
    under the endpoint's alias, so registering as the number or the alias is
    the same AOR. The Request-URI's domain is not checked: the gateway is the
    registrar for whatever name it is reached by.
 3. The source address must be in the endpoint's ``networks``
-   (``EndpointSpec.allows``) → else 403 "not allowed from <ip>"; checked
-   before authentication, so a foreign network gets no challenge.
+   (``EndpointSpec.allows``). An unknown or non-SIP endpoint, or one from a
+   network it is not allowed from, is answered as an endpoint with a password
+   would be — a challenge, then 403 "Forbidden" whatever the credentials — so
+   REGISTER tells nobody which endpoints exist or where they may register from;
+   the real reason goes to the log.
 4. Digest authentication (RFC 7616 / RFC 8760, :class:`DigestServer`) with
    the endpoint's username (default: its alias) and password; an endpoint
    without a password is not challenged. No credentials, or an algorithm we
    did not offer → 401 with one WWW-Authenticate per algorithm (SHA-256,
    MD5); a right password on an expired / foreign / replayed nonce → 401
-   with ``stale=true``; a wrong password → 403 "wrong password" (no
-   re-challenge: the client already had its chance after the first 401, and
-   a 403 stops a misconfigured device from looping); a username other than
-   the endpoint's → 403 "wrong user name"; malformed credentials or a digest
+   with ``stale=true``; a wrong password or a username other than the
+   endpoint's → 403 "Forbidden" (no re-challenge: the client already had its
+   chance after the first 401, and a 403 stops a misconfigured device from
+   looping; the log says which it was); malformed credentials or a digest
    uri that is not the Request-URI → 400.
 5. ``Contact: *`` must be alone and come with ``Expires: 0`` → else 400; it
    removes every binding (subject to the Call-ID/CSeq rule of step 7).
@@ -85,11 +87,17 @@ class Binding:
 
 
 class _Refuse(Exception):
-    def __init__(self, status: int, reason: str, extra: list[tuple[str, str]] | None = None):
+    def __init__(self, status: int, reason: str, extra: list[tuple[str, str]] | None = None,
+                 detail: str | None = None):
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.extra = extra or []
+        self.detail = detail or reason      # for the operator's log (the wire says less)
+
+
+#: what a REGISTER that may not register hears, whatever the cause: who exists is not told
+FORBIDDEN = "Forbidden"
 
 
 class Registrar:
@@ -163,7 +171,7 @@ class Registrar:
         except _Refuse as r:
             self.stats["refused" if r.status != 401 else "challenged"] += 1
             if r.status != 401:
-                log.info("REGISTER from %s refused: %d %s", peer, r.status, r.reason)
+                log.info("REGISTER from %s refused: %d %s", peer, r.status, r.detail)
             self._respond(stx, r.status, r.reason, r.extra)
         except Exception as exc:  # never let one REGISTER take the UA down
             log.exception("REGISTER from %s failed", peer)
@@ -182,15 +190,14 @@ class Registrar:
         if to is None or not isinstance(to.uri, SipUri):
             raise _Refuse(400, "the To of a REGISTER must be a sip: or sips: URI (RFC 3261 §10.2)")
         user = to.uri.user
-        if not user:
-            raise _Refuse(404, "unknown endpoint: no user part in To")
-        spec = self.plan().endpoint(user)
-        if spec is None:
-            raise _Refuse(404, f"unknown endpoint {user}")
-        if spec.protocol != "sip":
-            raise _Refuse(403, f"{spec.alias} is not a SIP endpoint")
-        if not spec.allows(peer.host):
-            raise _Refuse(403, f"not allowed from {peer.host}")
+        spec = self.plan().endpoint(user) if user else None
+        why = ("no user part in To" if not user else f"unknown endpoint {user}" if spec is None
+               else f"{spec.alias} is not a SIP endpoint" if spec.protocol != "sip"
+               else f"{spec.alias} is not allowed from {peer.host}" if not spec.allows(peer.host) else None)
+        if why is not None:
+            # answered as an endpoint with a password would be (a challenge, then 403), so that
+            # REGISTER cannot be used to learn which endpoints exist or where they may be
+            self._authenticate(request, None, why)
         if spec.password is not None:
             self._authenticate(request, spec)
 
@@ -267,14 +274,16 @@ class Registrar:
         self._arm()
         self._ok(stx, aor, now)
 
-    def _authenticate(self, request: Request, spec: Any) -> None:
-        username = spec.username or spec.alias
+    def _authenticate(self, request: Request, spec: Any, refused: str | None = None) -> None:
+        """Digest authentication of ``spec``; with ``spec`` None (``refused`` says why it may not
+        register) every credential is wrong, and the answers are the same as for a real endpoint."""
+        username = (spec.username or spec.alias) if spec is not None else None
 
         def password_for(u: str) -> str | None:
-            return spec.password if u == username else None
+            return spec.password if spec is not None and u == username else None
 
         res: AuthResult = self.digest.verify(request, password_for)
-        if res.ok:
+        if res.ok and spec is not None:
             return
         p = res.problem
         if p in ("missing", "algorithm"):
@@ -282,10 +291,9 @@ class Registrar:
         if p == "stale":
             log.info("REGISTER for %s: %s; fresh nonce sent", spec.alias, res.reason)
             raise _Refuse(401, "Unauthorized", self._challenge(True))
-        if p == "wrong_password":
-            raise _Refuse(403, "wrong password")
-        if p == "unknown_user":
-            raise _Refuse(403, "wrong user name")
+        if p in ("wrong_password", "unknown_user") or res.ok:
+            raise _Refuse(403, FORBIDDEN, detail=refused or f"{spec.alias}: " + (
+                "wrong password" if p == "wrong_password" else "wrong user name"))
         raise _Refuse(400, res.reason)  # malformed, uri, qop
 
     def _challenge(self, stale: bool) -> list[tuple[str, str]]:

@@ -448,3 +448,26 @@ def test_a_refusal_does_not_reveal_where_a_dial_out_number_leads(cau):
     assert status_code(line) == 403, line
     assert "192.0.2.10" not in line and "h323:" not in line, line
     assert "routes out to h323:123@192.0.2.10" in cau.log()       # the operator's log says it
+
+
+def test_register_does_not_tell_which_endpoints_exist(target):
+    """An unknown user and a real endpoint of the plan get the same answer to REGISTER without
+    credentials: a digest challenge (RFC 3261 §22.1), nothing that names or denies the account."""
+    import socket
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    answers = []
+    try:
+        for user in ("pjsua-b", "no-such-commune-42"):
+            msg = (f"REGISTER sip:{target.host}:{target.sip_port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bKreg{user}\r\nMax-Forwards: 70\r\n"
+                   f"From: <sip:{user}@{target.host}>;tag=r1\r\nTo: <sip:{user}@{target.host}>\r\n"
+                   f"Call-ID: reg-{user}@lab\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>\r\n"
+                   f"Content-Length: 0\r\n\r\n").encode()
+            r = _exchange(target, s, msg, "4")
+            answers.append((r.split("\r\n", 1)[0], sum(1 for l in r.split("\r\n") if l.lower().startswith("www-authenticate:"))))
+    finally:
+        s.close()
+    assert answers[0][0].startswith("SIP/2.0 401") and answers[0] == answers[1], answers
