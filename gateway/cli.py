@@ -144,7 +144,17 @@ def _cmd_dialplan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     elif result.kind == "reject":
         print(f"result:  reject with {result.status}: {result.reason}")
     else:
-        print(f"result:  no route ({result.status}): {result.reason}")
+        ep = plan.endpoint(args.dialed)
+        if ep is None:
+            print(f"result:  no route ({result.status}): {result.reason}")
+            return 1
+        print(f"result:  endpoint {ep.alias} \"{ep.name}\" ({ep.protocol}"
+              + (f", number {ep.number}" if ep.number else "") + ")")
+        if ep.protocol in ("sip", "h323"):
+            print(f"         a call is put through to where it is registered "
+                  f"({'the SIP registrar' if ep.protocol == 'sip' else 'the gatekeeper'}), in a two-party room")
+        else:
+            print(f"         it joins by itself ({ep.protocol}): it cannot be called")
     if result.captures:
         print("captures: " + ", ".join(f"{k}={v}" for k, v in result.captures.items()))
     return 0

@@ -69,10 +69,21 @@ def test_route_district_number_names_the_district_room():
     assert "template" in r.stdout
 
 
-def test_route_unknown_number_says_no_route():
+def test_route_unknown_number_says_no_route_and_fails():
     r = cau("dialplan", "route", str(PROVINCE), "7777777")
-    assert r.returncode == 0
+    assert r.returncode == 1, "a script cannot tell a number that goes nowhere"
     assert "no route" in r.stdout and "404" in r.stdout
+
+
+@pytest.mark.parametrize("dialed, words", [
+    ("8101002", "endpoint xa-vinh-phat \"UBND xa Vinh Phat\" (h323, number 8101002)"),
+    ("xa-vinh-phat", "where it is registered (the gatekeeper)"),
+    ("xa-minh-tay", "it joins by itself (webrtc)"),
+])
+def test_route_answers_for_endpoint_numbers_and_aliases(dialed, words):
+    r = cau("dialplan", "route", str(PROVINCE), dialed)
+    assert r.returncode == 0, r.stdout
+    assert words in r.stdout
 
 
 def test_route_cascade_number_dials_out():
