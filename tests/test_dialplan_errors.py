@@ -251,11 +251,16 @@ def test_where_names_unknown_capture_or_impossible_range() -> None:
           - pattern: "83{nn:2}"
             where: {nn: "20-10"}
             template: "huyen-{nn}"
+          - pattern: "84{nn:2}"
+            where: {nn: "01-200"}
+            template: "huyen-{nn}"
         """)
-    assert [p.line for p in found] == [6, 9, 12]
+    assert [p.line for p in found] == [6, 9, 12, 15]
     assert "unknown key 'n' in 'where' of route #1 (did you mean 'nn'?" in found[0].message
     assert "route #2 never matches: {nn:2} captures exactly 2 digits (0-99)" in found[1].message
     assert "is empty (low 20 > high 10)" in found[2].message
+    assert "'01-200' of 'nn' in route #4 goes past what {nn:2} captures (2 digits, at most 99)" in found[3].message
+    assert "write 01-99" in found[3].message
 
 
 def test_route_needs_exactly_one_match_and_one_action() -> None:

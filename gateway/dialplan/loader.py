@@ -573,6 +573,11 @@ class _Builder:
                 r.at(item, f"{what} never matches: {cap.spec()} captures exactly {cap.width} digit"
                            f"{'s' if cap.width != 1 else ''} (0-{top}), so '{name}' can never be in {lo}-{hi}")
                 return None
+            if top is not None and hi > top:
+                r.at(item, f"'where' range '{item.value}' of '{name}' in {what} goes past what {cap.spec()} captures "
+                           f"({cap.width} digit{'s' if cap.width != 1 else ''}, at most {top}): numbers above {top} "
+                           f"never reach this route; write {mr.group(1)}-{top}, or capture more digits")
+                return None
             out.append((lo, hi))
         return tuple(out)
 
