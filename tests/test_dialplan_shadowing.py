@@ -57,8 +57,24 @@ def test_room_number_shadows_route_case_insensitively() -> None:
         """)
     assert found == [
         "plan.yaml:6:5: route #1 never matches: every number it matches is taken by "
-        "room 'tinh' (number 'tinh' at line 4); remove it or move it above"
-    ]
+        "room 'tinh' (number 'tinh' at line 4); remove it or give the room another number"
+    ], "rooms are tried before every route: moving the route cannot help"
+
+
+def test_a_number_behind_a_pattern_whose_where_takes_it_is_caught() -> None:
+    found = plan_problems("""
+        - pattern: "81{nn:2}"
+          where: {nn: "01-20"}
+          template: "huyen-{nn}"
+        - number: "8107"
+          reject: {}
+        - number: "8150"
+          reject: {}
+        """)
+    assert found == [
+        "plan.yaml:11:5: route #2 never matches: its number '8107' is taken by the route at line 8 "
+        "(pattern 81{nn:2}, whose 'where' includes it); move it above that route or narrow the 'where'"
+    ], "8150 is outside 01-20 and reaches its own route"
 
 
 def test_union_of_earlier_routes_shadows() -> None:

@@ -658,7 +658,12 @@ class _Builder:
             callers: tuple[str, ...] = ()
             protocols: tuple[str, ...] = ()
 
+        @dataclass
+        class Partial:
+            route: RouteSpec
+
         earlier: list[Earlier] = []
+        partial: list[Partial] = []
         for room in rooms:
             for number in room.numbers:
                 line = self.number_lines.get((room.id, number), room.line)
@@ -670,17 +675,36 @@ class _Builder:
                 and (not e.protocols or (route.protocols and set(route.protocols) <= set(e.protocols)))
             ]
             single = next((e for e in eligible if covers([e.matcher], route.matcher)), None)
+            hidden = None
+            if single is None and route.matcher.kind == "number":
+                # an exact number behind a pattern route whose `where` takes that very number
+                hidden = next((p for p in partial if p.route.matcher.match(route.matcher.text) is not None
+                               and p.route.where_ok(p.route.matcher.match(route.matcher.text) or {})
+                               and (not p.route.callers or "*" in p.route.callers
+                                    or (route.callers and set(route.callers) <= set(p.route.callers)))
+                               and (not p.route.protocols
+                                    or (route.protocols and set(route.protocols) <= set(p.route.protocols)))), None)
             if single is not None:
+                # room numbers are tried before every route: moving the route cannot help
+                hint = "remove it or give the room another number" if single.label.startswith("room ") \
+                    else "remove it or move it above"
                 self.r.at(nodes.node, f"route #{route.index} never matches: every number it matches is taken by "
-                                      f"{single.label}; remove it or move it above")
+                                      f"{single.label}; {hint}")
+            elif hidden is not None:
+                self.r.at(nodes.node, f"route #{route.index} never matches: its number '{route.matcher.text}' is "
+                                      f"taken by the route at line {hidden.route.line} "
+                                      f"({hidden.route.matcher.describe()}, whose 'where' includes it); "
+                                      "move it above that route or narrow the 'where'")
             else:
                 overlapping = [e for e in eligible if intersects(e.matcher, route.matcher)]
                 if len(overlapping) > 1 and covers([e.matcher for e in overlapping], route.matcher):
                     self.r.at(nodes.node, f"route #{route.index} never matches: every number it matches is taken by "
                                           f"earlier rules: {'; '.join(e.label for e in overlapping)}")
-            if not route.where:  # a route with a `where` is only partly known: it never shadows others
+            if not route.where:
                 earlier.append(Earlier(route.matcher, f"the route at line {route.line} ({route.matcher.describe()})",
                                        route.callers, route.protocols))
+            else:   # only partly known: it hides the exact numbers its `where` takes (checked above)
+                partial.append(Partial(route))
 
     def check_cascades(self, plan: DialPlan) -> None:
         for owner, number, node in self.cascades:
