@@ -492,13 +492,48 @@ class Gateway:
         }
 
 
+def local_addresses() -> list[str]:
+    """This machine's addresses people can reach (no loopback, no IPv6 link-local), IPv4 first."""
+    import ipaddress
+
+    import ifaddr
+
+    found: list[str] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            try:
+                a = ipaddress.ip_address(text)
+            except ValueError:
+                continue
+            if not (a.is_loopback or a.is_link_local or a.is_unspecified) and text not in found:
+                found.append(text)
+    return sorted(found, key=lambda t: (":" in t, t))
+
+
 def banner(gw: Gateway) -> str:
     plan = gw.dialplan.current
-    host = gw.settings.bind if gw.settings.bind not in ("0.0.0.0", "::") else socket.gethostname()
+    wildcard = gw.settings.bind in ("0.0.0.0", "::")
+    if gw.settings.advertise:
+        host = gw.settings.advertise
+    elif wildcard:
+        found = local_addresses()
+        host = found[0] if found else "127.0.0.1"
+    else:
+        host = gw.settings.bind
+    if ":" in host:
+        host = f"[{host}]"
     lines = [
         f"Cầu {__version__} on {_loop.loop_name(gw.reactor._asyncioEventloop)}",
         f"dial plan {plan.path}: {plan.summary()}",
     ]
+    if wildcard:
+        addrs = local_addresses()
+        lines.append("this machine's addresses: " + (", ".join(addrs) if addrs else "none but loopback"))
+        if not gw.settings.advertise:
+            lines.append("WARNING: bound to every address without --advertise: SDP, Contact and the "
+                         f"gatekeeper's answers carry {gw.advertised_host()}, which only this machine can "
+                         "reach; start with --advertise <the address sites call>")
     for what, where in gw.listening.items():
         lines.append(f"{what} listening on {where}")
     lines.append(f"status page: http://{host}:{gw.http_port()}/")

@@ -420,3 +420,28 @@ def test_dial_out_by_alias_through_the_external_gatekeeper(gateway, tmp_path):
         LOOP.run_until_complete(ep.close())
         national.stop()
         run_for(0.1)
+
+
+def test_the_banner_of_a_gateway_bound_to_every_address_names_them_and_warns(monkeypatch):
+    """Bound to 0.0.0.0 the banner gives addresses people can call (not the host name), and says
+    that without --advertise the answers would carry loopback."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from gateway import app
+    from gateway.config import Settings
+    from gateway.dialplan import DialPlanHolder
+    from gateway.resources import default_dialplan
+
+    monkeypatch.setattr(app, "local_addresses", lambda: ["198.51.100.7", "2001:db8::7"])
+    plan = DialPlanHolder(default_dialplan())
+    gw = SimpleNamespace(settings=Settings(bind="0.0.0.0"), dialplan=plan, listening={},
+                         reactor=SimpleNamespace(_asyncioEventloop=asyncio.new_event_loop()),
+                         http_port=lambda: 8080, advertised_host=lambda: "127.0.0.1")
+    text = app.banner(gw)
+    assert "this machine's addresses: 198.51.100.7, 2001:db8::7" in text
+    assert "status page: http://198.51.100.7:8080/" in text
+    assert "WARNING" in text and "--advertise" in text and "127.0.0.1" in text
+    gw.settings = Settings(bind="0.0.0.0", advertise="203.0.113.9")
+    text = app.banner(gw)
+    assert "WARNING" not in text and "status page: http://203.0.113.9:8080/" in text
