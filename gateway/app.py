@@ -323,6 +323,7 @@ class Gateway:
             lambda: self.dialplan.current, gatekeeper_id="cau",
             call_signal_address=(host, self.h323.port), reactor=self.reactor,
             ras_address=(host, self.settings.ras_port) if self.settings.ras_port else None,
+            neighbours=self.settings.gatekeeper_neighbours,
         )
         self._listen("H.323 RAS", self.settings.ras_port, "--ras-port",
                      lambda: gk.start(self.settings.bind, self.settings.ras_port))

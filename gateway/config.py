@@ -24,6 +24,7 @@ A settings file looks like::
     tls_key: /etc/cau/key.pem      #   is made on first start in state_dir and kept
     state_dir: /var/lib/cau        # where Cầu keeps what it makes (default ~/.local/state/cau)
     ice_hosts: 10.21.0.5, 203.0.113.7   # addresses offered to browsers as ICE host candidates
+    gatekeeper_neighbours: 192.0.2.10   # gatekeepers whose LRQs are answered (none by default)
     ice_servers:                   # STUN/TURN servers handed to browsers (WHIP Link headers, join page)
       - urls: stun:stun.example.vn:3478
       - urls: turn:turn.example.vn:3478
@@ -75,15 +76,16 @@ class Settings:
     tls_key: Path | None = None
     state_dir: Path | None = None  # None: $XDG_STATE_HOME/cau or ~/.local/state/cau
     ice_hosts: tuple[str, ...] = ()   # host candidate addresses; empty: the advertised/bind address
+    gatekeeper_neighbours: tuple[str, ...] = ()   # gatekeepers (addresses / networks) whose LRQs are answered
     ice_servers: tuple[tuple[tuple[str, str], ...], ...] = ()   # each: (("urls", …), ("username", …), …)
 
 
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port", "https_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
          "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "api_token", "video_mtu",
-         "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers")
+         "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers", "gatekeeper_neighbours")
 #: keys whose value may be a YAML list / mapping
-_STRUCTURED = ("ice_hosts", "ice_servers")
+_STRUCTURED = ("ice_hosts", "ice_servers", "gatekeeper_neighbours")
 
 
 def check_ice_hosts(value: Any) -> tuple[str, ...]:
@@ -101,6 +103,21 @@ def check_ice_hosts(value: Any) -> tuple[str, ...]:
     if not hosts:
         raise ValueError("ice_hosts must list at least one IP address")
     return tuple(hosts)
+
+
+def check_networks(key: str, value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value or "").split(",")
+    out = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"{key} must list addresses or networks (e.g. 192.0.2.10, 10.0.0.0/8), not {text!r}") from None
+        out.append(text)
+    return tuple(out)
 
 
 def check_ice_servers(value: Any) -> tuple[tuple[tuple[str, str], ...], ...]:
@@ -224,6 +241,8 @@ def load_settings(path: str | Path) -> Settings:
                 values[key] = check_ice_hosts(value)
             elif key == "ice_servers":
                 values[key] = check_ice_servers(value)
+            elif key == "gatekeeper_neighbours":
+                values[key] = check_networks(key, value)
             elif key == "dialplan":
                 if not isinstance(value, str) or not value:
                     raise ValueError("dialplan must be a file path")

@@ -256,6 +256,7 @@ def test_admission(gk: Gatekeeper, ep: Endpoint, ep2: Endpoint) -> None:
 
 
 def test_location(gk: Gatekeeper, ep: Endpoint, ep2: Endpoint) -> None:
+    gk.neighbours = Gatekeeper(lambda: PLAN, neighbours=["127.0.0.0/8"]).neighbours
     ep2.register(gk, [("h323-ID", "hdx-hg"), ("dialedDigits", "2001")])
     lcf = ep.ask(ras.build_lrq(ep.next_seq(), [("dialedDigits", "8000")], ep.address,
                                source_aliases=[("h323-ID", "national-gk")]), gk)
@@ -267,6 +268,29 @@ def test_location(gk: Gatekeeper, ep: Endpoint, ep2: Endpoint) -> None:
     assert lrj.kind == "locationReject" and lrj.reject_reason == "notRegistered"
     lrj = ep.ask(ras.build_lrq(ep.next_seq(), [("dialedDigits", "0090001")], ep.address), gk)
     assert lrj.reject_reason == "requestDenied"
+
+
+def test_lrq_is_answered_only_to_neighbours_and_never_reflected(gk: Gatekeeper, ep: Endpoint, ep2: Endpoint) -> None:
+    """By default no one is a neighbour: an LRQ for a room is refused, and the refusal goes back to
+    the sender, not to the replyAddress it names (a spoofed one would make us a reflector)."""
+    lrj = ep.ask(ras.build_lrq(ep.next_seq(), [("dialedDigits", "8000")], ep2.address), gk)
+    assert lrj.kind == "locationReject" and lrj.reject_reason == "requestDenied"
+    run_for(0.1)
+    assert not ep2.inbox, "the gatekeeper answered the replyAddress of an LRQ from a non-neighbour"
+    gk.neighbours = Gatekeeper(lambda: PLAN, neighbours=["127.0.0.1"]).neighbours
+    assert ep.ask(ras.build_lrq(ep.next_seq(), [("dialedDigits", "8000")], ep.address), gk).kind == "locationConfirm"
+
+
+def test_registrations_are_capped_per_source(ep: Endpoint) -> None:
+    g = Gatekeeper(lambda: PLAN, call_signal_address=CAU_CS,
+                   max_registrations_per_source=2, expiry_grace=0)
+    g.start("127.0.0.1", 0)
+    try:
+        got = [ep.register(g, [("h323-ID", f"lab-{i}")], cs=("127.0.0.1", 30000 + i)) for i in range(3)]
+        assert [r.kind for r in got[:2]] == ["registrationConfirm"] * 2, [(r.kind, r.reject_reason) for r in got]
+        assert got[2].kind == "registrationReject" and got[2].reject_reason == "resourceUnavailable"
+    finally:
+        wait(g.stop())
 
 
 def test_irr_is_a_keepalive(ep: Endpoint) -> None:
@@ -338,6 +362,8 @@ def _tshark_capture(port: int, count: int, action) -> str:
 
 
 def test_tshark_decodes_what_the_gatekeeper_sends(gk: Gatekeeper, ep: Endpoint) -> None:
+    gk.neighbours = Gatekeeper(lambda: PLAN, neighbours=["127.0.0.1"]).neighbours
+
     def exchange() -> None:
         eid = ep.register(gk, [("h323-ID", "xa-an-binh"), ("dialedDigits", "8101001")]).endpoint_identifier
         ep.ask(ras.build_arq(ep.next_seq(), eid, [("h323-ID", "xa-an-binh")], 3840, 7, CONF, CALL,

@@ -208,3 +208,12 @@ def test_an_address_in_front_of_a_nat_is_offered_beside_the_host_candidate():
     mapped = [l for l in out if " 203.0.113.7 " in l]
     assert mapped == ["a=candidate:abcn0 1 udp 2130706430 203.0.113.7 50123 typ host"], mapped
     assert out.index(mapped[0]) == out.index("a=candidate:abc 1 udp 2130706431 10.21.0.5 50123 typ host") + 1
+
+
+def test_gatekeeper_neighbours_are_read_and_checked(tmp_path):
+    p = tmp_path / "cau.yaml"
+    p.write_text("gatekeeper_neighbours: [192.0.2.10, 10.20.0.0/16]\n")
+    assert load_settings(p).gatekeeper_neighbours == ("192.0.2.10", "10.20.0.0/16")
+    p.write_text("gatekeeper_neighbours: national-gk\n")
+    with pytest.raises(ConfigError, match=r"cau\.yaml:1:\d+: gatekeeper_neighbours must list addresses"):
+        load_settings(p)

@@ -50,10 +50,15 @@ Procedures (H.225.0 §7, H.323 §7.2 / §8.1):
 * **BRQ** → BCF (min(asked, max)) for a known call; BRJ ``invalidConferenceID``
   for an unknown call, ``notBound`` for an unregistered endpoint.
 * **DRQ** → DCF and the admission record is dropped; DRJ ``notRegistered``.
-* **LRQ** → LCF (our call signalling + RAS address) when the number reaches a
-  room, LCF with the endpoint's addresses for a registered alias/prefix; LRJ
-  ``notRegistered`` when nothing answers, ``requestDenied`` for reject and dial
-  routes (we are no transit for other zones).  Sent to the LRQ's replyAddress.
+* **LRQ** from a configured neighbour (``neighbours``: addresses / networks;
+  none by default) → LCF (our call signalling + RAS address) when the number
+  reaches a room, LCF with the endpoint's addresses for a registered
+  alias/prefix; LRJ ``notRegistered`` when nothing answers, ``requestDenied``
+  for reject and dial routes (we are no transit for other zones); sent to the
+  LRQ's replyAddress when that is the sender's own host. From anyone else →
+  LRJ ``requestDenied``, to the sender's address.
+* RRQ beyond ``max_registrations`` in all or ``max_registrations_per_source``
+  from one address → RRJ ``resourceUnavailable``.
 * **IRR** from a registered endpoint is a keep-alive (IACK when needResponse);
   :meth:`Gatekeeper.send_irq` asks an endpoint for one.
 * Other requests → XRS (unknownMessageResponse).  A datagram that does not
@@ -187,8 +192,15 @@ class Gatekeeper(DatagramProtocol):
                  routed: bool = True, time_to_live: int = 300, require_known_endpoints: bool = False,
                  multicast_discovery: bool = False, reactor: Any = None, *, clock: Any = None,
                  max_bandwidth: int = 40960, expiry_grace: float = 10.0, expiry_check_interval: float = 1.0,
-                 reply_cache_seconds: float = 15.0) -> None:
+                 reply_cache_seconds: float = 15.0, neighbours: Any = (),
+                 max_registrations: int = 2000, max_registrations_per_source: int = 50) -> None:
+        import ipaddress
+
         self._plan = plan
+        #: the gatekeepers whose LRQs are answered (addresses / networks); nobody else's
+        self.neighbours = tuple(ipaddress.ip_network(n, strict=False) for n in neighbours)
+        self.max_registrations = max_registrations
+        self.max_registrations_per_source = max_registrations_per_source
         self.gatekeeper_id = gatekeeper_id
         self.call_signal_address = call_signal_address
         self._ras_address = ras_address
@@ -509,6 +521,14 @@ class Gatekeeper(DatagramProtocol):
         if previous is None:
             previous = next((r for r in self.registrations.values()
                              if any(a in r.call_signal_addresses for a in csas)), None)
+        if previous is None:
+            if len(self.registrations) >= self.max_registrations:
+                return self._rrj(m, addr, _Reject("resourceUnavailable",
+                                                  f"the gatekeeper holds {self.max_registrations} registrations"))
+            if sum(1 for r in self.registrations.values() if r.ras_address[0] == addr[0]) \
+                    >= self.max_registrations_per_source:
+                return self._rrj(m, addr, _Reject("resourceUnavailable",
+                                                  f"{addr[0]} holds {self.max_registrations_per_source} registrations"))
         try:
             spec = self._check_aliases(m.aliases, addr[0],
                                        endpoint_id=previous.endpoint_id if previous else None,
@@ -694,8 +714,22 @@ class Gatekeeper(DatagramProtocol):
         return ras.build_dcf(m.seq), addr
 
     # ------------------------------------------------------------------ location
+    def is_neighbour(self, host: str) -> bool:
+        import ipaddress
+
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(ip in n for n in self.neighbours if n.version == ip.version)
+
     def _on_lrq(self, m: RasMessage, addr: Address) -> tuple[bytes, Address]:
-        dest = m.reply_address or addr
+        if not self.is_neighbour(addr[0]):
+            # not a configured neighbour: told no, at the address it came from (a spoofed
+            # replyAddress must not turn the gatekeeper into a reflector), and told nothing else
+            self._reject("LRJ", "requestDenied", f"LRQ from {addr[0]}, which is not a configured neighbour", m, addr)
+            return ras.build_lrj(m.seq, "requestDenied"), addr
+        dest = m.reply_address if m.reply_address and m.reply_address[0] == addr[0] else addr
         reason, detail = "notRegistered", "no destination"
         for kind, text in m.destination_info:
             if kind == "transportID":
