@@ -88,24 +88,8 @@ _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialp
 _STRUCTURED = ("ice_hosts", "ice_servers", "gatekeeper_neighbours")
 
 
-def check_ice_hosts(value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else str(value or "").split(",")
-    hosts = []
-    for item in items:
-        text = str(item).strip()
-        if not text:
-            continue
-        try:
-            ipaddress.ip_address(text)
-        except ValueError:
-            raise ValueError(f"ice_hosts must list IP addresses (e.g. 10.21.0.5, 203.0.113.7), not {text!r}") from None
-        hosts.append(text)
-    if not hosts:
-        raise ValueError("ice_hosts must list at least one IP address")
-    return tuple(hosts)
-
-
-def check_networks(key: str, value: Any) -> tuple[str, ...]:
+def _address_list(value: Any, parse: Any, problem: str) -> tuple[str, ...]:
+    """A YAML list or a comma-separated string of addresses, each checked by ``parse``."""
     items = value if isinstance(value, list) else str(value or "").split(",")
     out = []
     for item in items:
@@ -113,11 +97,23 @@ def check_networks(key: str, value: Any) -> tuple[str, ...]:
         if not text:
             continue
         try:
-            ipaddress.ip_network(text, strict=False)
+            parse(text)
         except ValueError:
-            raise ValueError(f"{key} must list addresses or networks (e.g. 192.0.2.10, 10.0.0.0/8), not {text!r}") from None
+            raise ValueError(f"{problem}, not {text!r}") from None
         out.append(text)
     return tuple(out)
+
+
+def check_ice_hosts(value: Any) -> tuple[str, ...]:
+    hosts = _address_list(value, ipaddress.ip_address, "ice_hosts must list IP addresses (e.g. 10.21.0.5, 203.0.113.7)")
+    if not hosts:
+        raise ValueError("ice_hosts must list at least one IP address")
+    return hosts
+
+
+def check_networks(key: str, value: Any) -> tuple[str, ...]:
+    return _address_list(value, lambda t: ipaddress.ip_network(t, strict=False),
+                         f"{key} must list addresses or networks (e.g. 192.0.2.10, 10.0.0.0/8)")
 
 
 def check_ice_servers(value: Any) -> tuple[tuple[tuple[str, str], ...], ...]:
