@@ -196,24 +196,36 @@ def test_the_pinned_version_is_the_one_setup_cfg_installs():
     assert f"aiortc=={hooks.AIORTC_VERSION}" in text and f"aioice=={hooks.AIOICE_VERSION}" in text
 
 
-def test_a_packet_track_waits_for_its_sender_then_for_a_keyframe_and_starts_over_when_behind():
+def test_a_packet_track_waits_for_its_sender_then_for_a_keyframe_and_again_after_a_lost_frame():
     import av
 
+    class Sender:            # stands in for hooks.FastSender: running once aiortc starts the sender
+        running = False
+        ok = True
+        sent: list = []
+
+        def push(self, packet):
+            if self.ok:
+                self.sent.append(bytes(packet))
+            return self.ok
+
     asks = []
-    t = PacketTrack("video", on_start=lambda: asks.append("start"), on_overflow=lambda: asks.append("overflow"))
+    s = Sender()
+    t = PacketTrack("video", on_start=lambda: asks.append("start"))
+    t.fast = s
     t.push(av.Packet(b"k"), keyframe=True)
-    assert t.pushed == 0, "queued before aiortc's sender asked"
-
-    async def first():
-        return await asyncio.wait_for(t.recv(), 0.05)
-
-    with pytest.raises(asyncio.TimeoutError):
-        LOOP.run_until_complete(first())
-    assert asks == ["start"]
+    assert s.sent == [] and asks == [], "sent before aiortc started the sender"
+    s.running = True
     t.push(av.Packet(b"p"), keyframe=False)
-    assert t.pushed == 0, "a delta frame before any keyframe was queued"
+    assert s.sent == [] and asks == ["start"], "a delta frame before any keyframe was sent"
     t.push(av.Packet(b"k"), keyframe=True)
-    for _ in range(10):
-        t.push(av.Packet(b"p"), keyframe=False)
-    assert asks == ["start", "overflow"] and t.waiting_keyframe
+    t.push(av.Packet(b"p"), keyframe=False)
+    assert s.sent == [b"k", b"p"]
+    s.ok = False                             # e.g. no ICE pair for a moment
+    t.push(av.Packet(b"p"), keyframe=False)
+    s.ok = True
+    t.push(av.Packet(b"p"), keyframe=False)
+    assert s.sent == [b"k", b"p"] and t.waiting_keyframe, "a delta frame after a lost one was sent"
+    t.push(av.Packet(b"k"), keyframe=True)
+    assert s.sent[-1] == b"k" and not t.waiting_keyframe
     t.stop()

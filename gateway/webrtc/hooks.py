@@ -3,7 +3,7 @@
 aiortc is a complete WebRTC stack (ICE, DTLS, SRTP, RTP/RTCP, codecs); Cầu uses
 its transport and its packetizers but not its codecs, because a room encodes
 once per encoder group and decodes only what is on screen. aiortc has no public
-API for that, so four private seams are used. Each one is checked by
+API for that, so five private seams are used. Each one is checked by
 ``tests/test_webrtc_hooks.py`` against the pinned version (:data:`AIORTC_VERSION`):
 an upgrade that moves one fails there first, not in a meeting.
 

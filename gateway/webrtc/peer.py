@@ -11,8 +11,9 @@ the seams used):
   decoded only while on screen, keyframes asked for by PLI);
 * **out**: the mixer's encoded audio and the encoder group's whole encoded
   frames (H.264 Annex B with SPS/PPS before every IDR, or VP8) become
-  ``av.Packet``\\ s with pts and time base on a :class:`PacketTrack`; aiortc's
-  sender only packetizes and encrypts them. Nothing is encoded per browser.
+  ``av.Packet``\\ s with pts and time base on a :class:`PacketTrack`, sent at once
+  by :class:`hooks.FastSender` (aiortc's packetizer, RTP packet and SRTP). Nothing is
+  encoded per browser.
 * **feedback**: a browser's PLI/FIR becomes the leg's ``keyframe_request``
   (the group's gate: at most one IDR per 500 ms), its REMB the leg's
   ``bitrate_limit`` (tier changes upwards at most every :data:`REMB_HOLD` s),
@@ -21,7 +22,6 @@ the seams used):
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import logging
 import time
@@ -44,9 +44,6 @@ from gateway.webrtc.offer import PreparedOffer
 
 log = logging.getLogger(__name__)
 
-#: packets a track holds for a sender that is behind (audio: 200 ms; video: frames)
-AUDIO_QUEUE = 10
-VIDEO_QUEUE = 6
 #: seconds a REMB-driven tier must wait before going up again (browsers' estimates wander)
 REMB_HOLD = 4.0
 #: seconds a peer connection may take to connect before the leg is given up
@@ -56,85 +53,51 @@ _ids = itertools.count(1)
 
 
 class PacketTrack(MediaStreamTrack):
-    """Already-encoded media for one aiortc sender, pushed from the loop thread. With
-    :attr:`fast` (what the peer sets) each push is sent at once by :class:`hooks.FastSender`;
-    without it aiortc's own sender loop awaits :meth:`recv`. Until the sender runs nothing is
-    kept; a video track then waits for a keyframe (``on_start`` asks the room for one), and starts
-    over from the next keyframe when it falls behind (``on_overflow``, queued mode)."""
+    """Already-encoded media for one aiortc sender, pushed from the loop thread and sent at once
+    by :attr:`fast` (a :class:`hooks.FastSender`, which the peer sets; aiortc's own loop, which
+    would await :meth:`recv`, is replaced). Until the sender runs nothing is sent; a video track
+    then waits for a keyframe (``on_start`` asks the room for one), and again after a frame could
+    not be sent."""
 
-    def __init__(self, kind: str, *, on_start: Callable[[], None] | None = None,
-                 on_overflow: Callable[[], None] | None = None) -> None:
+    def __init__(self, kind: str, *, on_start: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.kind = kind
-        self._q: collections.deque[av.Packet] = collections.deque()
-        self._ready = asyncio.Event()
-        self._max = VIDEO_QUEUE if kind == "video" else AUDIO_QUEUE
         self.on_start = on_start
-        self.on_overflow = on_overflow
         self.started = False
         self.waiting_keyframe = kind == "video"
         self.pushed = 0
         self.dropped = 0
-        #: set by the peer: aiortc's sender sends what is pushed at once (hooks.FastSender)
         self.fast: hooks.FastSender | None = None
+        self._ended = asyncio.Event()
 
     def push(self, packet: av.Packet, keyframe: bool = True) -> None:
         fast = self.fast
-        if fast is not None:
-            if not fast.running or self.readyState != "live":
-                self.dropped += 1
-                self.waiting_keyframe = self.kind == "video"
-                return
-            if not self.started:
-                self.started = True
-                if self.on_start is not None:
-                    self.on_start()
-            if self.waiting_keyframe and not keyframe:
-                self.dropped += 1
-                return
-            if fast.push(packet):
-                self.waiting_keyframe = False
-                self.pushed += 1
-            else:
-                self.dropped += 1
-            return
-        if not self.started or self.readyState != "live":
+        if fast is None or not fast.running or self.readyState != "live":
             self.dropped += 1
+            self.waiting_keyframe = self.kind == "video"
             return
-        if self.waiting_keyframe:
-            if not keyframe:
-                self.dropped += 1
-                return
-            self.waiting_keyframe = False
-        if len(self._q) >= self._max:
-            self.dropped += len(self._q)
-            self._q.clear()
-            if self.kind == "video":
-                self.waiting_keyframe = not keyframe
-                if self.on_overflow is not None:
-                    self.on_overflow()
-                if self.waiting_keyframe:
-                    self.dropped += 1
-                    return
-        self._q.append(packet)
-        self.pushed += 1
-        self._ready.set()
-
-    async def recv(self) -> av.Packet:
         if not self.started:
             self.started = True
             if self.on_start is not None:
                 self.on_start()
-        while not self._q:
-            if self.readyState != "live":
-                raise MediaStreamError
-            self._ready.clear()
-            await self._ready.wait()
-        return self._q.popleft()
+        if self.waiting_keyframe and not keyframe:
+            self.dropped += 1
+            return
+        if fast.push(packet):
+            self.waiting_keyframe = False
+            self.pushed += 1
+        else:
+            self.dropped += 1
+            self.waiting_keyframe = self.kind == "video"
+
+    async def recv(self) -> av.Packet:
+        """Never called while :attr:`fast` stands in for aiortc's loop; ends with the track."""
+        await self._ended.wait()
+        raise MediaStreamError
 
     def stop(self) -> None:
         super().stop()
-        self._ready.set()
+        self._ended.set()
 
 
 class WebRtcSession:
@@ -331,7 +294,7 @@ class WebRtcPeer:
                     source = VideoReceiver(session, fmt, request_keyframe=lambda: leg.request_keyframe("video"))  # type: ignore[arg-type]
                 if track is not None:
                     sink = WebRtcVideoSink(session, fmt, track)
-                    track.on_start = track.on_overflow = lambda: leg.emit("keyframe_request", stream="video")
+                    track.on_start = lambda: leg.emit("keyframe_request", stream="video")
                 leg.add_stream(MediaStream("video", "video", fmt, fmt, direction, source, sink,
                                            keyframe_requester=session.send_pli,
                                            stats_provider=lambda s=session: rtp_stats(s)))  # type: ignore[arg-type]
