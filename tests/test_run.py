@@ -445,3 +445,36 @@ def test_the_banner_of_a_gateway_bound_to_every_address_names_them_and_warns(mon
     gw.settings = Settings(bind="0.0.0.0", advertise="203.0.113.9")
     text = app.banner(gw)
     assert "WARNING" not in text and "status page: http://203.0.113.9:8080/" in text
+
+
+def test_a_huge_request_body_is_refused_before_it_is_kept(gateway):
+    """A Content-Length of 1 GB (or a chunked body that keeps coming) gets 413 at once and the
+    connection is closed: the gateway never stores it, and goes on serving."""
+    gw = gateway("--no-watch")
+
+    def send(head: bytes, body: bytes) -> bytes:
+        s = socket.create_connection(("127.0.0.1", gw.port), timeout=5)
+        try:
+            s.sendall(head + body)
+            out = b""
+            while True:
+                try:
+                    chunk = s.recv(65536)
+                except (ConnectionResetError, socket.timeout):
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            return out
+        finally:
+            s.close()
+
+    big = send(b"POST /api/rooms/demo/dial HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"Content-Length: 1000000000\r\n\r\n", b"x" * 1000)
+    assert big.startswith(b"HTTP/1.1 413"), big[:80]
+    chunk = b"%x\r\n%s\r\n" % (65536, b"y" * 65536)
+    chunked = send(b"POST /whip/1000 HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n"
+                   b"Transfer-Encoding: chunked\r\n\r\n", chunk * 5)
+    assert chunked.startswith(b"HTTP/1.1 413"), chunked[:80]
+    assert gw.health()["status"] == "ok"
+    assert gw.stop() == 0

@@ -302,6 +302,45 @@ class WebRtcConfig(resource.Resource):
         return _json(request, {"iceServers": servers})
 
 
+#: the largest request body the web server takes (a WHIP offer is a few kB, an API call less)
+MAX_BODY = 256 * 1024
+
+
+class BoundedRequest(server.Request):
+    """A request whose body may not pass :data:`MAX_BODY`: a larger Content-Length, or a chunked
+    body that grows past it, is answered 413 and the connection closed, before the body is kept."""
+
+    _body_seen = 0
+    _refused = False
+
+    def gotLength(self, length: int | None) -> None:  # noqa: N802 (Twisted)
+        super().gotLength(None if length is None else min(length, MAX_BODY))
+        if length is not None and length > MAX_BODY:
+            self._refuse()
+
+    def handleContentChunk(self, data: bytes) -> None:  # noqa: N802 (Twisted)
+        if self._refused:
+            return
+        self._body_seen += len(data)
+        if self._body_seen > MAX_BODY:
+            self._refuse()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse(self) -> None:
+        self._refused = True
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is not None:
+            text = f"the request body is larger than {MAX_BODY // 1024} KiB\n".encode()
+            transport.write(b"HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                            b"Connection: close\r\nContent-Length: " + str(len(text)).encode() + b"\r\n\r\n" + text)
+            transport.loseConnection()
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:  # noqa: N802
+        if not self._refused:
+            super().requestReceived(command, path, version)
+
+
 def build_site(gateway: "Gateway", secure: bool = False) -> server.Site:
     """The web server: status and API, and the browser side (join page, WHIP/WHEP). On the plain
     HTTP site (``secure=False``) the browser side answers loopback clients only and sends others to
@@ -322,7 +361,7 @@ def build_site(gateway: "Gateway", secure: bool = False) -> server.Site:
                b"join": join_page(), b"static": static_files(), b"webrtc-config.json": WebRtcConfig(gateway)}
     for name, child in browser.items():
         root.putChild(name, child if secure else SecureOnly(gateway, child))
-    site = server.Site(root)
+    site = server.Site(root, requestFactory=BoundedRequest)
     site.displayTracebacks = False
     site.noisy = False
     return site
