@@ -49,6 +49,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     conf = sub.add_parser("conformance", help="run the interop conformance suite", description="Run the conformance suite (interop_tests) with pytest and write a JUnit XML and an HTML report.")
     conf.add_argument("--list", action="store_true", help="list the test cases and exit")
+    conf.add_argument("--peers-check", action="store_true",
+                      help="only check that the peers the suite drives are installed (one line each; exit 3 if not)")
     conf.add_argument("-k", dest="keyword", metavar="EXPR", help="only run cases matching this pytest -k expression")
     conf.add_argument("--report", metavar="DIR", help="write junit.xml and report.html into DIR (default ./conformance-report)")
     conf.add_argument("--sip-target", metavar="HOST:PORT", help="test this SIP system instead of a Cầu the suite starts itself")
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, flag)
             if value:
                 target += ["--" + flag.replace("_", "-"), value]
-        return run_conformance(list_only=args.list, keyword=args.keyword, report_dir=args.report, extra=target)
+        return run_conformance(list_only=args.list, keyword=args.keyword, report_dir=args.report, extra=target,
+                               peers_check=args.peers_check)
     parser.error(f"unknown command {args.command}")
     return 2
 

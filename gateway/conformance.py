@@ -28,6 +28,45 @@ class CaseResult:
     detail: str
 
 
+#: the independent peers the suite drives: (name, how it is found, what it is for, how to install it)
+PEERS = (
+    ("sipp", "exe:sipp", "SIP call flows and digest registration", "apt-get install sip-tester"),
+    ("baresip", "exe:baresip", "a SIP phone with audio and video", "apt-get install baresip-core baresip-ffmpeg"),
+    ("pjsua2", "py:pjsua2", "PJSIP, a second SIP stack", "pip install pjsua2-python"),
+    ("tshark", "exe:tshark", "dissectors that judge what is on the wire", "apt-get install tshark"),
+    ("chromium", "exe:chromium", "a browser joining from the join page", "apt-get install chromium"),
+    ("playwright", "py:playwright", "drives chromium (never `playwright install`)", "pip install playwright"),
+)
+
+
+def check_peers() -> list[tuple[str, bool, str]]:
+    """(peer, found, one line for a person) for every peer of :data:`PEERS`."""
+    import importlib.util
+    import shutil
+
+    out = []
+    for name, how, use, install in PEERS:
+        kind, _, what = how.partition(":")
+        if kind == "exe":
+            path = shutil.which(what)
+            found, where = path is not None, path or ""
+        else:
+            spec = importlib.util.find_spec(what)
+            found, where = spec is not None, (spec.origin or "") if spec else ""
+        line = (f"{name:10s} ok       {where}" if found
+                else f"{name:10s} MISSING  needed for {use}: {install}")
+        out.append((name, found, line))
+    return out
+
+
+def print_peers() -> bool:
+    """Print one line per peer; True when all are there."""
+    results = check_peers()
+    for _name, _found, line in results:
+        print(line)
+    return all(found for _n, found, _l in results)
+
+
 def suite_dir() -> Path:
     import interop_tests
 
@@ -87,13 +126,21 @@ table{{border-collapse:collapse}}</style></head><body>
 
 
 def run_conformance(list_only: bool = False, keyword: str | None = None, report_dir: str | None = None,
-                    extra: list[str] | None = None) -> int:
+                    extra: list[str] | None = None, peers_check: bool = False) -> int:
+    """Run the suite (see the module docstring). ``peers_check``: only check the peers (exit 0
+    when all are there, 3 otherwise). A run starts with the same check; a missing peer is said
+    there, and the cases that need it fail saying so."""
+    if peers_check:
+        return 0 if print_peers() else 3
     suite = suite_dir()
     cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider", "--rootdir", str(suite), *(extra or [])]
     if keyword:
         cmd += ["-k", keyword]
     if list_only:
         return subprocess.call(cmd + ["--collect-only", "-q"])
+    print("cau conformance: the peers the suite drives:")
+    if not print_peers():
+        print("cau conformance: some peers are missing: the cases that need them will fail, saying so")
     report = Path(report_dir or "conformance-report").resolve()
     report.mkdir(parents=True, exist_ok=True)
     junit = report / "junit.xml"

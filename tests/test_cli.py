@@ -113,3 +113,16 @@ def test_conformance_runs_a_case_and_writes_junit_and_html(tmp_path):
     assert len(cases) == 1 and not any(c.find(t) is not None for c in cases for t in ("failure", "error", "skipped"))
     page = html.read_text()
     assert "Cầu conformance report: PASS" in page and "test_options_answers_with_capabilities" in page
+
+
+def test_conformance_peers_check_says_what_is_missing_and_how_to_install_it(tmp_path):
+    ok = cau("conformance", "--peers-check")
+    assert ok.returncode == 0 and all(f"{p}" in ok.stdout for p in ("sipp", "baresip", "pjsua2", "tshark", "chromium"))
+    # a machine without the Debian peers on its PATH
+    r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--peers-check"], capture_output=True,
+                       text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO), "PATH": str(tmp_path)})
+    assert r.returncode == 3, r.stdout
+    lines = {l.split()[0]: l for l in r.stdout.splitlines()}
+    assert "MISSING" in lines["sipp"] and "apt-get install sip-tester" in lines["sipp"]
+    assert "MISSING" in lines["chromium"] and "apt-get install chromium" in lines["chromium"]
+    assert " ok " in lines["pjsua2"], "a Python peer was looked for on PATH"
