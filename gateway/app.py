@@ -180,7 +180,10 @@ class Gateway:
         from gateway.webrtc import hooks
         from gateway.webrtc.whip import WebRtcService
 
-        hooks.check_versions()
+        try:
+            hooks.check_versions()
+        except hooks.HookError as exc:
+            raise StartupError(str(exc)) from None
         hosts = self.ice_hosts()
         # an address of ice_hosts this machine does not have is a NAT's: gather on the others (or on
         # every interface) and offer that address besides (gateway.webrtc.peer.add_mapped_candidates)

@@ -217,3 +217,42 @@ def test_gatekeeper_neighbours_are_read_and_checked(tmp_path):
     p.write_text("gatekeeper_neighbours: national-gk\n")
     with pytest.raises(ConfigError, match=r"cau\.yaml:1:\d+: gatekeeper_neighbours must list addresses"):
         load_settings(p)
+
+
+def test_more_than_one_audio_or_video_section_or_too_many_candidates_are_refused():
+    two_video = chrome("vp8").replace("a=group:BUNDLE 0 1", "a=group:BUNDLE 0 1 2")
+    video = two_video[two_video.index("m=video"):]
+    with pytest.raises(OfferError, match="1 audio and 2 video sections"):
+        prepare_offer(two_video + video.replace("a=mid:1", "a=mid:2"))
+    many = chrome("vp8").replace("a=ice-ufrag:abcd\r\n", "a=ice-ufrag:abcd\r\n" + "".join(
+        f"a=candidate:{i} 1 udp 2122260223 192.0.2.{i % 250} {40000 + i} typ host\r\n" for i in range(70)), 1)
+    with pytest.raises(OfferError, match="lists 71 candidates; at most 64"):
+        prepare_offer(many)
+
+
+def test_non_ascii_digits_in_an_offer_are_a_400_not_a_crash():
+    with pytest.raises(OfferError) as e:
+        prepare_offer(chrome("vp8").replace("m=video 9 ", "m=video \u00b29 "))
+    assert e.value.status == 400
+    with pytest.raises(OfferError):
+        prepare_offer(chrome("vp8").replace("SAVPF 96", "SAVPF \u0669\u0666"))   # Arabic-Indic digits
+
+
+def test_plain_http_sends_a_browser_elsewhere_to_https_at_the_name_it_used():
+    from types import SimpleNamespace
+
+    from twisted.internet.address import IPv4Address
+    from twisted.web.test.requesthelper import DummyRequest
+
+    from gateway.api.http import SecureOnly
+
+    gw = SimpleNamespace(https_port=lambda: 8443, advertised_host=lambda: "192.0.2.5")
+    page = SecureOnly(gw, None)
+    for host, want in ((b"cau.tinh.example.vn", "https://cau.tinh.example.vn:8443/join/6000"),
+                       (b"evil.example/\r\nX: y", "https://192.0.2.5:8443/join/6000")):
+        req = DummyRequest([b"6000"])
+        req.uri = b"/join/6000"
+        req.client = IPv4Address("TCP", "198.51.100.9", 40000)
+        req.getRequestHostname = lambda h=host: h
+        page.render(req)
+        assert req.responseCode == 308 and req.responseHeaders.getRawHeaders(b"location") == [want.encode()]

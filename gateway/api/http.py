@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 import html
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -278,8 +279,11 @@ class SecureOnly(resource.Resource):
     def render(self, request: server.Request) -> bytes:
         if self._allowed(request):
             return self.inner.render(request)
-        host = (request.getRequestHostname() or b"").decode("idna", "replace")
-        if ":" in host and not host.startswith("["):
+        # the name the browser used, when it is a plain host name or address; else ours
+        asked = (request.getRequestHostname() or b"").decode("ascii", "replace")
+        host = asked if re.fullmatch(r"[A-Za-z0-9.-]{1,253}|[0-9A-Fa-f:.]{2,45}", asked) \
+            else self.gateway.advertised_host()
+        if ":" in host:
             host = f"[{host}]"
         target = f"https://{host}:{self.gateway.https_port()}{request.uri.decode('latin-1')}"
         request.setResponseCode(308)
@@ -342,21 +346,24 @@ class BoundedRequest(server.Request):
 
 
 def build_site(gateway: "Gateway", secure: bool = False) -> server.Site:
-    """The web server: status and API, and the browser side (join page, WHIP/WHEP). On the plain
-    HTTP site (``secure=False``) the browser side answers loopback clients only and sends others to
-    the HTTPS site, where browsers allow camera and microphone."""
+    """The web server. The plain HTTP site (``secure=False``) has the status page, ``/api`` and
+    ``/healthz``, and the browser side (join page, WHIP/WHEP) for loopback clients only, sending
+    others to the HTTPS site, where browsers allow camera and microphone. The HTTPS site has the
+    browser side and ``/healthz`` only: the roster and the operator's actions are not on the port
+    every browser must reach."""
     from gateway.webrtc.pages import join_page, static_files
     from gateway.webrtc.whip import WhipEndpoint
 
     root = resource.Resource()
-    page = StatusPage(gateway)
-    root.putChild(b"", page)
-    root.putChild(b"index.html", page)
     root.putChild(b"healthz", Health(gateway))
-    api = resource.Resource()
-    api.putChild(b"status", Status(gateway))
-    api.putChild(b"rooms", RoomActions(gateway))
-    root.putChild(b"api", api)
+    if not secure:   # the status page and the operator API stay on the plain (management) port
+        page = StatusPage(gateway)
+        root.putChild(b"", page)
+        root.putChild(b"index.html", page)
+        api = resource.Resource()
+        api.putChild(b"status", Status(gateway))
+        api.putChild(b"rooms", RoomActions(gateway))
+        root.putChild(b"api", api)
     browser = {b"whip": WhipEndpoint(gateway.webrtc, viewer=False), b"whep": WhipEndpoint(gateway.webrtc, viewer=True),
                b"join": join_page(), b"static": static_files(), b"webrtc-config.json": WebRtcConfig(gateway)}
     for name, child in browser.items():

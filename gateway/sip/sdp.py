@@ -48,6 +48,12 @@ MAX_FORMATS = 64
 MAX_MEDIA = 16
 
 
+def is_number(text: str) -> bool:
+    """Decimal ASCII digits, not absurdly many (``str.isdigit`` also takes "²" and other scripts'
+    digits, which ``int`` then refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= 18
+
+
 class SdpError(ValueError):
     """An SDP that cannot be used.  ``reason`` is for a person; ``status`` is the SIP
     response code the SIP layer should answer with (400 unreadable, 488 not acceptable)."""
@@ -199,7 +205,7 @@ class MediaDescription:
         """The formats as payload type numbers (RTP profiles only; non-numbers skipped)."""
         if not self.is_rtp:
             return []
-        return [int(f) for f in self.formats if f.isdigit()]
+        return [int(f) for f in self.formats if is_number(f)]
 
     @property
     def rtpmap(self) -> dict[int, RtpMap]:
@@ -224,7 +230,7 @@ class MediaDescription:
         out: dict[int, str] = {}
         for value in self.attrs("fmtp"):
             pt_text, _, rest = value.strip().partition(" ")
-            if pt_text.isdigit() and int(pt_text) not in out:
+            if is_number(pt_text) and int(pt_text) not in out:
                 out[int(pt_text)] = rest.strip()
         return out
 
@@ -247,7 +253,7 @@ class MediaDescription:
             rest = " ".join(rest.split())
             if not rest:
                 continue
-            key: int | str = int(pt_text) if pt_text.isdigit() else pt_text
+            key: int | str = int(pt_text) if is_number(pt_text) else pt_text
             out.setdefault(key, []).append(rest)
         return out
 
@@ -294,7 +300,7 @@ class MediaDescription:
         if not v:
             return None
         first = v.split()[0]
-        return int(first) if first.isdigit() else None
+        return int(first) if is_number(first) else None
 
     @property
     def rtcp_address(self) -> str | None:
@@ -389,6 +395,15 @@ class SessionDescription:
     @classmethod
     def parse(cls, text: str | bytes) -> SessionDescription:
         """Parse an SDP body; :class:`SdpError` (status 400) when it cannot be understood."""
+        try:
+            return cls._parse(text)
+        except SdpError:
+            raise
+        except ValueError as exc:   # a "number" int() refuses (non-ASCII digits, thousands of them)
+            raise SdpError(f"a number in the SDP cannot be read ({str(exc)[:60]})") from None
+
+    @classmethod
+    def _parse(cls, text: str | bytes) -> SessionDescription:
         if isinstance(text, (bytes, bytearray)):
             try:
                 text = bytes(text).decode("utf-8")
@@ -479,7 +494,7 @@ class SessionDescription:
                 _parse_b(n, v, bandwidth, warnings)
             elif t == "t":
                 parts = v.split()
-                if len(parts) != 2 or not all(p.isdigit() for p in parts):
+                if len(parts) != 2 or not all(is_number(p) for p in parts):
                     warnings.append(f"line {n}: t={v!r} is not two numbers; taken as t=0 0")
                     timing.append((0, 0))
                 else:
@@ -560,7 +575,7 @@ def _parse_o(n: int, v: str) -> Origin:
         raise SdpError(f"line {n}: o= needs 6 fields (username sess-id sess-version nettype addrtype "
                        f"address), got {len(parts)}: {v!r}")
     user, sess_id, sess_version, nettype, addrtype, address = parts
-    if not sess_version.isdigit():
+    if not is_number(sess_version):
         raise SdpError(f"line {n}: o= sess-version must be a number (RFC 3264 §8 counts on it): {v!r}")
     return Origin(user, sess_id, int(sess_version), nettype, addrtype, address)
 
@@ -583,7 +598,7 @@ def _parse_c(n: int, v: str) -> Connection:
 def _parse_b(n: int, v: str, into: dict[str, int], warnings: list[str]) -> None:
     mod, sep, value = v.partition(":")
     mod, value = mod.strip(), value.strip()
-    if not sep or not mod or not value.isdigit():
+    if not sep or not mod or not is_number(value):
         warnings.append(f"line {n}: b={v!r} is not <modifier>:<number>, ignored")
         return
     into[mod] = int(value)
@@ -600,7 +615,7 @@ def _parse_m(n: int, v: str) -> MediaDescription:
         raise SdpError(f"line {n}: m= needs '<media> <port> <proto> <fmt> ...', got {v!r}")
     media, port_text, proto, *formats = parts
     port_s, slash, count_s = port_text.partition("/")
-    if not port_s.isdigit() or (slash and not count_s.isdigit()):
+    if not is_number(port_s) or (slash and not is_number(count_s)):
         raise SdpError(f"line {n}: m= port {port_text!r} is not a number")
     port = int(port_s)
     if port > 65535:
@@ -614,7 +629,7 @@ def _parse_m(n: int, v: str) -> MediaDescription:
         raise SdpError(f"line {n}: m={media} lists {len(formats)} formats; at most {MAX_FORMATS} are taken",
                        status=488)
     if "RTP/" in proto.upper():
-        bad = [f for f in formats if not f.isdigit() or int(f) > 127]
+        bad = [f for f in formats if not is_number(f) or int(f) > 127]
         if bad:
             shown = ", ".join(b[:8] for b in bad[:8]) + (", …" if len(bad) > 8 else "")
             raise SdpError(f"line {n}: m={media} {proto}: payload types must be 0..127, got {shown}")
@@ -636,7 +651,7 @@ def _check_media(i: int, m: MediaDescription, warnings: list[str]) -> None:
             warnings.append(f"m= #{i}: a=rtpmap for payload type {got[0]} not in the m= line, ignored")
     for value in m.attrs("fmtp"):
         pt_text = value.strip().partition(" ")[0]
-        if pt_text.isdigit() and int(pt_text) not in pts:
+        if is_number(pt_text) and int(pt_text) not in pts:
             warnings.append(f"m= #{i}: a=fmtp for payload type {pt_text} not in the m= line, ignored")
     for value in m.attrs("ptime") + m.attrs("maxptime"):
         if _int_attr(value) is None:

@@ -4,7 +4,7 @@ aiortc is a complete WebRTC stack (ICE, DTLS, SRTP, RTP/RTCP, codecs); Cầu use
 its transport and its packetizers but not its codecs, because a room encodes
 once per encoder group and decodes only what is on screen. aiortc has no public
 API for that, so five private seams are used. Each one is checked by
-``tests/test_webrtc_hooks.py`` against the pinned version (:data:`AIORTC_VERSION`):
+``tests/test_webrtc_room.py`` against the pinned version (:data:`AIORTC_VERSION`):
 an upgrade that moves one fails there first, not in a meeting.
 
 1. **Received RTP** — ``RTCRtpReceiver`` keeps its jitter buffer in the
@@ -175,7 +175,7 @@ def set_host_addresses(addresses: Sequence[str] | None) -> None:
 
 
 class FastSender:
-    """The RTP side of one aiortc sender fed by pushes (see seam 5 in the module docstring).
+    """The RTP side of one aiortc sender fed by pushes (see seam 4 in the module docstring).
 
     ``push(packet)`` sends an ``av.Packet`` (a whole encoded frame, pts and time base set) now;
     nothing is sent before aiortc starts the sender (DTLS up, codec chosen) or after it stops."""
@@ -213,6 +213,17 @@ class FastSender:
         self._stop.set()
 
     def push(self, packet: Any) -> bool:
+        """Send one frame now; False (counted as dropped) when it could not be, never an exception:
+        the encoder group hands the same frame to everyone after this receiver."""
+        try:
+            return self._push(packet)
+        except Exception:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 500 == 0:
+                log.exception("a frame could not be sent to %s (%d so far)", self.sender, self.dropped)
+            return False
+
+    def _push(self, packet: Any) -> bool:
         if not self.running:
             self.dropped += 1
             return False

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.sip.sdp import MediaDescription, SdpError, SessionDescription
+from gateway.sip.sdp import is_number, MediaDescription, SdpError, SessionDescription
 
 #: what a browser leg may carry, by rtpmap encoding name (lower case)
 AUDIO_CODECS = ("opus", "pcmu", "pcma")
+#: candidates an offer may carry (a client has a handful; each costs connectivity checks)
+MAX_OFFER_CANDIDATES = 64
 VIDEO_CODECS = ("h264", "vp8")
 
 
@@ -121,7 +123,7 @@ def prepare_offer(text: str | bytes) -> PreparedOffer:
             rm = table.get(pt)
             if rm is not None and rm.encoding.lower() == "rtx" and m.fmtp_params(pt).get("apt", "").strip() == str(chosen):
                 keep.add(pt)
-        m.formats = [f for f in m.formats if f.isdigit() and int(f) in keep]
+        m.formats = [f for f in m.formats if is_number(f) and int(f) in keep]
         m.attributes = [(k, v) for k, v in m.attributes
                         if k not in ("rtpmap", "fmtp", "rtcp-fb") or _pt_of(v) in keep or _pt_of(v) is None]
         rm = table.get(chosen)
@@ -129,6 +131,12 @@ def prepare_offer(text: str | bytes) -> PreparedOffer:
                                      rm.encoding if rm is not None else {0: "PCMU", 8: "PCMA"}.get(chosen, "")))
     if refused:
         raise OfferError(406, "no common codec: " + "; ".join(refused))
+    kinds = [st.kind for st in streams]
+    if kinds.count("audio") > 1 or kinds.count("video") > 1:
+        raise OfferError(400, f"the offer has {kinds.count('audio')} audio and {kinds.count('video')} video "
+                              "sections; a participant sends at most one of each")
+    if candidates > MAX_OFFER_CANDIDATES:
+        raise OfferError(400, f"the offer lists {candidates} candidates; at most {MAX_OFFER_CANDIDATES} are taken")
     if not streams:
         raise OfferError(400, "the SDP offer has no audio or video m= section")
     if candidates == 0:
@@ -144,4 +152,4 @@ def _pt_of(value: str | None) -> int | None:
     head = value.split(None, 1)[0]
     if head == "*":
         return None
-    return int(head) if head.isdigit() else -1
+    return int(head) if is_number(head) else -1

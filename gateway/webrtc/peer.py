@@ -38,7 +38,7 @@ from gateway.media.audio_stream import AudioStream
 from gateway.media.codecs import MediaFormat, rules_for
 from gateway.media.rtp import RtpStats
 from gateway.media.video_stream import WHOLE_FRAMES, VideoReceiver, VideoSender, tier_for
-from gateway.sip.sdp import SessionDescription
+from gateway.sip.sdp import is_number, SessionDescription
 from gateway.webrtc import hooks
 from gateway.webrtc.offer import PreparedOffer
 
@@ -331,8 +331,8 @@ class WebRtcPeer:
             await self.pc.addIceCandidate(None)
             return
         fields = candidate.split()
-        if len(fields) < 8 or fields[6] != "typ" or not fields[1].isdigit() or not fields[3].isdigit() \
-                or not fields[5].isdigit():
+        if len(fields) < 8 or fields[6] != "typ" or not is_number(fields[1]) or not is_number(fields[3]) \
+                or not is_number(fields[5]):
             raise ValueError("not foundation component transport priority address port typ TYPE")
         c = candidate_from_sdp(candidate)
         c.sdpMid = mid
@@ -401,7 +401,7 @@ def add_mapped_candidates(sdp: str, public: tuple[str, ...]) -> str:
         if not line.startswith("a=candidate:"):
             continue
         f = line[12:].split()
-        if len(f) < 8 or f[6] != "typ" or f[7] != "host" or (section, f[1]) in done or not f[3].isdigit():
+        if len(f) < 8 or f[6] != "typ" or f[7] != "host" or (section, f[1]) in done or not is_number(f[3]):
             continue
         done.add((section, f[1]))
         for i, address in enumerate(public):

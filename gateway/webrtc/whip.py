@@ -16,7 +16,7 @@
 Refusals say what is wrong: 404 no such room, 401 no PIN / 403 wrong PIN (and 429 after
 :data:`PIN_TRIES` wrong ones from one address within a minute), 409 the room is full, 406 no common
 codec (naming what was offered and what is taken), 400 malformed SDP, 415 wrong content type,
-413 an offer over 64 KiB, 429 more than :data:`MAX_PER_SOURCE` sessions from one address, 503 more
+413 an offer over 64 KiB, 503 while the gateway shuts down, 429 more than :data:`MAX_PER_SOURCE` sessions from one address, 503 more
 than :data:`MAX_SESSIONS` in all.
 """
 from __future__ import annotations
@@ -77,6 +77,9 @@ class WebRtcService:
     def __init__(self, gateway: "Gateway") -> None:
         self.gateway = gateway
         self.sessions: dict[str, WhipSession] = {}
+        #: POSTs being answered, per source address (they count against the limits too)
+        self.pending: dict[str, int] = {}
+        self.closing = False
         self._failures: dict[str, deque[float]] = {}
 
     # -- helpers ------------------------------------------------------------------------------
@@ -110,6 +113,7 @@ class WebRtcService:
         return [{"resource": s.id, "room": s.room_id, "viewer": s.viewer, **s.peer.info()} for s in self.sessions.values()]
 
     async def close(self) -> None:
+        self.closing = True
         for s in list(self.sessions.values()):
             await s.peer.close()
 
@@ -211,11 +215,14 @@ class WhipEndpoint(resource.Resource):
         limit = spec.max_participants if spec.max_participants and spec.max_participants > 0 else None
         if room is not None and limit is not None and len(room.legs) >= limit:
             return _text(request, 409, f"room {spec.id} is full ({limit} participants)")
+        if svc.closing:
+            return _text(request, 503, "the gateway is shutting down")
         if not is_loopback(source) and \
-                sum(1 for x in svc.sessions.values() if x.peer.remote == source) >= MAX_PER_SOURCE:
+                sum(1 for x in svc.sessions.values() if x.peer.remote == source) \
+                + svc.pending.get(source, 0) >= MAX_PER_SOURCE:
             request.setHeader(b"retry-after", b"30")
             return _text(request, 429, f"this address has {MAX_PER_SOURCE} sessions open already")
-        if len(svc.sessions) >= MAX_SESSIONS:
+        if len(svc.sessions) + sum(svc.pending.values()) >= MAX_SESSIONS:
             request.setHeader(b"retry-after", b"30")
             return _text(request, 503, "the gateway has as many WebRTC sessions as it takes")
         try:
@@ -224,11 +231,23 @@ class WhipEndpoint(resource.Resource):
             return _text(request, exc.status, exc.reason)
         args = request.args.get(b"name", [b""])[0].decode("utf-8", "replace")
         name = clean_name(args, f"{'WHEP' if self.viewer else 'WebRTC'} {source}")
+        svc.pending[source] = svc.pending.get(source, 0) + 1     # counted until _start is done
         d = defer.Deferred.fromFuture(asyncio.ensure_future(self._start(request, spec, offer, name, source)))
         d.addErrback(lambda f: self._failed(request, f))
         return server.NOT_DONE_YET
 
     async def _start(self, request: server.Request, spec: Any, offer: Any, name: str, source: str) -> None:
+        svc = self.service
+        try:
+            await self._answer(request, spec, offer, name, source)
+        finally:
+            n = svc.pending.get(source, 1) - 1
+            if n > 0:
+                svc.pending[source] = n
+            else:
+                svc.pending.pop(source, None)
+
+    async def _answer(self, request: server.Request, spec: Any, offer: Any, name: str, source: str) -> None:
         from gateway.conference.room import JoinRefused
         from gateway.webrtc.peer import WebRtcPeer
 
@@ -245,14 +264,23 @@ class WhipEndpoint(resource.Resource):
                 request.write(_text(request, 400, f"the offer could not be answered: {exc}"))
                 request.finish()
             return
-        if request._disconnected:
+        if request._disconnected or svc.closing:
             await peer.close()
+            if not request._disconnected and not request.finished:
+                request.write(_text(request, 503, "the gateway is shutting down"))
+                request.finish()
             return
         try:
             gw.registry.join(spec, peer.leg)
-        except JoinRefused as exc:
+        except Exception as exc:
             await peer.close()
-            request.write(_text(request, 409 if "full" in exc.reason else 503, f"room {spec.id}: {exc.reason}"))
+            if request._disconnected or request.finished:
+                return
+            if isinstance(exc, JoinRefused):
+                request.write(_text(request, 409 if "full" in exc.reason else 503, f"room {spec.id}: {exc.reason}"))
+            else:
+                log.exception("%s: joining room %s failed", self.kind, spec.id)
+                request.write(_text(request, 500, "the gateway could not put you in the room (see its log)"))
             request.finish()
             return
         sid = secrets.token_urlsafe(16)

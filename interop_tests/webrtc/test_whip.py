@@ -208,3 +208,6 @@ def test_the_plain_http_port_sends_browsers_to_https_and_serves_loopback(cau):
     assert status == 200 and "RTCPeerConnection" in body and h["content-type"].startswith("text/javascript")
     status, _h, _b = http("GET", f"https://{cau.host}:{cau.https_port}/static/")
     assert status == 404, "the static folder lists its files"
+    for path in ("/api/status", "/"):
+        status, _h, _b = http("GET", f"https://{cau.host}:{cau.https_port}{path}")
+        assert status == 404, f"the HTTPS port every browser reaches serves {path}"

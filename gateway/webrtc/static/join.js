@@ -8,7 +8,7 @@ const T = {
     mic: "Micrô", join: "Vào phòng", mutemic: "Tắt micrô", unmutemic: "Bật micrô", mutecam: "Tắt camera",
     unmutecam: "Bật camera", leave: "Rời phòng", tapsound: "Chạm để bật âm thanh", lang: "English",
     nodevices: "Không dùng được camera hoặc micrô: ", connecting: "Đang kết nối…", connected: "Đã kết nối",
-    disconnected: "Mất kết nối, đang thử lại…", failed: "Kết nối thất bại", left: "Đã rời phòng",
+    disconnected: "Mất kết nối, đang chờ kết nối lại…", failed: "Kết nối thất bại", left: "Đã rời phòng",
     needpin: "Phòng này cần mã PIN.", wrongpin: "Sai mã PIN.", noroom: "Không có phòng số này.",
     full: "Phòng đã đầy.", toomany: "Nhập sai PIN quá nhiều lần, hãy đợi một phút.", codec: "Trình duyệt không có mã hoá chung với máy chủ: ",
     server: "Máy chủ từ chối: ", network: "Không kết nối được máy chủ.", nocam: "(không có camera)",
@@ -19,7 +19,7 @@ const T = {
     mic: "Microphone", join: "Join", mutemic: "Mute mic", unmutemic: "Unmute mic", mutecam: "Stop camera",
     unmutecam: "Start camera", leave: "Leave", tapsound: "Tap to turn the sound on", lang: "Tiếng Việt",
     nodevices: "Cannot use the camera or microphone: ", connecting: "Connecting…", connected: "Connected",
-    disconnected: "Connection lost, trying again…", failed: "Connection failed", left: "You left the meeting",
+    disconnected: "Connection lost, waiting for it to come back…", failed: "Connection failed", left: "You left the meeting",
     needpin: "This room needs a PIN.", wrongpin: "Wrong PIN.", noroom: "There is no room with this number.",
     full: "The room is full.", toomany: "Too many wrong PINs: wait a minute.", codec: "Your browser and the server share no codec: ",
     server: "The server refused: ", network: "Cannot reach the server.", nocam: "(no camera)",
@@ -156,7 +156,7 @@ async function join(ev) {
   pc.onconnectionstatechange = () => {
     const s = pc.connectionState;
     if (s === "connected") setState("connected");
-    else if (s === "disconnected") setState("disconnected");
+    else if (s === "disconnected") setState("disconnected");   // ICE may come back by itself
     else if (s === "failed") { setState("failed"); showError(t("failed")); }
   };
   await pc.setLocalDescription(await pc.createOffer());
@@ -271,7 +271,8 @@ async function showQuality() {
 // -- start ---------------------------------------------------------------------------------------
 (function start() {
   const m = location.pathname.match(/^\/join\/([^/]+)/);
-  const fromLink = m ? decodeURIComponent(m[1]) : new URLSearchParams(location.search).get("room");
+  let fromLink = new URLSearchParams(location.search).get("room");
+  if (m) { try { fromLink = decodeURIComponent(m[1]); } catch (e) { fromLink = ""; } }
   if (fromLink) $("room").value = fromLink;
   $("name").value = localStorage.getItem("cau-name") || "";
   $("form").addEventListener("submit", join);
