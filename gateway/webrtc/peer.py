@@ -275,6 +275,8 @@ class WebRtcPeer:
             if mid not in plan or m.port == 0 or not m.payload_types:
                 continue
             t, track, they_send = plan[mid]
+            if track is None and not they_send:
+                continue              # an inactive section carries nothing either way
             kind = t.kind
             pts = [pt for pt in m.payload_types if (m.rtpmap.get(pt) is None or m.rtpmap[pt].encoding.lower() != "rtx")]
             fmt = _format(self.catalogue, m, pts[0], kind)
@@ -367,18 +369,22 @@ class WebRtcPeer:
 
     async def _close(self) -> None:
         self.closed = True
-        if self._timeout is not None:
-            self._timeout.cancel()
-        for s in self.sessions.values():
-            s.close()
-        if self.leg is not None and not self.leg.hung_up:
-            self.leg.hangup("the WebRTC client left")
+        try:
+            if self._timeout is not None:
+                self._timeout.cancel()
+            for s in self.sessions.values():
+                s.close()
+            if self.leg is not None and not self.leg.hung_up:
+                self.leg.hangup("the WebRTC client left")
+        except Exception:
+            log.exception("leaving %s", self.id)
         try:
             await self.pc.close()
         except Exception:
             log.exception("closing %s", self.id)
-        if self.on_closed is not None:
-            self.on_closed(self)
+        finally:
+            if self.on_closed is not None:
+                self.on_closed(self)
 
     def info(self) -> dict[str, Any]:
         return {"id": self.id, "state": self.state, "remote": self.remote, "viewer": self.viewer,
