@@ -256,3 +256,17 @@ def test_plain_http_sends_a_browser_elsewhere_to_https_at_the_name_it_used():
         req.getRequestHostname = lambda h=host: h
         page.render(req)
         assert req.responseCode == 308 and req.responseHeaders.getRawHeaders(b"location") == [want.encode()]
+
+
+def test_private_files_are_never_written_through_a_symlink(tmp_path):
+    import os
+
+    from gateway.files import write_private
+
+    target = tmp_path / "elsewhere"
+    target.write_text("keep me")
+    os.symlink(target, tmp_path / "api_token")
+    write_private(tmp_path / "api_token", b"secret\n")
+    assert target.read_text() == "keep me", "the write followed the symlink"
+    assert (tmp_path / "api_token").read_bytes() == b"secret\n" and not (tmp_path / "api_token").is_symlink()
+    assert stat.S_IMODE(os.stat(tmp_path / "api_token").st_mode) == 0o600

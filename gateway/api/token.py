@@ -7,10 +7,11 @@ file and only say where it is. So a fresh gateway never accepts operator actions
 can reach its HTTP port."""
 from __future__ import annotations
 
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+
+from gateway.files import write_private
 
 
 class TokenError(Exception):
@@ -39,9 +40,7 @@ def api_token(configured: str, state_dir: Path) -> ApiToken:
     value = secrets.token_hex(24)
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(value + "\n")
+        write_private(path, (value + "\n").encode("ascii"))
     except OSError as exc:
         raise TokenError(f"cannot keep the API token in {path}: {exc.strerror} "
                          "(set state_dir, or api_token, in the settings)") from None

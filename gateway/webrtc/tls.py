@@ -23,6 +23,8 @@ from cryptography.x509.oid import NameOID
 from twisted.internet.interfaces import IOpenSSLContextFactory
 from zope.interface import implementer
 
+from gateway.files import write_private
+
 
 class TlsError(Exception):
     """The certificate or key cannot be used (one line for the operator)."""
@@ -98,10 +100,8 @@ def self_signed(state_dir: Path, addresses: list[str]) -> Certificate:
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .sign(key, hashes.SHA256()))
     try:
-        fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+        write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     except OSError as exc:
         raise TlsError(f"cannot write the self-signed certificate into {folder}: {exc.strerror}") from None
