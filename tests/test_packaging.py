@@ -36,6 +36,8 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     assert "gateway/_data/codecs/g722.yaml" in names or any(n.startswith("gateway/_data/codecs/") and n.endswith(".yaml") for n in names)
     assert "gateway/_data/dialplans/default.yaml" in names
     assert "gateway/_data/dialplans/province.yaml" in names
+    for page in ("join.html", "join.js", "join.css"):    # the join page browsers are served
+        assert f"gateway/webrtc/static/{page}" in names, page
 
     # Install into a fresh venv that borrows the dependencies from this environment.
     venv = tmp_path / "venv"
