@@ -270,3 +270,16 @@ def test_private_files_are_never_written_through_a_symlink(tmp_path):
     assert target.read_text() == "keep me", "the write followed the symlink"
     assert (tmp_path / "api_token").read_bytes() == b"secret\n" and not (tmp_path / "api_token").is_symlink()
     assert stat.S_IMODE(os.stat(tmp_path / "api_token").st_mode) == 0o600
+
+
+def test_pin_guesses_are_limited_per_subscriber_and_per_room():
+    from gateway.webrtc.whip import PIN_TRIES, ROOM_PIN_TRIES, WebRtcService
+
+    svc = WebRtcService(None)
+    for i in range(PIN_TRIES):      # one IPv6 subscriber changing the last 64 bits
+        svc.pin_failed(f"2001:db8:1:2::{i + 1}", "2000")
+    assert svc.pin_refused("2001:db8:1:2::99", "2000"), "a new address in the same /64 is a new guesser"
+    assert not svc.pin_refused("2001:db8:1:3::1", "2000") and not svc.pin_refused("198.51.100.1", "3000")
+    for i in range(ROOM_PIN_TRIES):    # guesses spread over many addresses
+        svc.pin_failed(f"198.51.100.{i + 1}", "4000")
+    assert svc.pin_refused("203.0.113.50", "4000") and not svc.pin_refused("203.0.113.50", "3000")

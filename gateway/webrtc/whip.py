@@ -14,7 +14,8 @@
   ``Access-Control-Allow-Origin: *`` gives nothing away) and lists the ICE servers in ``Link``.
 
 Refusals say what is wrong: 404 no such room, 401 no PIN / 403 wrong PIN (and 429 after
-:data:`PIN_TRIES` wrong ones from one address within a minute), 409 the room is full, 406 no common
+:data:`PIN_TRIES` wrong ones from one address, or :data:`ROOM_PIN_TRIES` for one room from
+anywhere, within a minute), 409 the room is full, 406 no common
 codec (naming what was offered and what is taken), 400 malformed SDP, 415 wrong content type,
 413 an offer over 64 KiB, 503 while the gateway shuts down, 429 more than :data:`MAX_PER_SOURCE` sessions from one address, 503 more
 than :data:`MAX_SESSIONS` in all.
@@ -44,7 +45,8 @@ log = logging.getLogger(__name__)
 MAX_OFFER = 64 * 1024
 MAX_PATCH = 16 * 1024
 MAX_CANDIDATES = 64          # per session: a client has a handful
-PIN_TRIES = 5                # wrong PINs per address per minute before 429
+PIN_TRIES = 5                # wrong PINs per address (IPv6: per /64) per minute before 429
+ROOM_PIN_TRIES = 30          # wrong PINs for one room per minute, from anywhere, before 429
 MAX_SESSIONS = 500           # WebRTC sessions in all (a province has ~220 sites)
 MAX_PER_SOURCE = 20          # sessions from one address (a hall of laptops behind one NAT; not a flood);
                              # loopback is exempt (a reverse proxy on the same machine, the benchmarks)
@@ -96,18 +98,27 @@ class WebRtcService:
             out.append(h.encode())
         return out
 
-    def pin_refused(self, source: str) -> bool:
-        """Too many wrong PINs from ``source`` in the last minute."""
-        q = self._failures.get(source)
+    def pin_refused(self, source: str, room: str) -> bool:
+        """Too many wrong PINs in the last minute from ``source`` (an IPv6 address counts with its
+        /64), or for ``room`` from anywhere (guesses spread over many addresses)."""
+        return any(self._recent(key) >= limit
+                   for key, limit in ((_source_key(source), PIN_TRIES), ("room " + room, ROOM_PIN_TRIES)))
+
+    def _recent(self, key: str) -> int:
+        q = self._failures.get(key)
         now = time.monotonic()
         while q and now - q[0] > 60:
             q.popleft()
-        return bool(q) and len(q) >= PIN_TRIES
+        return len(q) if q else 0
 
-    def pin_failed(self, source: str) -> None:
-        if len(self._failures) > 10000:
-            self._failures.clear()
-        self._failures.setdefault(source, deque(maxlen=PIN_TRIES)).append(time.monotonic())
+    def pin_failed(self, source: str, room: str) -> None:
+        now = time.monotonic()
+        for key, limit in ((_source_key(source), PIN_TRIES), ("room " + room, ROOM_PIN_TRIES)):
+            q = self._failures.pop(key, None) or deque(maxlen=limit)
+            q.append(now)
+            self._failures[key] = q           # most recent last: the oldest go first
+        while len(self._failures) > 10000:
+            del self._failures[next(iter(self._failures))]
 
     def status(self) -> list[dict[str, Any]]:
         return [{"resource": s.id, "room": s.room_id, "viewer": s.viewer, **s.peer.info()} for s in self.sessions.values()]
@@ -201,15 +212,15 @@ class WhipEndpoint(resource.Resource):
             return _text(request, 404, f"no room answers on {number[:40]!r}")
         source = request.getClientAddress().host
         if spec.pin:
-            if svc.pin_refused(source):
+            if svc.pin_refused(source, spec.id):
                 request.setHeader(b"retry-after", b"60")
-                return _text(request, 429, "too many wrong PINs from this address: wait a minute")
+                return _text(request, 429, "too many wrong PINs: wait a minute")
             token = _bearer(request)
             if token is None:
                 request.setHeader(b"www-authenticate", b'Bearer realm="cau", error="invalid_request"')
                 return _text(request, 401, f"room {spec.id} needs its PIN (Authorization: Bearer <PIN>)")
             if not hmac.compare_digest(token.encode(), spec.pin.encode()):
-                svc.pin_failed(source)
+                svc.pin_failed(source, spec.id)
                 return _text(request, 403, f"wrong PIN for room {spec.id}")
         room = gw.registry.get(spec.id)
         limit = spec.max_participants if spec.max_participants and spec.max_participants > 0 else None
@@ -418,6 +429,17 @@ def _offer_ufrag(sdp: str) -> str | None:
         if line.startswith("a=ice-ufrag:"):
             return line[12:].strip()
     return None
+
+
+def _source_key(host: str) -> str:
+    """Who a PIN failure is counted against: the IPv4 address, or the IPv6 /64 (one subscriber)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 def is_loopback(host: str) -> bool:
