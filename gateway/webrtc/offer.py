@@ -146,6 +146,15 @@ def prepare_offer(text: str | bytes) -> PreparedOffer:
     return PreparedOffer(sd.serialize(), tuple(streams), candidates)
 
 
+def candidate_fields(text: str) -> list[str] | None:
+    """The fields of an ICE candidate (RFC 8839 §5.1, the text after ``a=candidate:``) when it has
+    the shape ``foundation component transport priority address port typ TYPE …``, else None."""
+    f = text.split()
+    if len(f) < 8 or f[6] != "typ" or not (is_number(f[1]) and is_number(f[3]) and is_number(f[5])):
+        return None
+    return f
+
+
 def _pt_of(value: str | None) -> int | None:
     if not value:
         return None

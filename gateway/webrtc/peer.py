@@ -38,9 +38,9 @@ from gateway.media.audio_stream import AudioStream
 from gateway.media.codecs import MediaFormat, rules_for
 from gateway.media.rtp import RtpStats
 from gateway.media.video_stream import WHOLE_FRAMES, VideoReceiver, VideoSender, tier_for
-from gateway.sip.sdp import is_number, SessionDescription
+from gateway.sip.sdp import SessionDescription
 from gateway.webrtc import hooks
-from gateway.webrtc.offer import PreparedOffer
+from gateway.webrtc.offer import PreparedOffer, candidate_fields
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +332,7 @@ class WebRtcPeer:
         if candidate is None:
             await self.pc.addIceCandidate(None)
             return
-        fields = candidate.split()
-        if len(fields) < 8 or fields[6] != "typ" or not is_number(fields[1]) or not is_number(fields[3]) \
-                or not is_number(fields[5]):
+        if candidate_fields(candidate) is None:
             raise ValueError("not foundation component transport priority address port typ TYPE")
         c = candidate_from_sdp(candidate)
         c.sdpMid = mid
@@ -406,8 +404,8 @@ def add_mapped_candidates(sdp: str, public: tuple[str, ...]) -> str:
         out.append(line)
         if not line.startswith("a=candidate:"):
             continue
-        f = line[12:].split()
-        if len(f) < 8 or f[6] != "typ" or f[7] != "host" or (section, f[1]) in done or not is_number(f[3]):
+        f = candidate_fields(line[12:])
+        if f is None or f[7] != "host" or (section, f[1]) in done:
             continue
         done.add((section, f[1]))
         for i, address in enumerate(public):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.web import resource, server
 
-from gateway.webrtc.offer import OfferError, prepare_offer
+from gateway.webrtc.offer import OfferError, candidate_fields, prepare_offer
 
 if TYPE_CHECKING:  # pragma: no cover
     from gateway.app import Gateway
@@ -413,8 +413,7 @@ def parse_sdpfrag(text: str) -> SdpFrag:
         elif line.startswith("a=ice-pwd:"):
             frag.pwd = line[10:].strip()
         elif line.startswith("a=candidate:"):
-            fields = line[12:].split()
-            if len(fields) < 8 or fields[6] != "typ":
+            if candidate_fields(line[12:]) is None:
                 raise ValueError(f"line {n}: a=candidate needs foundation component transport priority address port typ TYPE")
             frag.candidates.append((mid, line[12:]))
         elif line == "a=end-of-candidates":
