@@ -461,3 +461,38 @@ def test_absurdly_nested_yaml_is_a_clear_error_not_a_crash():
     with pytest.raises(DialPlanError) as e:
         parse_dialplan("version: 1\nrooms: " + "[" * 5000 + "]" * 5000 + "\n", "deep.yaml")
     assert "deep.yaml:1:1: the YAML is nested too deeply" in str(e.value)
+
+
+def test_registration_keys_are_checked() -> None:
+    found = problems("""
+        version: 1
+        open_registration: ["10.99.0.1/16"]
+        endpoints:
+          - {alias: mcu, protocol: h323, prefixes: ["5", "5x"]}
+          - {alias: phone, protocol: sip, prefixes: ["7"]}
+          - {alias: hdx, protocol: h323, identity: password}
+          - {alias: box, protocol: h323, identity: network}
+          - {alias: pc, protocol: sip, identity: magic}
+    """)
+    text = "\n".join(map(str, found))
+    assert "plan.yaml:2:" in text and "did you mean '10.99.0.0/16'" in text
+    assert "prefix '5x' of endpoint 'mcu' is not dialled digits" in text
+    assert "only an H.323 gateway or MCU registers prefixes, and this endpoint is sip" in text
+    assert "identity of endpoint 'hdx' is 'password' but the endpoint has no password" in text
+    assert "identity of endpoint 'box' is 'network' but the endpoint has no networks" in text
+    assert "plan.yaml:8:" in text and "magic" in text
+    assert len(found) == 6, text
+
+
+def test_identity_defaults_follow_what_the_endpoint_has() -> None:
+    plan = parse_dialplan(textwrap.dedent("""
+        version: 1
+        open_registration: "127.0.0.0/8"
+        endpoints:
+          - {alias: a, protocol: sip, password: "x"}
+          - {alias: b, protocol: h323, networks: ["10.0.0.0/8"]}
+          - {alias: c, protocol: h323}
+          - {alias: d, protocol: h323, password: "y", networks: ["10.0.0.0/8"], identity: network}
+    """), "plan.yaml")
+    assert [plan.endpoint(x).identity for x in "abcd"] == ["password", "network", "registration", "network"]
+    assert plan.registration_open("127.0.0.9") and not plan.registration_open("10.1.1.1")

@@ -18,7 +18,7 @@ from gateway.h323.ras import RasMessage
 from interop_tests.peers.capture import LoopbackCapture
 from tests.conftest import run_for, wait
 
-PLAN = parse_dialplan("""
+PLAN_TEXT = """
 version: 1
 rooms:
   - id: tinh
@@ -46,7 +46,18 @@ endpoints:
     networks: ["10.21.0.0/16"]
   - alias: sip-phone
     protocol: sip
-""", "gk-test.yaml")
+  - alias: hdx-pw
+    number: "8101003"
+    protocol: h323
+    password: "mat-khau"
+  - alias: mcu-huyen
+    number: "8109000"
+    protocol: h323
+    prefixes: ["5"]
+"""
+# the lab case: anyone on loopback may register under aliases the plan does not use
+PLAN = parse_dialplan(PLAN_TEXT + 'open_registration: ["127.0.0.0/8"]\n', "gk-test.yaml")
+CLOSED = parse_dialplan(PLAN_TEXT, "gk-closed.yaml")
 
 CAU_CS = ("127.0.0.1", 1720)
 CONF = bytes(range(16))
@@ -56,11 +67,12 @@ CALL = bytes(range(16, 32))
 class Endpoint(DatagramProtocol):
     """A RAS endpoint on a real UDP socket: sends requests, collects what the gatekeeper sends."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.inbox: list[RasMessage] = []
         self._waiting: dict[int, defer.Deferred] = {}
-        self.port = reactor.listenUDP(0, self, interface="127.0.0.1")
-        self.address = ("127.0.0.1", self.port.getHost().port)
+        self.host = host
+        self.port = reactor.listenUDP(0, self, interface=host)
+        self.address = (host, self.port.getHost().port)
         self.seq = 100
 
     def datagramReceived(self, data: bytes, addr) -> None:  # noqa: N802
@@ -86,7 +98,7 @@ class Endpoint(DatagramProtocol):
 
     @property
     def call_signal(self):
-        return ("127.0.0.1", self.address[1] + 1 if self.address[1] < 65535 else 1720)
+        return (self.host, self.address[1] + 1 if self.address[1] < 65535 else 1720)
 
     def close(self) -> None:
         wait(defer.maybeDeferred(self.port.stopListening))
@@ -115,15 +127,23 @@ def ep2():
     e.close()
 
 
+@pytest.fixture
+def rogue():
+    """Another host on the network (127.0.0.2)."""
+    e = Endpoint("127.0.0.2")
+    yield e
+    e.close()
+
+
 def test_discovery_gcf_and_grj_for_another_gatekeeper(gk: Gatekeeper, ep: Endpoint) -> None:
     gcf = ep.ask(ras.build_grq(ep.next_seq(), ep.address, aliases=[("h323-ID", "hdx")]), gk)
     assert gcf.kind == "gatekeeperConfirm" and gcf.gatekeeper_identifier == "cau-gk"
     assert gcf.ras_addresses == [("127.0.0.1", gk.port)]
     grj = ep.ask(ras.build_grq(ep.next_seq(), ep.address, gatekeeper_identifier="national"), gk)
     assert grj.kind == "gatekeeperReject" and grj.reject_reason == "terminalExcluded"
-    # a known endpoint asking from outside its networks is refused at discovery already
-    grj = ep.ask(ras.build_grq(ep.next_seq(), ep.address, aliases=[("h323-ID", "xa-xa-xoi")]), gk)
-    assert grj.reject_reason == "securityDenial"
+    # discovery tells nothing about which endpoints exist or where they may register from
+    gcf = ep.ask(ras.build_grq(ep.next_seq(), ep.address, aliases=[("h323-ID", "xa-xa-xoi")]), gk)
+    assert gcf.kind == "gatekeeperConfirm"
     assert not gk.multicast_listening      # multicast discovery is off by default
 
 
@@ -159,14 +179,74 @@ def test_registration_rejects(gk: Gatekeeper, ep: Endpoint, ep2: Endpoint) -> No
     assert len(gk.registrations) == 1 and gk.stats["rejects"]["RRJ securityDenial"] == 3
 
 
-def test_require_known_endpoints(ep: Endpoint) -> None:
-    g = Gatekeeper(lambda: PLAN, call_signal_address=CAU_CS, require_known_endpoints=True)
+def test_registration_is_closed_by_default(ep: Endpoint) -> None:
+    """Without open_registration only the plan's endpoints register, and only under what the plan gives
+    them: a rogue on the network cannot take the national MCU's prefix or number."""
+    g = Gatekeeper(lambda: CLOSED, call_signal_address=CAU_CS)
     g.start("127.0.0.1", 0)
     try:
-        assert ep.register(g, [("h323-ID", "stranger")]).reject_reason == "invalidAlias"
-        assert ep.register(g, [("h323-ID", "xa-an-binh")]).kind == "registrationConfirm"
+        for aliases in ([("h323-ID", "stranger")], [("dialedDigits", "0090001")], [("h323-ID", "rogue-mcu")]):
+            rrj = ep.register(g, aliases)
+            assert rrj.kind == "registrationReject" and rrj.reject_reason == "securityDenial", aliases
+        rcf = ep.register(g, [("h323-ID", "xa-an-binh"), ("dialedDigits", "0090001"), ("dialedDigits", "00")])
+        assert rcf.kind == "registrationConfirm"
+        # the RCF lists what was registered: the plan's alias and number, nothing else it asked for
+        assert rcf.aliases == [("h323-ID", "xa-an-binh"), ("dialledDigits", "8101001")]
+        assert g.by_alias("0090001") is None and g.resolve("0090001")[0] == "dial"
+        assert g.resolve("8101001")[0] == "endpoint"
     finally:
         wait(g.stop())
+
+
+def _rrq_with_prefixes(ep: Endpoint, aliases, prefixes) -> bytes:
+    from gateway.h323 import asn1
+
+    data = ras.build_rrq(ep.next_seq(), [ep.call_signal], [ep.address], aliases=aliases, endpoint_kind="mcu")
+    _, body = asn1.decode_ras(data)
+    body["terminalType"]["mcu"] = {"protocol": [("h323", {"supportedPrefixes": [
+        {"prefix": asn1.alias_address(("dialedDigits", p))} for p in prefixes]})]}
+    return asn1.encode_ras(("registrationRequest", body))
+
+
+def test_prefixes_are_the_plans(gk: Gatekeeper, ep: Endpoint, ep2: Endpoint) -> None:
+    # a plan MCU gets its plan prefixes, not the ones it asks for beyond them
+    rcf = ep.ask(_rrq_with_prefixes(ep, [("h323-ID", "mcu-huyen")], ["5", "00", "8"]), gk)
+    assert rcf.kind == "registrationConfirm"
+    assert gk.registrations[rcf.endpoint_identifier].prefixes == ["5"]
+    assert gk.resolve("5123")[0] == "endpoint" and gk.resolve("0090001")[0] == "dial"
+    # an open-registration stranger may register a prefix nothing in the plan uses, and no other
+    rcf = ep2.ask(_rrq_with_prefixes(ep2, [("h323-ID", "lab-gw")], ["00", "81", "7"]), gk)
+    assert gk.registrations[rcf.endpoint_identifier].prefixes == ["7"]
+    # nor an alias the plan routes (the national MCU's number) or gives to an endpoint
+    for alias in ("0090001", "8000", "8107"):
+        assert ep2.register(gk, [("h323-ID", "lab-gw"), ("dialedDigits", alias)]).reject_reason == "duplicateAlias"
+    # (the number of an endpoint with a password: that endpoint, which must prove it)
+    assert ep2.register(gk, [("h323-ID", "lab-gw"), ("dialedDigits", "8101003")]).reject_reason == "securityDenial"
+
+
+def test_an_alias_cannot_be_taken_over(gk: Gatekeeper, ep: Endpoint, rogue: Endpoint) -> None:
+    """Re-registering with the victim's call signalling address (or its endpointIdentifier) from
+    another address, then URQ, then RRQ at one's own address: the victim keeps its alias."""
+    victim = ep.register(gk, [("h323-ID", "xa-an-binh"), ("dialedDigits", "8101001")]).endpoint_identifier
+    rrj = rogue.register(gk, [("h323-ID", "xa-an-binh")], cs=ep.call_signal)
+    assert rrj.reject_reason == "duplicateAlias"
+    rrj = rogue.ask(ras.build_rrq(rogue.next_seq(), [ep.call_signal], [rogue.address], aliases=[("h323-ID", "xa-an-binh")],
+                                endpoint_identifier=victim), gk)
+    assert rrj.reject_reason == "duplicateAlias"
+    urj = rogue.ask(ras.build_urq(rogue.next_seq(), [ep.call_signal], endpoint_identifier=victim), gk)
+    assert urj.kind == "unregistrationReject"
+    urj = rogue.ask(ras.build_urq(rogue.next_seq(), [ep.call_signal]), gk)
+    assert urj.kind == "unregistrationReject"
+    assert rogue.register(gk, [("h323-ID", "xa-an-binh")]).reject_reason == "duplicateAlias"
+    reg = gk.by_alias("8101001")
+    assert reg is not None and reg.endpoint_id == victim and reg.ras_address == ep.address
+    assert reg.call_signal_addresses == [ep.call_signal]
+
+
+def test_an_endpoint_with_a_password_registers_only_with_a_token(gk: Gatekeeper, ep: Endpoint) -> None:
+    rrj = ep.register(gk, [("h323-ID", "hdx-pw")])
+    assert rrj.kind == "registrationReject" and rrj.reject_reason == "securityDenial"
+    assert gk.by_alias("8101003") is None
 
 
 def test_same_endpoint_registering_again_keeps_its_identifier(gk: Gatekeeper, ep: Endpoint) -> None:

@@ -20,8 +20,10 @@ rooms:
     numbers: ["90001"]
 endpoints:
   - alias: cau-tinh
+    number: "8000"
     protocol: h323
     networks: ["127.0.0.0/8"]
+    prefixes: ["80", "81"]
 """, "national.yaml")
 
 NATIONAL_CS = ("127.0.0.1", 11720)
@@ -132,14 +134,14 @@ def test_irr_keepalive(national: Gatekeeper) -> None:
 
 
 def test_rejected_registration(national: Gatekeeper) -> None:
-    strict = Gatekeeper(lambda: NATIONAL_PLAN, gatekeeper_id="strict", require_known_endpoints=True)
+    strict = Gatekeeper(lambda: NATIONAL_PLAN, gatekeeper_id="strict")      # registration is closed
     strict.start("127.0.0.1", 0)
     client = GatekeeperClient(("127.0.0.1", strict.port), [("h323-ID", "stranger")], CAU_CS,
                               clock=task.Clock())
     try:
-        with pytest.raises(RegistrationFailed, match="RRJ invalidAlias"):
+        with pytest.raises(RegistrationFailed, match="RRJ securityDenial"):
             wait(client.start("127.0.0.1", 0))
-        assert client.state == "rejected" and client.last_error == "RRJ invalidAlias"
+        assert client.state == "rejected" and client.last_error == "RRJ securityDenial"
         assert client.endpoint_id is None
         res = wait(client.admission("90001", CALL, CONF, 100))
         assert not res.ok and res.reason == "not registered with the gatekeeper"

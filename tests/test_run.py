@@ -20,6 +20,8 @@ from gateway.resources import default_dialplan
 from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parent.parent
+# a "national" gatekeeper in a lab: anyone on loopback registers under aliases its plan does not use
+OPEN_LAB_PLAN = 'version: 1\nrooms: []\nopen_registration: ["127.0.0.0/8"]\n'
 
 
 class Gateway:
@@ -306,7 +308,7 @@ def test_endpoint_mode_registers_the_rooms_with_an_external_gatekeeper(gateway, 
     from gateway.h323.gatekeeper import Gatekeeper
     from tests.conftest import run_for
 
-    national = Gatekeeper(parse_dialplan("version: 1\nrooms: []\n"), gatekeeper_id="quocgia",
+    national = Gatekeeper(parse_dialplan(OPEN_LAB_PLAN), gatekeeper_id="quocgia",
                           call_signal_address=("127.0.0.1", 1720))
     national.start("127.0.0.1", 0)
     try:
@@ -384,7 +386,7 @@ def test_dial_out_by_alias_through_the_external_gatekeeper(gateway, tmp_path):
     from interop_tests.h323.endpoint import H323TestEndpoint
     from tests.conftest import LOOP, run_for
 
-    national = Gatekeeper(parse_dialplan("version: 1\nrooms: []\n"), gatekeeper_id="quocgia",
+    national = Gatekeeper(parse_dialplan(OPEN_LAB_PLAN), gatekeeper_id="quocgia",
                           call_signal_address=("127.0.0.1", 1720))
     national.start("127.0.0.1", 0)
     ep = H323TestEndpoint("lab-national", profile="HDX", tone_hz=700)
@@ -477,4 +479,28 @@ def test_a_huge_request_body_is_refused_before_it_is_kept(gateway):
                    b"Transfer-Encoding: chunked\r\n\r\n", chunk * 5)
     assert chunked.startswith(b"HTTP/1.1 413"), chunked[:80]
     assert gw.health()["status"] == "ok"
+    assert gw.stop() == 0
+
+
+def test_a_room_under_pin_attack_raises_an_alarm_on_the_status_page(gateway):
+    """Thirty wrong PINs for the demo plan's meeting room within a minute: the room's browser door
+    is shut for a minute, and the operator sees it in /api/status and on the status page."""
+    gw = gateway("--no-watch")
+    codes = []
+    for i in range(31):
+        req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/whip/2000", data=b"v=0\r\n", method="POST",
+                                     headers={"content-type": "application/sdp", "authorization": f"Bearer {i:04d}"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                codes.append(r.status)
+        except urllib.error.HTTPError as e:
+            codes.append(e.code)
+    assert codes[:30] == [403] * 30 and codes[30] == 429, codes
+    status = json.loads(gw.get("/api/status")[2])
+    [alarm] = status["security"]["alarms"]
+    assert alarm["kind"] == "target" and alarm["name"] == "meeting" and alarm["secret"] == "PIN"
+    assert alarm["locked"] and status["security"]["wrong_pins"] == 30
+    page = gw.get("/")[2].decode()
+    assert "Security alarms" in page and "<code>meeting</code>" in page and "30 wrong" in page
+    assert "ALARM: 30 wrong PINs" in gw.stdout.read_text() + gw.stderr.read_text()
     assert gw.stop() == 0

@@ -18,14 +18,15 @@ from .nodes import BOOL, INT, NULL, STR, Reporter, describe_node
 from .plan import DialPlan
 from .problems import DialPlanError, Problem
 
-TOP_KEYS = ("version", "defaults", "rooms", "templates", "routes", "endpoints")
+TOP_KEYS = ("version", "defaults", "rooms", "templates", "routes", "endpoints", "open_registration")
 SETTING_KEYS = ("pin", "max_participants", "layout", "audio", "video")
 ROOM_KEYS = ("id", "name", "numbers", *SETTING_KEYS, "cascade")
 TEMPLATE_KEYS = ("id", "name", *SETTING_KEYS, "cascade")
 MATCH_KEYS = ("number", "prefix", "pattern")
 ACTION_KEYS = ("room", "template", "dial", "reject")
 ROUTE_KEYS = (*MATCH_KEYS, "where", "from", "protocol", *ACTION_KEYS, "description")
-ENDPOINT_KEYS = ("alias", "name", "number", "protocol", "username", "password", "networks")
+ENDPOINT_KEYS = ("alias", "name", "number", "protocol", "username", "password", "networks", "prefixes", "identity")
+IDENTITY_POLICIES = ("password", "network", "registration")
 AUDIO_KEYS = ("codecs",)
 VIDEO_KEYS = ("codecs", "max_resolution", "max_bitrate", "labels")
 REJECT_KEYS = ("status", "reason")
@@ -187,9 +188,11 @@ class _Builder:
             if parsed is not None:
                 routes.append(parsed)
 
+        open_registration = (self.networks(top["open_registration"][1], "networks of open_registration")
+                             if "open_registration" in top else [])
         self.cross_check(rooms, templates, template_nodes, routes)
         plan = DialPlan(self.file, sha256, rooms, templates, [rt for rt, _ in routes], endpoints,
-                        self.number_lines)
+                        self.number_lines, open_registration=open_registration)
         self.check_shadowing(rooms, routes)
         self.check_cascades(plan)
         if r.problems:
@@ -394,27 +397,56 @@ class _Builder:
         username = r.text(m["username"][1], f"username of {what}") if "username" in m else None
         password = r.text(m["password"][1], f"password of {what}", allow_empty=True) if "password" in m else None
         name = r.text(m["name"][1], f"name of {what}") if "name" in m else None
-        networks = []
-        if "networks" in m:
-            for item in r.sequence(m["networks"][1], f"networks of {what}", allow_single=True) or []:
-                text = r.text(item, f"network of {what}")
+        networks = self.networks(m["networks"][1], f"networks of {what}") if "networks" in m else []
+        prefixes: list[str] = []
+        if "prefixes" in m:
+            for item in r.sequence(m["prefixes"][1], f"prefixes of {what}", allow_single=True) or []:
+                text = r.text(item, f"prefix of {what}")
                 if text is None:
                     continue
-                try:
-                    networks.append(ipaddress.ip_network(text.strip(), strict=True))
-                except ValueError as exc:
-                    hint = ""
-                    try:
-                        hint = f"; did you mean '{ipaddress.ip_network(text.strip(), strict=False)}'?"
-                    except ValueError:
-                        pass
-                    r.at(item, f"network '{text}' of {what} is not a valid CIDR network ({exc}){hint}; "
-                               "expected e.g. 10.21.0.0/16 or 2001:db8::/32")
+                if not re.fullmatch(r"[0-9*#]{1,32}", text.strip()):
+                    r.at(item, f"prefix {text!r} of {what} is not dialled digits; expected e.g. \"5\" or \"0084\" "
+                               "(the numbers beginning with it are routed to this endpoint)")
+                    continue
+                prefixes.append(text.strip())
+            if prefixes and protocol is not None and protocol != "h323":
+                r.at(m["prefixes"][1], f"prefixes of {what}: only an H.323 gateway or MCU registers prefixes, "
+                                       f"and this endpoint is {protocol}")
+        identity = None
+        if "identity" in m:
+            identity = r.choice(m["identity"][1], f"identity of {what}", IDENTITY_POLICIES)
+            if identity == "password" and password is None:
+                r.at(m["identity"][1], f"identity of {what} is 'password' but the endpoint has no password")
+            if identity == "network" and not networks:
+                r.at(m["identity"][1], f"identity of {what} is 'network' but the endpoint has no networks; "
+                                       "add networks: [...] or choose 'password' / 'registration'")
         if alias is None or protocol is None:
             return None
         return EndpointSpec(alias=alias, number=number, protocol=protocol, username=username or alias,
                             password=password, networks=tuple(networks), line=node.start_mark.line + 1,
-                            name=name or alias)
+                            name=name or alias, prefixes=tuple(prefixes),
+                            identity=identity or ("password" if password is not None
+                                                  else "network" if networks else "registration"))
+
+    def networks(self, node: Node, what: str) -> list[Any]:
+        """A list of CIDR networks (one may be written alone)."""
+        r = self.r
+        out: list[Any] = []
+        for item in r.sequence(node, what, allow_single=True) or []:
+            text = r.text(item, what)
+            if text is None:
+                continue
+            try:
+                out.append(ipaddress.ip_network(text.strip(), strict=True))
+            except ValueError as exc:
+                hint = ""
+                try:
+                    hint = f"; did you mean '{ipaddress.ip_network(text.strip(), strict=False)}'?"
+                except ValueError:
+                    pass
+                r.at(item, f"network '{text}' of {what.removeprefix('networks of ')} is not a valid CIDR network "
+                           f"({exc}){hint}; expected e.g. 10.21.0.0/16 or 2001:db8::/32")
+        return out
 
     # ================================================================= routes
     def route(self, node: Node, index: int) -> tuple[RouteSpec, _RouteNodes] | None:

@@ -97,6 +97,12 @@ class EndpointSpec:
     networks: tuple[IPNetwork, ...]
     line: int
     name: str = ""
+    #: dialled-digit prefixes an H.323 gateway/MCU endpoint may register (supportedPrefixes)
+    prefixes: tuple[str, ...] = ()
+    #: what proves a call comes from this endpoint: "password" (its registration from that address, or
+    #: digest on the INVITE), "network" (its registration, or a source address in ``networks``),
+    #: "registration" (only its current registration)
+    identity: str = "registration"
 
     def allows(self, address: str) -> bool:
         """May a request from ``address`` (an IP, optionally ``ip:port`` / ``[v6]:port``) come from here?"""

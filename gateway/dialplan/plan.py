@@ -5,10 +5,10 @@ import dataclasses
 import fnmatch
 import os
 import re
-from typing import Iterable
+from typing import Any, Iterable
 
-from .matcher import substitute
-from .model import EndpointSpec, RoomSpec, RouteResult, RouteSpec, TemplateSpec, normalise
+from .matcher import Matcher, intersects, substitute
+from .model import EndpointSpec, RoomSpec, RouteResult, RouteSpec, TemplateSpec, normalise, parse_address
 
 MAX_DIALED = 256  # longer dialed strings are refused before any pattern runs
 
@@ -25,6 +25,8 @@ class DialPlan:
         routes: Iterable[RouteSpec],
         endpoints: Iterable[EndpointSpec],
         number_lines: dict[tuple[str, str], int] | None = None,
+        *,
+        open_registration: Iterable[Any] = (),
     ) -> None:
         self.path = path
         self.sha256 = sha256
@@ -32,6 +34,8 @@ class DialPlan:
         self.templates: tuple[TemplateSpec, ...] = tuple(templates)
         self.routes: tuple[RouteSpec, ...] = tuple(routes)
         self.endpoints: tuple[EndpointSpec, ...] = tuple(endpoints)
+        #: networks from which endpoints that are not in the plan may register (the lab case); none by default
+        self.open_registration: tuple[Any, ...] = tuple(open_registration)
         self._short = os.path.basename(path) or path
         self._rooms_by_id = {r.id: r for r in self.rooms}
         self._templates_by_id = {t.id: t for t in self.templates}
@@ -152,6 +156,39 @@ class DialPlan:
         """A known endpoint by alias (case-insensitive) or number; URIs are normalised first."""
         key = normalise(alias_or_number).casefold()
         return self._endpoints_by_key.get(key) if key else None
+
+    def registration_open(self, address: str) -> bool:
+        """May an endpoint the plan does not list register from ``address``?"""
+        ip = parse_address(address)
+        return ip is not None and any(ip.version == n.version and ip in n for n in self.open_registration)
+
+    def claimant(self, alias: str) -> str | None:
+        """What in the plan already answers on ``alias`` (a room, route or endpoint), None if nothing:
+        an endpoint the plan does not list may not register it."""
+        ep = self.endpoint(alias)
+        if ep is not None:
+            return f"endpoint '{ep.alias}'"
+        r = self.route(alias)
+        return None if r.kind == "none" else r.rule
+
+    def prefix_claimant(self, prefix: str) -> str | None:
+        """What in the plan answers on some number beginning with ``prefix``, None if nothing."""
+        p = normalise(prefix).casefold()
+        if not p:
+            return "an empty prefix"
+        for number, (room, _, _) in self._room_numbers.items():
+            if number.startswith(p):
+                return f"room '{room.id}' ({number})"
+        for ep in self.endpoints:
+            if ep.number and ep.number.casefold().startswith(p):
+                return f"endpoint '{ep.alias}' ({ep.number})"
+            if any(q.startswith(p) or p.startswith(q) for q in ep.prefixes):
+                return f"endpoint '{ep.alias}' (prefix {', '.join(ep.prefixes)})"
+        mine = Matcher.prefix(p)
+        for r in self.routes:
+            if intersects(mine, r.matcher):
+                return r.describe(self._short)
+        return None
 
     def summary(self) -> str:
         def n(count: int, word: str) -> str:

@@ -189,14 +189,21 @@ class Gatekeeper(DatagramProtocol):
 
     def __init__(self, plan: Callable[[], DialPlan] | DialPlan, gatekeeper_id: str = "cau",
                  call_signal_address: Address = ("127.0.0.1", 1720), ras_address: Address | None = None,
-                 routed: bool = True, time_to_live: int = 300, require_known_endpoints: bool = False,
+                 routed: bool = True, time_to_live: int = 300,
                  multicast_discovery: bool = False, reactor: Any = None, *, clock: Any = None,
                  max_bandwidth: int = 40960, expiry_grace: float = 10.0, expiry_check_interval: float = 1.0,
                  reply_cache_seconds: float = 15.0, neighbours: Any = (),
-                 max_registrations: int = 2000, max_registrations_per_source: int = 50) -> None:
+                 max_registrations: int = 2000, max_registrations_per_source: int = 50,
+                 guard: Any = None) -> None:
         import ipaddress
 
         self._plan = plan
+        if guard is None:
+            from gateway.guard import FailureGuard
+
+            guard = FailureGuard("password", per_source=10, per_target=20, window=300.0)
+        #: failed H.235 tokens per source and endpoint (the app shares it with SIP digest)
+        self.guard = guard
         #: the gatekeepers whose LRQs are answered (addresses / networks); nobody else's
         self.neighbours = tuple(ipaddress.ip_network(n, strict=False) for n in neighbours)
         self.max_registrations = max_registrations
@@ -206,7 +213,6 @@ class Gatekeeper(DatagramProtocol):
         self._ras_address = ras_address
         self.routed = routed
         self.time_to_live = time_to_live
-        self.require_known_endpoints = require_known_endpoints
         self.multicast_discovery = multicast_discovery
         self.max_bandwidth = max_bandwidth
         self.expiry_grace = expiry_grace
@@ -418,21 +424,31 @@ class Gatekeeper(DatagramProtocol):
                 return None
             self._reject("GRJ", "terminalExcluded", f"asks for gatekeeper {m.gatekeeper_identifier!r}", m, addr)
             return ras.build_grj(m.seq, "terminalExcluded", gatekeeper_identifier=self.gatekeeper_id), dest
-        try:
-            self._check_aliases(m.aliases, addr[0], for_discovery=True)
-        except _Reject as rej:
-            reason = "terminalExcluded" if rej.reason == "invalidAlias" else rej.reason
-            self._reject("GRJ", reason, rej.detail, m, addr)
-            return ras.build_grj(m.seq, reason, gatekeeper_identifier=self.gatekeeper_id), dest
+        if multicast and not self._known_here(m, addr[0]):
+            return None             # a multicast GRQ from a stranger: another zone's endpoint, not ours to take
         return ras.build_gcf(m.seq, self.ras_address, gatekeeper_identifier=self.gatekeeper_id), dest
 
+    def _known_here(self, m: RasMessage, source_ip: str) -> bool:
+        plan = self.plan()
+        if plan.registration_open(source_ip):
+            return True
+        return any((ep := plan.endpoint(t)) is not None and ep.protocol == "h323" for k, t in m.aliases
+                   if k != "transportID")
+
     # ------------------------------------------------------------------ RRQ
-    def _check_aliases(self, aliases: list[Alias], source_ip: str, *, for_discovery: bool = False,
-                       endpoint_id: str | None = None, call_signal: Address | None = None) -> EndpointSpec | None:
+    def _admit(self, m: RasMessage, source_ip: str, *, endpoint_id: str | None = None,
+               call_signal: Address | None = None) -> tuple[EndpointSpec | None, list[Alias], list[str], bool]:
+        """Who may register, under what: (plan endpoint or None, granted aliases, granted prefixes,
+        authenticated).  :class:`_Reject` when the RRQ is refused.
+
+        A plan endpoint gets exactly the aliases and prefixes the plan gives it (its alias, its number,
+        its ``prefixes``); whatever else it asks for is left out of the RCF.  Anyone else registers only
+        from an ``open_registration`` network of the plan, and only under aliases and prefixes the plan
+        does not use.  An unknown alias, a wrong network and a failed password all read
+        ``securityDenial``: the answer does not tell which endpoints exist."""
         plan = self.plan()
         spec: EndpointSpec | None = None
-        room_numbers = {_key(n) for r in plan.rooms for n in r.numbers}
-        for kind, text in aliases:
+        for kind, text in m.aliases:
             if kind == "transportID":
                 continue
             ep = plan.endpoint(text)
@@ -440,18 +456,56 @@ class Gatekeeper(DatagramProtocol):
                 continue
             if ep.protocol != "h323":
                 raise _Reject("securityDenial", f"alias {text!r} is the {ep.protocol} endpoint '{ep.alias}'")
-            if not ep.allows(source_ip):
-                raise _Reject("securityDenial", f"endpoint '{ep.alias}' ({text!r}) may not register from "
-                                                f"{source_ip}: allowed networks are "
-                                                f"{', '.join(map(str, ep.networks))}")
             if spec is not None and spec.alias != ep.alias:
                 raise _Reject("invalidAlias", f"aliases name two endpoints: '{spec.alias}' and '{ep.alias}'")
             spec = ep
-        if self.require_known_endpoints and spec is None:
-            raise _Reject("invalidAlias", "no alias is an endpoint of the dial plan "
-                                          f"({', '.join(t for _, t in aliases) or 'no aliases'})")
-        if for_discovery:
-            return spec
+        authenticated = False
+        asked_prefixes = _prefixes_of(m.value)
+        if spec is not None:
+            if not spec.allows(source_ip):
+                raise _Reject("securityDenial", f"endpoint '{spec.alias}' may not register from {source_ip}: "
+                                                f"allowed networks are {', '.join(map(str, spec.networks))}")
+            if spec.password is not None:
+                self._authenticate(m, spec)
+                authenticated = True
+            granted: list[Alias] = [("h323-ID", spec.alias)]
+            if spec.number:
+                granted.append(("dialedDigits" if spec.number.isdigit() else "h323-ID", spec.number))
+            prefixes = list(spec.prefixes)
+            left = [t for k, t in m.aliases if k != "transportID" and plan.endpoint(t) is None]
+            left += [p for p in asked_prefixes if p not in prefixes]
+            if left:
+                log.info("gatekeeper: endpoint '%s' asked also for %s, which the dial plan does not give it",
+                         spec.alias, ", ".join(left[:8]))
+        else:
+            if not plan.registration_open(source_ip):
+                raise _Reject("securityDenial", f"no alias is an endpoint of the dial plan "
+                                                f"({', '.join(t for _, t in m.aliases)[:120] or 'no aliases'}) and "
+                                                f"{source_ip} is not in open_registration")
+            granted = [(k, t) for k, t in m.aliases if k != "transportID"]
+            if not granted:
+                raise _Reject("invalidAlias", "an endpoint the dial plan does not list must name an alias")
+            taken = [(k, t) for k, t in granted if plan.claimant(t)]
+            if taken:
+                raise _Reject("duplicateAlias", "the dial plan uses " + ", ".join(
+                    f"{t} ({plan.claimant(t)})" for _, t in taken), taken)
+            prefixes = []
+            for p in asked_prefixes:
+                owner = plan.prefix_claimant(p)
+                if owner is None:
+                    prefixes.append(p)
+                else:
+                    log.info("gatekeeper: prefix %s left out of %s's registration: the dial plan has %s",
+                             p, source_ip, owner)
+        self._check_taken(granted, prefixes, source_ip, endpoint_id, call_signal, authenticated)
+        return spec, granted, prefixes, authenticated
+
+    def _check_taken(self, aliases: list[Alias], prefixes: list[str], source_ip: str, endpoint_id: str | None,
+                     call_signal: Address | None, authenticated: bool) -> None:
+        """duplicateAlias when another registration holds one of ``aliases`` (or ``prefixes``) and this is
+        not that endpoint again: a proven password, or the same address (a reboot)."""
+        plan = self.plan()
+        room_numbers = {_key(n) for r in plan.rooms for n in r.numbers}
         dups: list[Alias] = []
         for kind, text in aliases:
             k = _key(text)
@@ -459,14 +513,23 @@ class Gatekeeper(DatagramProtocol):
                 dups.append((kind, text))
                 continue
             owner = self.registrations.get(self._aliases.get(k, ""))
-            if owner is None or owner.endpoint_id == endpoint_id:
+            if owner is None or owner.endpoint_id == endpoint_id or authenticated:
                 continue
-            if call_signal is not None and call_signal in owner.call_signal_addresses:
+            if owner.ras_address[0] == source_ip and call_signal is not None \
+                    and call_signal in owner.call_signal_addresses:
                 continue                    # the same endpoint registering again (e.g. after a reboot)
             dups.append((kind, text))
+        for p in prefixes:
+            owner = next((r for r in self.registrations.values() if p in r.prefixes), None)
+            if owner is not None and owner.endpoint_id != endpoint_id and not authenticated \
+                    and owner.ras_address[0] != source_ip:
+                dups.append(("dialedDigits", p))
         if dups:
             raise _Reject("duplicateAlias", "already taken: " + ", ".join(t for _, t in dups), dups)
-        return spec
+
+    def _authenticate(self, m: RasMessage, spec: EndpointSpec) -> None:
+        """H.235.1 password check of a request from an endpoint with a password; _Reject if it fails."""
+        raise _Reject("securityDenial", f"endpoint '{spec.alias}' has a password and sent no valid H.235 token")
 
     def _rrj(self, m: RasMessage, addr: Address, rej: _Reject) -> tuple[bytes, Address]:
         self._reject("RRJ", rej.reason, rej.detail, m, addr)
@@ -503,6 +566,11 @@ class Gatekeeper(DatagramProtocol):
                     self._drop(reg.endpoint_id, "the dial plan no longer allows it")
                     return self._rrj(m, addr, _Reject("fullRegistrationRequired",
                                                       f"endpoint '{reg.endpoint_spec.alias}' changed in the plan"))
+                if current.password is not None:
+                    try:
+                        self._authenticate(m, current)
+                    except _Reject as rej:
+                        return self._rrj(m, addr, rej)
             ttl = self._ttl(m.time_to_live)
             reg.time_to_live = ttl
             reg.expires_at = now + ttl
@@ -518,9 +586,11 @@ class Gatekeeper(DatagramProtocol):
         if ras_addr[0] != addr[0]:
             ras_addr = addr
         previous = self.registrations.get(m.endpoint_identifier or "")
+        if previous is not None and previous.ras_address[0] != addr[0]:
+            previous = None         # someone else's identifier: only the endpoint itself re-registers under it
         if previous is None:
-            previous = next((r for r in self.registrations.values()
-                             if any(a in r.call_signal_addresses for a in csas)), None)
+            previous = next((r for r in self.registrations.values() if r.ras_address[0] == addr[0]
+                             and any(a in r.call_signal_addresses for a in csas)), None)
         if previous is None:
             if len(self.registrations) >= self.max_registrations:
                 return self._rrj(m, addr, _Reject("resourceUnavailable",
@@ -530,9 +600,8 @@ class Gatekeeper(DatagramProtocol):
                 return self._rrj(m, addr, _Reject("resourceUnavailable",
                                                   f"{addr[0]} holds {self.max_registrations_per_source} registrations"))
         try:
-            spec = self._check_aliases(m.aliases, addr[0],
-                                       endpoint_id=previous.endpoint_id if previous else None,
-                                       call_signal=csas[0])
+            spec, aliases, prefixes, _ = self._admit(m, addr[0], endpoint_id=previous.endpoint_id if previous else None,
+                                                     call_signal=csas[0])
         except _Reject as rej:
             return self._rrj(m, addr, rej)
         ttl = self._ttl(m.time_to_live)
@@ -543,15 +612,19 @@ class Gatekeeper(DatagramProtocol):
         else:
             eid = f"{next(self._ids)}_{self.gatekeeper_id}"[:128]
             registered_at = now
-        # aliases another registration at the same call signalling address held: move them here
-        for kind, text in m.aliases:
+        # what another registration held (the same endpoint before a reboot, or before it proved its
+        # password from a new address): it is this one's now
+        for kind, text in aliases:
             owner = self.registrations.get(self._aliases.get(_key(text), ""))
             if owner is not None and owner.endpoint_id != eid:
                 self._drop(owner.endpoint_id, "re-registered with a new identifier")
-        reg = Registration(endpoint_id=eid, aliases=list(m.aliases), call_signal_addresses=list(csas),
+        for p in prefixes:
+            for owner in [r for r in self.registrations.values() if p in r.prefixes and r.endpoint_id != eid]:
+                self._drop(owner.endpoint_id, f"prefix {p} registered again")
+        reg = Registration(endpoint_id=eid, aliases=aliases, call_signal_addresses=list(csas),
                            ras_address=ras_addr, time_to_live=ttl, expires_at=now + ttl, endpoint_spec=spec,
                            registered_at=registered_at, endpoint_type=m.endpoint_type,
-                           prefixes=_prefixes_of(m.value), vendor=_vendor_text(m))
+                           prefixes=prefixes, vendor=_vendor_text(m))
         self.registrations[eid] = reg
         for _, text in reg.aliases:
             self._aliases[_key(text)] = eid
@@ -602,6 +675,12 @@ class Gatekeeper(DatagramProtocol):
         if reg is None or reg.ras_address[0] != addr[0]:
             self._reject("URJ", "notCurrentlyRegistered", f"endpoint {m.endpoint_identifier!r}", m, addr)
             return ras.build_urj(m.seq, "notCurrentlyRegistered"), addr
+        if reg.endpoint_spec is not None and reg.endpoint_spec.password is not None:
+            try:
+                self._authenticate(m, reg.endpoint_spec)
+            except _Reject as rej:
+                self._reject("URJ", "securityDenial", rej.detail, m, addr)
+                return ras.build_urj(m.seq, "securityDenial"), addr
         self._drop(reg.endpoint_id, f"URQ {m.unregistration_reason or ''}".strip())
         self.stats["events"]["unregistered"] += 1
         return ras.build_ucf(m.seq), addr
@@ -634,6 +713,12 @@ class Gatekeeper(DatagramProtocol):
         if self._registered_sender(m, addr) is None:
             self._reject("ARJ", "invalidEndpointIdentifier", f"{reg.endpoint_id} used from {addr[0]}", m, addr)
             return ras.build_arj(m.seq, "invalidEndpointIdentifier"), addr
+        if reg.endpoint_spec is not None and reg.endpoint_spec.password is not None:
+            try:
+                self._authenticate(m, reg.endpoint_spec)
+            except _Reject as rej:
+                self._reject("ARJ", "securityDenial", rej.detail, m, addr)
+                return ras.build_arj(m.seq, "securityDenial"), addr
         bandwidth = min(m.bandwidth or 0, self.max_bandwidth)
         routed_model = "gatekeeperRouted" if self.routed else "direct"
         if m.answer_call:

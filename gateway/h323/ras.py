@@ -96,6 +96,7 @@ class RasMessage:
     unregistration_reason: str | None = None
     endpoint_type: str | None = None               # terminal / gateway / mcu / gatekeeper / mcu+...
     vendor: dict[str, Any] | None = None
+    raw: bytes = field(repr=False, default=b"")      # the datagram as received (H.235 hashes it)
 
     @property
     def abbreviation(self) -> str:
@@ -132,7 +133,7 @@ def parse_ras(data: bytes) -> RasMessage:
         raise RasError(exc.kind, exc.reason) from None
     if not isinstance(v, dict):           # admissionConfirmSequence is a SEQUENCE OF
         return RasMessage(kind=kind, seq=0, value={"items": v})
-    m = RasMessage(kind=kind, seq=int(v.get("requestSeqNum", 0)), value=v)
+    m = RasMessage(kind=kind, seq=int(v.get("requestSeqNum", 0)), value=v, raw=bytes(data))
     if "protocolIdentifier" in v:
         try:
             m.protocol_version = asn1.h225_version(v["protocolIdentifier"])
