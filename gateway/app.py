@@ -68,6 +68,10 @@ class Gateway:
         plane = media_plane(settings.rtp_ports, reactor=reactor)
         self.plane = plane
         self.ports, self.clock, self.registry = plane.ports, plane.clock, plane.registry
+        from gateway.guard import FailureGuard
+
+        #: wrong passwords (SIP digest on REGISTER and INVITE, H.235 tokens) per source and account
+        self.password_guard = FailureGuard("password", per_source=10, per_target=20, window=300.0)
         self.gk_client = None
 
     # -- dial plan -------------------------------------------------------
@@ -255,7 +259,7 @@ class Gateway:
         algorithms = tuple(a.strip().upper() for a in self.settings.sip_digest.split(",") if a.strip())
         self.sip.registrar = Registrar(
             lambda: self.dialplan.current, realm=self.settings.sip_realm, reactor=self.reactor,
-            digest=DigestServer(self.settings.sip_realm, algorithms=algorithms),
+            digest=DigestServer(self.settings.sip_realm, algorithms=algorithms), guard=self.password_guard,
         )
         self.sip.config.answer_delay = self.settings.sip_answer_delay
         self.sip.config.video_mtu = self.settings.video_mtu
@@ -326,11 +330,12 @@ class Gateway:
             lambda: self.dialplan.current, gatekeeper_id="cau",
             call_signal_address=(host, self.h323.port), reactor=self.reactor,
             ras_address=(host, self.settings.ras_port) if self.settings.ras_port else None,
-            neighbours=self.settings.gatekeeper_neighbours,
+            neighbours=self.settings.gatekeeper_neighbours, guard=self.password_guard,
         )
         self._listen("H.323 RAS", self.settings.ras_port, "--ras-port",
                      lambda: gk.start(self.settings.bind, self.settings.ras_port))
         self.gatekeeper = gk
+        self.h323.gatekeeper = gk        # a caller's registration is what proves who it is
         self.listening["H.323 RAS (gatekeeper)"] = f"{self.settings.bind}:{gk.port}/udp"
 
     def stop(self) -> None:
@@ -483,6 +488,12 @@ class Gateway:
                 "tls": None if getattr(self, "tls", None) is None else {
                     "certificate": str(self.tls.cert), "sha256": self.tls.fingerprint,
                     "self_signed": self.tls.self_signed},
+            },
+            "security": {
+                # lockouts now or in the last ten minutes: a room's PIN or an account under attack
+                "alarms": self.registry.pin_guard.alarms() + self.password_guard.alarms(),
+                "wrong_pins": self.registry.pin_guard.stats["failures"],
+                "wrong_passwords": self.password_guard.stats["failures"],
             },
             "gatekeeper_client": None if getattr(self, "gk_client", None) is None else {
                 "gatekeeper": self.settings.register_with, "state": self.gk_client.state,

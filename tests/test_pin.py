@@ -87,3 +87,92 @@ def test_three_wrong_pins_hang_up():
         run_for(0.1)
         clock.stop()
     assert alloc.in_use == 0
+
+
+def _key_in(p: RtpParticipant, digits: str, after: float = 0.8) -> None:
+    for d in digits:
+        p.send_dtmf(d)
+        talk(p, 0.06)
+    talk(p, after)
+
+
+def test_guessing_from_one_address_is_locked_out_and_the_room_keeps_its_seats():
+    """The finding: 8 parallel callers found a 4-digit PIN in 22 s. Now every wrong PIN counts
+    against the address; the fifth locks it out (even with the right PIN), callers at the prompt
+    hold seats, and one address may keep only three callers at a prompt."""
+    from gateway.conference.registry import RoomRegistry
+    from gateway.conference.rtp_media import admit
+    from gateway.dialplan import parse_dialplan
+
+    spec = parse_dialplan('version: 1\nrooms:\n  - {id: kin, name: K, numbers: ["7000"], pin: "2468", '
+                          'max_participants: 4}\n', "pin.yaml").rooms[0]
+    clock = MediaClock()
+    clock.add_late_hook(read_pending)
+    clock.start()
+    registry = RoomRegistry(clock)
+    callers, refused, joined = [], [], []
+
+    def call_in():
+        alloc, leg, p = caller()
+        leg.remote = "198.18.0.7:5060"          # (a label: the RTP itself is on loopback)
+        callers.append((alloc, leg, p))
+        gate = admit(registry, spec, leg, on_joined=joined.append, on_refused=refused.append)
+        return leg, p, gate
+
+    try:
+        a_leg, a, _ = call_in()
+        b_leg, b, _ = call_in()
+        c_leg, c, _ = call_in()
+        assert registry.waiting_count("kin") == 3
+        d_leg, d, gate = call_in()                       # a fourth from the same address: refused
+        assert gate is None and "entering a PIN already" in refused[-1].reason
+        _key_in(a, "1111")                               # wrong 1 (a), then a is deaf for 2 s
+        _key_in(b, "2222")                               # wrong 2 (b)
+        _key_in(c, "3333", after=2.5)                    # wrong 3 (c)
+        _key_in(a, "4444", after=2.5)                    # wrong 4 (a, after its pause)
+        _key_in(b, "5555", after=1.5)                    # wrong 5: the address is locked out
+        assert b_leg.hung_up and "too many wrong PINs" in b_leg.hangup_reason
+        assert registry.pin_guard.refused("198.18.0.7", "kin")
+        _key_in(c, "2468#", after=1.0)                   # the right PIN, but too late for this address
+        assert not joined
+        e_leg, e, gate = call_in()                       # a new call from the address: refused at once
+        assert gate is None and "too many wrong PINs" in refused[-1].reason
+        alarms = registry.pin_guard.alarms()
+        assert alarms and alarms[0]["kind"] == "source" and alarms[0]["name"] == "198.18.0.7"
+    finally:
+        for alloc, leg, p in callers:
+            leg.hangup("test over")
+            p.close()
+        run_for(0.1)
+        clock.stop()
+    assert registry.waiting_count("kin") == 0
+    assert all(alloc.in_use == 0 for alloc, _, _ in callers)
+
+
+def test_callers_at_the_prompt_hold_seats():
+    from gateway.conference.registry import RoomRegistry
+    from gateway.conference.room import RoomFull
+    from gateway.conference.rtp_media import admit
+    from gateway.dialplan import parse_dialplan
+
+    spec = parse_dialplan('version: 1\nrooms:\n  - {id: nho, name: N, numbers: ["7001"], pin: "13579", '
+                          'max_participants: 2}\n', "pin.yaml").rooms[0]
+    clock = MediaClock()
+    clock.start()
+    registry = RoomRegistry(clock)
+    made, refused = [], []
+    try:
+        for host in ("198.18.0.1", "198.18.0.2", "198.18.0.3"):
+            alloc, leg, p = caller()
+            leg.remote = f"{host}:5060"
+            made.append((alloc, leg, p))
+            admit(registry, spec, leg, on_joined=lambda room: None, on_refused=refused.append)
+        assert registry.waiting_count("nho") == 2
+        assert len(refused) == 1 and isinstance(refused[0], RoomFull)
+    finally:
+        for alloc, leg, p in made:
+            leg.hangup("test over")
+            p.close()
+        run_for(0.1)
+        clock.stop()
+    assert registry.waiting_count("nho") == 0

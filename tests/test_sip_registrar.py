@@ -444,3 +444,26 @@ def test_pjsua_registers_with_sha256(algorithms):
         assert code == 1 and '"code": 403' in out, out[-2000:]
     finally:
         e.close()
+
+
+def test_password_guessing_is_locked_out_and_made_up_nonces_test_nothing(env):
+    """The finding: a wrong password answered 403 even on a made-up nonce, so passwords could be
+    tested at 336/s. Now a nonce we never issued gets a fresh challenge before any password is
+    looked at, and twenty wrong passwords lock the account for every address that has not logged
+    in to it lately (even the right password gets 403). (Loopback is no address of its own: the
+    per-address limit, ten, is tested in tests/test_guard.py.)"""
+    r401 = env.register()
+    ch = parse_challenge(r401.headers.get_all("WWW-Authenticate")[0])
+    made_up = dict(ch, nonce="QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE")
+    for _ in range(30):
+        r = env.register(auth=creds(made_up, "phong-hop", "guess", f"sip:{LO}:{env.port}"))
+        assert r.status == 401, "a made-up nonce must not get a verdict on the password"
+    assert env.registrar.guard.stats["failures"] == 0
+    for i in range(20):
+        assert env.answer(env.register(), "phong-hop", f"guess-{i}").status == 403
+    r = env.answer(env.register(), "phong-hop", "s3cret")
+    assert r.status == 403, "the right password got in while the account is locked"
+    assert not env.registrar.lookup("phong-hop")
+    alarms = env.registrar.guard.alarms()
+    assert alarms and alarms[0]["secret"] == "password" and alarms[0]["locked"]
+    assert alarms[0]["kind"] == "target" and alarms[0]["name"] == "account phong-hop"

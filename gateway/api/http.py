@@ -98,6 +98,17 @@ def _webrtc_rows(st: dict[str, Any]) -> str:
     return "".join(rows) or '<tr><td colspan="5">none</td></tr>'
 
 
+def _alarm_rows(st: dict[str, Any]) -> str:
+    e = html.escape
+    rows = []
+    for a in st.get("security", {}).get("alarms", []):
+        who = "address" if a["kind"] == "source" else "target"
+        state = f"locked {a['locked_for_s']} s more" if a["locked"] else "lockout over"
+        rows.append(f"<tr><td>{e(a['secret'])}</td><td>{who} <code>{e(a['name'])}</code></td>"
+                    f"<td>{a['failures']} wrong, from {a['sources']} address(es)</td><td>{state}</td></tr>")
+    return "".join(rows) or '<tr><td colspan="4">none: no PIN or password is being guessed</td></tr>'
+
+
 def _tls_line(st: dict[str, Any]) -> str:
     t = st.get("webrtc", {}).get("tls")
     if not t:
@@ -153,6 +164,8 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}pre{{ba
 {_video_rows(st["rooms"])}</table>
 <h2>Browsers and WHIP/WHEP clients</h2><table><tr><th>Room</th><th>Participant</th><th>Kind</th><th>Connection</th>
 <th>Address</th></tr>{_webrtc_rows(st)}</table>{_tls_line(st)}
+<h2>Security alarms</h2><table><tr><th>Secret</th><th>Guessed at</th><th>Failures</th><th>State</th></tr>
+{_alarm_rows(st)}</table>
 <h2>Listening</h2><ul>{''.join(f'<li>{e(k)}: {e(v)}</li>' for k, v in st['listening'].items())}</ul>
 </body></html>
 """

@@ -157,6 +157,9 @@ class Leg(Observable):
         self.state: LegState = "new"
         self.hung_up = False
         self.hangup_reason: str | None = None
+        #: alias of the dial-plan endpoint this leg is proven to come from (registration, network,
+        #: password); None when the caller is anonymous, whatever name it gives
+        self.identity: str | None = None
 
     def __repr__(self) -> str:
         return f"<Leg {self.id} {self.protocol} {self.display_name!r} {self.remote} {self.state}>"

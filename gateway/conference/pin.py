@@ -12,9 +12,18 @@ generated here, so nothing has to be recorded or shipped:
 Digits: the PIN, then ``#`` (or just the PIN's length in digits); ``*`` starts
 over. Three wrong tries, or no right PIN within the time limit, and the caller
 is hung up with the reason.
+
+Guessing is slowed and stopped by the registry's PIN guard
+(:class:`gateway.guard.FailureGuard`): every wrong PIN is counted against the
+caller's address and the room; after a wrong PIN the digits keyed during the
+next n seconds are ignored (n = the address's recent failures, 1 to 5: the
+wrong-PIN beeps last one); a source or room that the guard locks is hung up
+at once ("too many wrong PINs"), and the guard's lockout doubles each time
+guessing resumes.
 """
 from __future__ import annotations
 
+import hmac
 import logging
 from typing import Any, Callable
 
@@ -60,6 +69,10 @@ class PinGate:
         tries: int = 3,
         time_limit: float = 60.0,
         reactor: Any = None,
+        *,
+        guard: Any = None,
+        source: str = "",
+        room_id: str = "",
     ):
         if reactor is None:
             from twisted.internet import reactor as _r
@@ -70,12 +83,19 @@ class PinGate:
             raise ValueError("a PIN gate needs a leg with audio")
         self.leg = leg
         self.pin = pin
+        self.guard = guard
+        self.source = source or leg.remote
+        self.room_id = room_id
+        #: called once when the gate is done (admitted, failed or hung up)
+        self.on_done: Callable[[], None] | None = None
+        self._reactor = reactor
+        self._deaf_until = 0.0
         self.clock = clock
         self.on_admit = on_admit
         self.tries_left = tries
         self.digits = ""
         self.done = False
-        self.source, self.sink = audio.source, audio.sink
+        self.audio_source, self.sink = audio.source, audio.sink
         self.encoder = self.sink.make_encoder()
         self.step = self.encoder.samples_per_packet_rtp
         self._playing = PROMPT_ENTER
@@ -88,7 +108,7 @@ class PinGate:
         clock.subscribe(self._tick)
 
     def _tick(self) -> None:
-        self.source.pull()  # keep the jitter buffer draining while the caller waits
+        self.audio_source.pull()  # keep the jitter buffer draining while the caller waits
         if self._playing is None:
             frame = np.zeros(FRAME, dtype=np.int16)
         else:
@@ -111,7 +131,7 @@ class PinGate:
         self._playing, self._pos, self._loop_prompt, self._after_prompt = pcm, 0, False, then
 
     def _on_digit(self, digit: str) -> None:
-        if self.done:
+        if self.done or self._reactor.seconds() < self._deaf_until:
             return
         if digit == "*":
             self.digits = ""
@@ -121,13 +141,29 @@ class PinGate:
             if len(self.digits) < len(self.pin):
                 return
         entered, self.digits = self.digits, ""
-        if entered == self.pin:
+        if self.guard is not None and self.guard.refused(self.source, self.room_id):
+            # locked out meanwhile (by this caller's other calls, or guesses at this room): the
+            # right PIN does not help now
+            self.done = True
+            self._play_once(PROMPT_WRONG, lambda: self._fail("too many wrong PINs"))
+            return
+        if hmac.compare_digest(entered.encode(), self.pin.encode()):
             log.info("leg %s entered the right PIN", self.leg.id)
+            if self.guard is not None:
+                self.guard.succeeded(self.source, self.room_id)
             self.done = True
             self._play_once(PROMPT_WELCOME, self._admit)
             return
         self.tries_left -= 1
-        log.info("leg %s entered a wrong PIN (%d tries left)", self.leg.id, self.tries_left)
+        log.info("leg %s from %s entered a wrong PIN for %s (%d tries left)", self.leg.id, self.source,
+                 self.room_id, self.tries_left)
+        if self.guard is not None:
+            self.guard.failed(self.source, self.room_id)
+            if self.guard.refused(self.source, self.room_id):
+                self.done = True
+                self._play_once(PROMPT_WRONG, lambda: self._fail("too many wrong PINs"))
+                return
+            self._deaf_until = self._reactor.seconds() + max(1, min(5, self.guard.failures(self.source)))
         if self.tries_left <= 0:
             self.done = True
             self._play_once(PROMPT_WRONG, lambda: self._fail("wrong PIN entered 3 times"))
@@ -143,6 +179,9 @@ class PinGate:
         self.leg.hangup(reason)
 
     def _stop(self) -> None:
+        if self.on_done is not None:
+            done, self.on_done = self.on_done, None
+            done()
         self.done = True
         self.clock.unsubscribe(self._tick)
         self._unsub()

@@ -48,6 +48,15 @@ class RoomRegistry(Observable):
         self.mixer_factory = mixer_factory
         self.rooms: dict[str, Room] = {}
         self._close_timers: dict[str, Any] = {}
+        from gateway.guard import FailureGuard
+
+        #: wrong room PINs, from every protocol (DTMF at the PIN prompt, a browser's PIN)
+        self.pin_guard = FailureGuard("PIN", per_source=5, per_target=30)
+        #: callers at a PIN prompt: room id -> their gates (they count against the room's seats)
+        self.waiting: dict[str, set[Any]] = {}
+
+    def waiting_count(self, room_id: str) -> int:
+        return len(self.waiting.get(room_id, ()))
 
     # ---------------------------------------------------------------- events
     def _emit(self, event: str, *args: Any) -> None:

@@ -269,6 +269,9 @@ class Room(Observable):
             out.append({
                 "id": leg.id,
                 "name": leg.display_name,
+                # the dial-plan endpoint the call provably comes from; None: an anonymous caller
+                # (whatever name it gave) — see docs/security.md
+                "identity": leg.identity,
                 "protocol": leg.protocol,
                 "remote": leg.remote,
                 "joined_at": self._joined_at.get(leg_id),

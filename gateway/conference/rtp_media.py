@@ -298,15 +298,48 @@ def audio_leg(session: RtpSession, rx: MediaFormat, tx: MediaFormat | None = Non
     return media.leg
 
 
+#: callers that may wait at one room's PIN prompt, and from one address (over all rooms)
+MAX_WAITING_PER_ROOM = 20
+MAX_WAITING_PER_SOURCE = 3
+
+
 def admit(registry: Any, spec: Any, leg: Leg, *, reactor: Any = None,
           on_joined: Callable[[Any], None], on_refused: Callable[[Any], None]) -> Any:
     """Join ``spec``'s room now (``on_joined(room)``; JoinRefused passes up), or, when the room
     has a PIN, through the PIN gate first (returns the gate; after the right PIN ``on_joined``,
-    or ``on_refused(JoinRefused)`` when the room is full or closed by then)."""
-    from gateway.conference.room import JoinRefused
+    or ``on_refused(JoinRefused)`` when the room is full or closed by then).
+
+    Callers at the PIN prompt hold a seat of the room; at most :data:`MAX_WAITING_PER_ROOM` wait
+    per room and :data:`MAX_WAITING_PER_SOURCE` per address; a source or room locked by the PIN
+    guard (too many wrong PINs) is refused at once (``on_refused``)."""
+    from gateway.conference.room import JoinRefused, RoomFull
 
     if getattr(spec, "pin", None):
         from gateway.conference.pin import PinGate
+        from gateway.guard import source_key
+
+        guard = getattr(registry, "pin_guard", None)
+        waiting: dict[str, set[Any]] = getattr(registry, "waiting", {})
+        source = source_key(leg.remote)
+        problem: JoinRefused | None = None
+        if guard is not None and (wait := guard.retry_after(source, spec.id)):
+            problem = JoinRefused(spec.id, f"too many wrong PINs: try again in {wait:.0f} s")
+        else:
+            gates = waiting.get(spec.id, set())
+            room = registry.get(spec.id) if hasattr(registry, "get") else None
+            seats = getattr(spec, "max_participants", None)
+            seats = seats if seats and seats > 0 else None
+            if seats is not None and len(gates) + (len(room.legs) if room is not None else 0) >= seats:
+                problem = RoomFull(spec.id, f"every seat is taken ({seats}, counting callers entering the PIN)")
+            elif len(gates) >= MAX_WAITING_PER_ROOM:
+                problem = JoinRefused(spec.id, f"{MAX_WAITING_PER_ROOM} callers are entering the PIN already")
+            elif sum(1 for gs in waiting.values() for g in gs if g.source == source) >= MAX_WAITING_PER_SOURCE:
+                problem = JoinRefused(spec.id, f"{MAX_WAITING_PER_SOURCE} calls from {source} are entering a "
+                                               "PIN already")
+        if problem is not None:
+            log.info("leg %s from %s refused at the PIN prompt of %s: %s", leg.id, source, spec.id, problem.reason)
+            on_refused(problem)
+            return None
 
         def admitted(leg: Leg) -> None:
             try:
@@ -316,6 +349,17 @@ def admit(registry: Any, spec: Any, leg: Leg, *, reactor: Any = None,
                 return
             on_joined(room)
 
-        return PinGate(leg, spec.pin, registry.clock, admitted, reactor=reactor)
+        gate = PinGate(leg, spec.pin, registry.clock, admitted, reactor=reactor, guard=guard, source=source,
+                       room_id=spec.id)
+        gates = waiting.setdefault(spec.id, set())
+        gates.add(gate)
+
+        def gone() -> None:
+            gates.discard(gate)
+            if not gates and waiting.get(spec.id) is gates:
+                del waiting[spec.id]
+
+        gate.on_done = gone
+        return gate
     on_joined(registry.join(spec, leg))
     return None

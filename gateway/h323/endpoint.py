@@ -71,6 +71,7 @@ class H323Media:
         self.service = service
         self.call = call
         self.spec: Any = None
+        self.identity: Any = None        # the checked dial-plan endpoint (H323Service.identify)
         self.rtp = RtpMedia(service.ports, bind=service.bind, rtp_timeout=service.rtp_timeout,
                             reactor=service.reactor, protocol="h323", unconfirmed_budget=UNCONFIRMED_PACKETS)
         self.rtp.on_leg = self._on_leg
@@ -113,7 +114,8 @@ class H323Media:
             if self.rtp.plans.get(media) == plan:
                 continue
             if self.leg is None and media == "audio":
-                self.rtp.display_name = call.display or call.caller or (call.remote[0] if call.remote else "h323")
+                self.rtp.display_name = (self.identity.name if self.identity is not None else None) or \
+                    call.display or call.caller or (call.remote[0] if call.remote else "h323")
                 self.rtp.remote = f"{call.remote[0]}:{call.remote[1]}" if call.remote else ""
             try:
                 self.rtp.apply(media, plan)
@@ -123,6 +125,7 @@ class H323Media:
     def _on_leg(self, leg: Leg) -> None:
         call = self.call
         self.leg = leg
+        leg.identity = self.identity.alias if self.identity is not None else None
         leg.on("hangup", self._leg_hangup)
         if self._no_media_timer is not None and self._no_media_timer.active():
             self._no_media_timer.cancel()
@@ -277,6 +280,29 @@ class H323Service:
         m = self._attach(call)
         call.on_incoming = lambda c: self._route(c, m)
 
+    def identify(self, call: H323Call) -> Any:
+        """The dial-plan endpoint a SETUP provably comes from, None for an anonymous caller.
+
+        The SETUP's sourceAddress / calling number only claim an endpoint: the claim holds when the
+        endpoint is registered with our gatekeeper from the address the call comes from (its RRQ was
+        checked: networks, H.235 password), or, for ``identity: network``, when that address is in
+        the endpoint's networks."""
+        plan = self.plan()
+        claims = [t for k, t in call.caller_aliases if k != "transportID"] + ([call.caller] if call.caller else [])
+        ep = next((e for c in claims if (e := plan.endpoint(c)) is not None and e.protocol == "h323"), None)
+        if ep is None:
+            return None
+        ip = call.remote[0] if call.remote else ""
+        reg = self.gatekeeper.by_alias(ep.alias) if self.gatekeeper is not None else None
+        if reg is not None and reg.endpoint_spec is not None and reg.endpoint_spec.alias == ep.alias and \
+                ip in {reg.ras_address[0], *(h for h, _ in reg.call_signal_addresses)}:
+            return ep
+        if ep.identity == "network" and ep.networks and ep.allows(ip):
+            return ep
+        log.info("%s: SETUP from %s claims endpoint '%s', which is not registered from there: anonymous",
+                 call.name, ip, ep.alias)
+        return None
+
     def _route(self, call: H323Call, media: H323Media) -> None:
         self.stats["setups"] += 1
         plan = self.plan()
@@ -285,9 +311,11 @@ class H323Service:
         if not candidates:
             self.stats["refused"] += 1
             raise CallRejected(28, "the SETUP names no called number or alias", "badFormatAddress")
+        identity = self.identify(call)
+        media.identity = identity
         result = None
         for dialed in dict.fromkeys(candidates):
-            result = plan.route(dialed, caller=call.caller, protocol="h323")
+            result = plan.route(dialed, caller=identity.alias if identity else None, protocol="h323")
             if result.kind != "none":
                 call.dialed = dialed
                 break

@@ -17,11 +17,14 @@ Server side: :class:`DigestServer` makes the ``WWW-Authenticate`` /
   evicted every nonce not newer than it counts as stale from then on, so an
   eviction can never reopen a replay window — the client just fetches a
   fresh nonce.
-* ``stale=True`` is reported only when the response hash is *right*
-  (RFC 7616 §3.3: the client knows the password and may retry at once with
-  a new nonce): nonce expired, not issued by us, or nc not above the last
-  one (a replay gets a fresh challenge, never a 200). A wrong hash is
-  ``problem="wrong_password"`` whatever the state of the nonce.
+* A nonce we did not issue (forged, tampered with, or of a previous run) is
+  answered ``stale`` *before any password is looked at*: a made-up nonce
+  tests no password. For a nonce of ours, ``stale=True`` is reported only
+  when the response hash is *right* (RFC 7616 §3.3: the client knows the
+  password and may retry at once with a new nonce): nonce expired, or nc not
+  above the last one (a replay gets a fresh challenge, never a 200). A wrong
+  hash on our nonce is ``problem="wrong_password"``, which callers count
+  (:class:`gateway.guard.FailureGuard`).
 * Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess, SHA-512-256(-sess);
   qop ``auth``, ``auth-int`` (the body is hashed) and the legacy RFC 2069
   form without qop (no cnonce/nc; replay protection is then only the nonce
@@ -438,6 +441,11 @@ class DigestServer:
         if not _same_uri(creds["uri"], request.uri):
             return AuthResult(False, username, False,
                               f"digest uri {creds['uri']!r} is not the Request-URI", "uri", algo)
+        # a nonce we never issued is answered with a fresh challenge before any password is looked at:
+        # made-up nonces must not let anyone test passwords as fast as the network carries them
+        ts0, why0 = self._check_nonce(creds["nonce"])
+        if ts0 is None:
+            return AuthResult(False, username, True, why0, "stale", algo)
         password = password_for(username)
         if password is None:
             return AuthResult(False, username, False, f"unknown user {username!r}", "unknown_user", algo)
@@ -451,7 +459,7 @@ class DigestServer:
             # the right password against a challenge of another secret (a restart)
             return AuthResult(False, username, True, "opaque of another challenge", "stale", algo)
         nonce = creds["nonce"]
-        ts, why = self._check_nonce(nonce)
+        ts, why = ts0, why0
         if why:
             return AuthResult(False, username, True, why, "stale", algo)
         if qop is not None:

@@ -114,6 +114,7 @@ class Registrar:
         reactor: Any = None,
         digest: DigestServer | None = None,
         max_bindings: int = 16,
+        guard: Any = None,
     ) -> None:
         if not 0 < min_expires <= default_expires <= max_expires:
             raise ValueError("need 0 < min_expires <= default_expires <= max_expires")
@@ -126,6 +127,12 @@ class Registrar:
         self.reactor = reactor
         self.max_bindings = max_bindings
         self.digest = digest or DigestServer(realm, clock=clock)
+        if guard is None:
+            from gateway.guard import FailureGuard
+
+            guard = FailureGuard("password", per_source=10, per_target=20, window=300.0)
+        #: wrong passwords per source and account (shared by the app with INVITE digest and H.235)
+        self.guard = guard
         self.bindings: dict[str, list[Binding]] = {}
         self.stats = {"register": 0, "ok": 0, "challenged": 0, "refused": 0}
         self._timer: Any = None
@@ -197,9 +204,9 @@ class Registrar:
         if why is not None:
             # answered as an endpoint with a password would be (a challenge, then 403), so that
             # REGISTER cannot be used to learn which endpoints exist or where they may be
-            self._authenticate(request, None, why)
+            self._authenticate(request, None, why, peer=peer, claimed=user or "?")
         if spec.password is not None:
-            self._authenticate(request, spec)
+            self._authenticate(request, spec, peer=peer, claimed=spec.alias)
 
         self.purge()
         aor = spec.alias
@@ -274,24 +281,35 @@ class Registrar:
         self._arm()
         self._ok(stx, aor, now)
 
-    def _authenticate(self, request: Request, spec: Any, refused: str | None = None) -> None:
+    def _authenticate(self, request: Request, spec: Any, refused: str | None = None, *, peer: Any = None,
+                      claimed: str = "?") -> None:
         """Digest authentication of ``spec``; with ``spec`` None (``refused`` says why it may not
-        register) every credential is wrong, and the answers are the same as for a real endpoint."""
+        register) every credential is wrong, and the answers are the same as for a real endpoint.
+        Wrong passwords are counted by :attr:`guard` per source and account: a locked-out source
+        (or account, for sources that never logged in to it) gets 403 whatever it sends."""
         username = (spec.username or spec.alias) if spec is not None else None
 
         def password_for(u: str) -> str | None:
             return spec.password if spec is not None and u == username else None
 
         res: AuthResult = self.digest.verify(request, password_for)
-        if res.ok and spec is not None:
-            return
         p = res.problem
         if p in ("missing", "algorithm"):
             raise _Refuse(401, "Unauthorized", self._challenge(False))
+        source = peer.host if peer is not None else "?"
+        target = "account " + claimed.casefold()
+        wait = self.guard.retry_after(source, target)
+        if wait:
+            raise _Refuse(403, FORBIDDEN, detail=f"{claimed}: {source} is locked out for {wait:.0f} s more "
+                                                 "(too many wrong passwords)")
+        if res.ok and spec is not None:
+            self.guard.succeeded(source, target)
+            return
         if p == "stale":
-            log.info("REGISTER for %s: %s; fresh nonce sent", spec.alias, res.reason)
+            log.info("REGISTER for %s: %s; fresh nonce sent", claimed, res.reason)
             raise _Refuse(401, "Unauthorized", self._challenge(True))
         if p in ("wrong_password", "unknown_user") or res.ok:
+            self.guard.failed(source, target)
             raise _Refuse(403, FORBIDDEN, detail=refused or f"{spec.alias}: " + (
                 "wrong password" if p == "wrong_password" else "wrong user name"))
         raise _Refuse(400, res.reason)  # malformed, uri, qop

@@ -53,6 +53,8 @@ class SipConfig:
 class SipCall:
     """One INVITE dialog with a participant in a room."""
 
+    identity: Any = None        # the checked dial-plan endpoint, None for anonymous callers
+
     def __init__(self, ua: "SipUserAgent", invite: Request, stx: ServerTransaction, peer: Peer):
         self.ua = ua
         self.invite = invite
@@ -63,6 +65,7 @@ class SipCall:
         self.leg: Leg | None = None
         self.room = None
         self.spec = None
+        self.identity = None
         self.oa: OfferAnswer | None = None
         self.media: RtpMedia | None = None
         self.local_sdp: SessionDescription | None = None
@@ -128,6 +131,7 @@ class SipCall:
 
     def _on_leg(self, leg: Leg) -> None:
         self.leg = leg
+        leg.identity = self.identity.alias if self.identity is not None else None
         leg.on("hangup", self._on_leg_hangup)
 
     def _on_replaced(self, leg: Leg, stream_id: str) -> None:
@@ -135,6 +139,8 @@ class SipCall:
             self.room.replace_stream(leg, stream_id)  # in place: a two-party room must not see anyone leave
 
     def display_name(self) -> str:
+        if self.identity is not None:
+            return self.identity.name
         frm = self.invite.from_
         if frm.display_name:
             return frm.display_name
@@ -412,8 +418,56 @@ class SipUserAgent:
         return str(uri)
 
     def _caller(self, request: Request) -> str | None:
+        """Who the From header claims to be (its user part): a claim, not an identity."""
         uri = request.from_.uri
         return uri.user if isinstance(uri, SipUri) else None
+
+    def _identify(self, request: Request, stx: ServerTransaction, peer: Peer) -> tuple[Any, bool]:
+        """The dial-plan endpoint this INVITE provably comes from: (EndpointSpec | None, answered).
+
+        The From header only *claims* an endpoint. The claim is checked, by the endpoint's
+        ``identity`` policy: its current registration from this address (every policy), a source
+        address in its ``networks`` ("network"), or digest credentials on the INVITE ("password":
+        the INVITE is challenged with 401 and counted by the password guard). A claim that cannot
+        be checked leaves the caller anonymous — it joins as anyone may, under its own display name,
+        matches no ``from:`` rule and may not call sites. ``answered`` is True when this method
+        answered the INVITE (401 / 403) and the caller must stop."""
+        claimed = self._caller(request)
+        ep = self.plan().endpoint(claimed) if claimed else None
+        if ep is None or ep.protocol != "sip":
+            return None, False
+        registrar = self.registrar
+        if registrar is not None and any(b.source.host == peer.host for b in registrar.lookup(ep.alias)):
+            return ep, False
+        if ep.identity == "network" and ep.networks and ep.allows(peer.host):
+            return ep, False
+        if ep.identity != "password" or ep.password is None or registrar is None:
+            log.info("SIP INVITE from %s claims endpoint '%s', which it is not registered as: anonymous",
+                     peer.host, ep.alias)
+            return None, False
+        username = ep.username or ep.alias
+        res = registrar.digest.verify(request, lambda u: ep.password if u == username else None)
+        guard, target = registrar.guard, "account " + ep.alias.casefold()
+        if res.problem in ("missing", "algorithm") or (res.problem == "stale" and not res.ok):
+            challenges = registrar.digest.challenges(stale=res.problem == "stale")
+            self._respond(stx, 401, "Unauthorized", extra=[("WWW-Authenticate", c) for c in challenges])
+            return None, True
+        wait = guard.retry_after(peer.host, target)
+        if wait:
+            log.info("SIP INVITE as '%s' from %s refused: locked out for %.0f s (wrong passwords)",
+                     ep.alias, peer.host, wait)
+            self._refuse(stx, 403, "Forbidden")
+            return None, True
+        if res.ok:
+            guard.succeeded(peer.host, target)
+            return ep, False
+        if res.problem in ("wrong_password", "unknown_user"):
+            guard.failed(peer.host, target)
+            log.info("SIP INVITE as '%s' from %s: %s", ep.alias, peer.host, res.reason)
+            self._refuse(stx, 403, "Forbidden")
+            return None, True
+        self._refuse(stx, 400, res.reason)
+        return None, True
 
     def _on_invite(self, request: Request, stx: ServerTransaction, peer: Peer) -> None:
         self.stats["invites"] += 1
@@ -435,13 +489,22 @@ class SipUserAgent:
         if se_value is not None and se_value < self.config.min_se:
             self._respond(stx, 422, "Session Interval Too Small", extra=[("Min-SE", str(self.config.min_se))])
             return
-        # Route through the dial plan
+        # Who is calling (checked, not claimed), then route through the dial plan
+        identity, answered = self._identify(request, stx, peer)
+        if answered:
+            return
         dialed = self._dialed(request)
-        result = self.plan().route(dialed, caller=self._caller(request), protocol="sip")
+        result = self.plan().route(dialed, caller=identity.alias if identity else None, protocol="sip")
         if result.kind == "none":
             endpoint = self.plan().endpoint(dialed)
             if endpoint is not None and self.call_endpoint is not None:
-                self._on_invite_endpoint(request, stx, peer, endpoint)
+                if identity is None:
+                    # ringing a site through the gateway is for the plan's own endpoints
+                    log.info("SIP INVITE for endpoint '%s' from %s refused: the caller is not a known endpoint",
+                             endpoint.alias, peer.host)
+                    self._refuse(stx, 403, f"{dialed[:32]!r} is not open to callers")
+                    return
+                self._on_invite_endpoint(request, stx, peer, endpoint, identity)
                 return
             self._refuse(stx, 404, f"no room or route for {dialed!r}")
             return
@@ -455,13 +518,14 @@ class SipUserAgent:
                      dialed, result.target)
             self._refuse(stx, 403, f"{dialed[:32]!r} is not open to callers")
             return
-        self._invite_into(request, stx, peer, result.room, se_value, se_refresher, required)
+        self._invite_into(request, stx, peer, result.room, se_value, se_refresher, required, identity=identity)
 
     # A call to a registered endpoint's number: both parties meet in a two-seat room of their own,
     # so codecs are bridged by the media plane like any room. The caller rings until the callee answers.
     call_endpoint: Callable[[Any, Any, Any], Any] | None = None  # set by the app: (endpoint, spec, room) -> Deferred
 
-    def _on_invite_endpoint(self, request: Request, stx: ServerTransaction, peer: Peer, endpoint: Any) -> None:
+    def _on_invite_endpoint(self, request: Request, stx: ServerTransaction, peer: Peer, endpoint: Any,
+                            identity: Any = None) -> None:
         import secrets
 
         try:
@@ -470,13 +534,14 @@ class SipUserAgent:
             self._respond(stx, 400, str(exc))
             return
         required = [o.strip().lower() for v in request.headers.get_all("Require") for o in v.split(",") if o.strip()]
-        caller = self._caller(request) or "caller"
+        caller = identity.alias if identity is not None else "caller"
         from gateway.dialplan.model import RoomSpec
 
         spec = RoomSpec(id=f"call-{secrets.token_hex(4)}", name=f"{caller} → {endpoint.alias}", numbers=(), pin=None,
                         max_participants=2, layout="voice-switched", audio_codecs=(), video_codecs=(),
                         max_resolution=None, max_bitrate_kbps=None, cascade=None, template=None, line=0)
-        call = self._invite_into(request, stx, peer, spec, se_value, se_refresher, required, hold_answer=True)
+        call = self._invite_into(request, stx, peer, spec, se_value, se_refresher, required, hold_answer=True,
+                                 identity=identity)
         if call is None:
             return
         d = self.call_endpoint(endpoint, spec, call.room)
@@ -513,7 +578,7 @@ class SipUserAgent:
 
     def _invite_into(self, request: Request, stx: ServerTransaction, peer: Peer, spec: Any,
                      se_value: int | None, se_refresher: str | None, required: list[str],
-                     hold_answer: bool = False) -> "SipCall | None":
+                     hold_answer: bool = False, identity: Any = None) -> "SipCall | None":
         call_id = request.call_id
         room = self.registry.get(spec.id)
         if room is not None and spec.max_participants and len(room.legs) >= spec.max_participants:
@@ -531,6 +596,7 @@ class SipUserAgent:
                 return
         call = SipCall(self, request, stx, peer)
         call.spec = spec
+        call.identity = identity
         call.oa = OfferAnswer(self.catalogue, spec.audio_codecs, spec.video_codecs, spec.max_resolution, spec.max_bitrate_kbps)
         if se_value is not None or "timer" in _options(request.headers.get_all("Supported")):
             call.session_expires = max(se_value or self.config.session_expires, self.config.min_se)

@@ -15,7 +15,8 @@
 
 Refusals say what is wrong: 404 no such room, 401 no PIN / 403 wrong PIN (and 429 after
 :data:`PIN_TRIES` wrong ones from one address, or :data:`ROOM_PIN_TRIES` for one room from
-anywhere, within a minute), 409 the room is full, 406 no common
+anywhere, within a minute, counted with the DTMF PINs of SIP and H.323 callers; the lockout
+doubles each time it recurs within an hour — :mod:`gateway.guard`), 409 the room is full, 406 no common
 codec (naming what was offered and what is taken), 400 malformed SDP, 415 wrong content type,
 413 an offer over 64 KiB, 503 while the gateway shuts down, 429 more than :data:`MAX_PER_SOURCE` sessions from one address, 503 more
 than :data:`MAX_SESSIONS` in all.
@@ -27,9 +28,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
-import time
 import unicodedata
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -82,7 +81,7 @@ class WebRtcService:
         #: POSTs being answered, per source address (they count against the limits too)
         self.pending: dict[str, int] = {}
         self.closing = False
-        self._failures: dict[str, deque[float]] = {}
+        self._own_guard: Any = None
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -98,27 +97,26 @@ class WebRtcService:
             out.append(h.encode())
         return out
 
-    def pin_refused(self, source: str, room: str) -> bool:
-        """Too many wrong PINs in the last minute from ``source`` (an IPv6 address counts with its
-        /64), or for ``room`` from anywhere (guesses spread over many addresses)."""
-        return any(self._recent(key) >= limit
-                   for key, limit in ((_source_key(source), PIN_TRIES), ("room " + room, ROOM_PIN_TRIES)))
+    @property
+    def pin_guard(self) -> Any:
+        """The registry's PIN guard (shared with the DTMF PIN prompt of SIP and H.323 callers)."""
+        registry = getattr(self.gateway, "registry", None)
+        guard = getattr(registry, "pin_guard", None)
+        if guard is None:
+            if self._own_guard is None:
+                from gateway.guard import FailureGuard
 
-    def _recent(self, key: str) -> int:
-        q = self._failures.get(key)
-        now = time.monotonic()
-        while q and now - q[0] > 60:
-            q.popleft()
-        return len(q) if q else 0
+                self._own_guard = FailureGuard("PIN", per_source=PIN_TRIES, per_target=ROOM_PIN_TRIES)
+            guard = self._own_guard
+        return guard
+
+    def pin_refused(self, source: str, room: str) -> bool:
+        """Too many wrong PINs lately from ``source`` (an IPv6 address counts with its /64), or for
+        ``room`` from anywhere (guesses spread over many addresses)."""
+        return self.pin_guard.refused(source, room)
 
     def pin_failed(self, source: str, room: str) -> None:
-        now = time.monotonic()
-        for key, limit in ((_source_key(source), PIN_TRIES), ("room " + room, ROOM_PIN_TRIES)):
-            q = self._failures.pop(key, None) or deque(maxlen=limit)
-            q.append(now)
-            self._failures[key] = q           # most recent last: the oldest go first
-        while len(self._failures) > 10000:
-            del self._failures[next(iter(self._failures))]
+        self.pin_guard.failed(source, room)
 
     def status(self) -> list[dict[str, Any]]:
         return [{"resource": s.id, "room": s.room_id, "viewer": s.viewer, **s.peer.info()} for s in self.sessions.values()]
@@ -212,9 +210,10 @@ class WhipEndpoint(resource.Resource):
             return _text(request, 404, f"no room answers on {number[:40]!r}")
         source = request.getClientAddress().host
         if spec.pin:
-            if svc.pin_refused(source, spec.id):
-                request.setHeader(b"retry-after", b"60")
-                return _text(request, 429, "too many wrong PINs: wait a minute")
+            wait = svc.pin_guard.retry_after(source, spec.id)
+            if wait:
+                request.setHeader(b"retry-after", str(int(wait) + 1).encode())
+                return _text(request, 429, f"too many wrong PINs: try again in {int(wait) + 1} s")
             token = _bearer(request)
             if token is None:
                 request.setHeader(b"www-authenticate", b'Bearer realm="cau", error="invalid_request"')
@@ -222,6 +221,7 @@ class WhipEndpoint(resource.Resource):
             if not hmac.compare_digest(token.encode(), spec.pin.encode()):
                 svc.pin_failed(source, spec.id)
                 return _text(request, 403, f"wrong PIN for room {spec.id}")
+            svc.pin_guard.succeeded(source, spec.id)
         room = gw.registry.get(spec.id)
         limit = spec.max_participants if spec.max_participants and spec.max_participants > 0 else None
         if room is not None and limit is not None and len(room.legs) >= limit:
@@ -428,17 +428,6 @@ def _offer_ufrag(sdp: str) -> str | None:
         if line.startswith("a=ice-ufrag:"):
             return line[12:].strip()
     return None
-
-
-def _source_key(host: str) -> str:
-    """Who a PIN failure is counted against: the IPv4 address, or the IPv6 /64 (one subscriber)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if ip.version == 6:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip)
 
 
 def is_loopback(host: str) -> bool:

@@ -164,3 +164,36 @@ def test_four_kinds_of_site_see_each_other_in_one_cp_2x2_room(target, h323, h323
     finally:
         b264.stop()
         b263.stop()
+
+
+def _roster_entry(cau, room: str, protocol: str) -> dict | None:
+    for r in cau.status()["rooms"]:
+        if r["id"] == room:
+            return next((p for p in r["roster"] if p["protocol"] == protocol), None)
+    return None
+
+
+def test_an_h323_caller_is_the_site_it_claims_only_once_registered(cau, h323, h323_endpoint, h323_run):
+    """A SETUP naming lab-h323 from an endpoint that is not registered is an anonymous caller
+    (identity null in the roster); registered with the gatekeeper, the same system is lab-h323."""
+    ep = h323_endpoint("lab-h323", number="5003", profile="HDX", tone_hz=700)
+    h323_run(ep.call("1000", h323.host, h323.port))      # straight to the gateway, no gatekeeper
+    h323_run(ep.wait_media())
+    deadline = time.monotonic() + 5
+    while (entry := _roster_entry(cau, "open", "h323")) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert entry is not None, cau.status()["rooms"]
+    assert entry["identity"] is None, entry
+    h323_run(ep.hangup())
+    assert cau.wait_participants("open", 0) == 0
+    ep2 = h323_endpoint("lab-h323", number="5003", profile="HDX", tone_hz=700)
+    h323_run(ep2.register(h323.gatekeeper))
+    h323_run(ep2.call("1000"))
+    h323_run(ep2.wait_media())
+    deadline = time.monotonic() + 5
+    while (entry := _roster_entry(cau, "open", "h323")) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert entry is not None and entry["identity"] == "lab-h323", entry
+    assert entry["name"] == "lab-h323"                    # the plan's name of the site, not what it sent
+    h323_run(ep2.hangup())
+    assert cau.wait_participants("open", 0) == 0

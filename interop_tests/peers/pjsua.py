@@ -100,7 +100,7 @@ def _parse(proc: PeerProcess) -> list[PjsuaCallResult]:
 
 def _argv(mode: list[str], *, codecs: Sequence[str], tone: float | None, seconds: float,
           record: str | os.PathLike | None, port: int, rtp_port: int, timeout: float,
-          log_level: int) -> list[str]:
+          log_level: int, user: str | None = None, password: str | None = None) -> list[str]:
     argv = [_python(), "-m", "interop_tests.peers.pjsua", *mode,
             "--codecs", ",".join(codecs), "--seconds", str(seconds), "--port", str(port),
             "--rtp-port", str(rtp_port), "--timeout", str(timeout),
@@ -109,6 +109,10 @@ def _argv(mode: list[str], *, codecs: Sequence[str], tone: float | None, seconds
         argv += ["--tone", str(tone)]
     if record:
         argv += ["--record", str(record)]
+    if user:
+        argv += ["--user", user]
+    if password is not None:
+        argv += ["--password", password]
     return argv
 
 
@@ -123,10 +127,12 @@ def _check_installed() -> None:
 def pjsua_call(uri: str, *, codecs: Sequence[str] = ("G722", "PCMU", "PCMA"),
                tone: float | None = 1000, seconds: float = 3.0,
                record: str | os.PathLike | None = None, timeout: float = 20.0,
-               log_level: int = 1) -> PjsuaCallResult:
+               log_level: int = 1, user: str | None = None, password: str | None = None) -> PjsuaCallResult:
     """Dial ``uri`` from a pjsua2 child, send ``tone`` Hz for ``seconds`` once confirmed,
     hang up, return what happened. ``record`` (a WAV path) saves what was heard;
-    without it a temporary file is used and only its frequency/level are kept."""
+    without it a temporary file is used and only its frequency/level are kept.
+    ``user``/``password``: call as that user (From), answering digest challenges with the password
+    (no registration)."""
     _check_installed()
     tmp = None
     if record is None:
@@ -134,7 +140,7 @@ def pjsua_call(uri: str, *, codecs: Sequence[str] = ("G722", "PCMU", "PCMA"),
         record = Path(tmp.name) / "heard.wav"
     argv = _argv(["--call", uri], codecs=codecs, tone=tone, seconds=seconds, record=record,
                  port=free_port(), rtp_port=free_port_block(8), timeout=timeout,
-                 log_level=log_level)
+                 log_level=log_level, user=user, password=password)
     proc = PeerProcess(argv, name="pjsua-call", env=_child_env())
     try:
         proc.wait(timeout + 10)
@@ -361,8 +367,10 @@ def _child(args: argparse.Namespace) -> int:  # noqa: C901 - one scripted job
         _emit(out)
 
     acfg = pj.AccountConfig()
-    acfg.idUri = f"sip:pjsua@{LOOPBACK}:{args.port}"
-    acfg.sipConfig.contactForced = f"<sip:pjsua@{LOOPBACK}:{args.port}>"
+    acfg.idUri = f"sip:{args.user}@{LOOPBACK}:{args.port}"
+    acfg.sipConfig.contactForced = f"<sip:{args.user}@{LOOPBACK}:{args.port}>"
+    if args.password is not None:      # answers 401/407 to its requests (any realm); no REGISTER
+        acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", args.user, 0, args.password))
     acfg.mediaConfig.transportConfig.boundAddress = LOOPBACK
     acfg.mediaConfig.transportConfig.publicAddress = LOOPBACK
     acfg.mediaConfig.transportConfig.port = args.rtp_port
@@ -456,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-calls", type=int, default=0, help="--answer: exit after N calls")
     p.add_argument("--answer-code", type=int, default=200, help="--answer: status to answer with")
     p.add_argument("--log-level", type=int, default=1, help="PJSIP log level (0-6)")
+    p.add_argument("--user", default="pjsua", help="user part of From/Contact")
+    p.add_argument("--password", help="digest password for challenges")
     args = p.parse_args(argv)
     if args.port == 0:
         args.port = free_port()

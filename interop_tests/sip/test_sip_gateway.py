@@ -210,7 +210,9 @@ def test_a_registered_endpoint_is_called_by_its_number(cau, baresip_factory, pjs
                         register_to=(hostport(cau), "baresip-a", cau.users["baresip-a"]))
     assert b.registered(timeout=10), "baresip did not register"
     wav = tmp_path / "pjsua-heard.wav"
-    result = pjsua_call(cau.uri("5001"), codecs=["PCMU"], tone=1000, seconds=4, record=wav)
+    # the caller is a site too (pjsua-b, not registered): PJSIP answers the INVITE's digest challenge
+    result = pjsua_call(cau.uri("5001"), codecs=["PCMU"], tone=1000, seconds=4, record=wav,
+                        user="pjsua-b", password=cau.users["pjsua-b"])
     assert result.confirmed, result.error or result.reason
     freq, level = wav_peak(wav)
     assert abs(freq - 440) < 20, f"the caller heard {freq:.0f} Hz at {level:.1f} dBFS, not the callee's 440 Hz"
@@ -221,11 +223,17 @@ def test_a_registered_endpoint_is_called_by_its_number(cau, baresip_factory, pjs
     assert abs(freq - 1000) < 20, f"the callee heard {freq:.0f} Hz at {level:.1f} dBFS, not the caller's 1000 Hz"
 
 
-def test_calling_an_unregistered_endpoint_says_so(cau):
+def test_calling_an_unregistered_endpoint_says_so(cau, pjsua_call):
+    """A site (pjsua-b, proving its password on the INVITE) calling another that is not registered
+    hears why; an anonymous caller is not told whether the site exists."""
+    result = pjsua_call(cau.uri("5001"), codecs=["PCMU"], seconds=1, timeout=10,
+                        user="pjsua-b", password=cau.users["pjsua-b"])
+    assert not result.confirmed and result.status_code == 480, (result.status_code, result.reason)
+    assert "not registered" in result.reason, result.reason
     inv = options_request(cau).replace(b"OPTIONS", b"INVITE")
     data = inv.replace(f"sip:{cau.room}@".encode(), b"sip:5002@").replace(b"opt-1", b"inv-5002")
     line = send_raw(cau.host, cau.sip_port, data, timeout=5)
-    assert status_code(line) == 480 and "not registered" in line, line
+    assert status_code(line) == 403 and "registered" not in line, line
 
 
 def test_baresip_offering_h264_video_gets_video_negotiated(cau, baresip_factory):
@@ -471,3 +479,32 @@ def test_register_does_not_tell_which_endpoints_exist(target):
     finally:
         s.close()
     assert answers[0][0].startswith("SIP/2.0 401") and answers[0] == answers[1], answers
+
+
+def test_a_claimed_identity_is_checked_before_it_counts(cau):
+    """The From header only claims a site. Claiming a site that has a password gets a digest
+    challenge (a wrong answer a 403); an anonymous caller may not ring a site through the gateway,
+    and the refusal names no target."""
+    import socket
+
+    sdp = "v=0\r\no=lab 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    try:
+        claim = _invite(cau, "claim-1", sdp).replace(b"From: <sip:lab@", b"From: \"UBND\" <sip:baresip-a@")
+        r = _exchange(cau, s, claim, "401")
+        ch = next(l.split(":", 1)[1].strip() for l in r.split("\r\n") if l.lower().startswith("www-authenticate:"))
+        p = dict(re.findall(r'(\w+)="?([^",]*)"?', ch))
+        uri = f"sip:{cau.room}@{cau.host}:{cau.sip_port}"
+        wrong = (f'Digest username="baresip-a", realm="{p["realm"]}", nonce="{p["nonce"]}", uri="{uri}", '
+                 f'response="{"0" * 64}", algorithm={p["algorithm"]}, qop=auth, nc=00000001, cnonce="c1", '
+                 f'opaque="{p["opaque"]}"')
+        again = claim.replace(b"CSeq: 1 INVITE", b"CSeq: 2 INVITE").replace(b"bKclaim-1", b"bKclaim-2") \
+            .replace(b"Content-Type:", f"Authorization: {wrong}\r\nContent-Type:".encode())
+        _exchange(cau, s, again, "403")
+        anon = _invite(cau, "ring-site", sdp).replace(f"sip:{cau.room}@".encode(), b"sip:5001@")
+        r = _exchange(cau, s, anon, "403")
+        assert "127.0.0.1:" not in r.split("\r\n", 1)[0], r
+    finally:
+        s.close()
+    assert "the caller is not a known endpoint" in cau.log()
