@@ -13,6 +13,7 @@ A settings file looks like::
     watch_dialplan: true           # reload when the file changes on disk
     register_with: 192.0.2.10:1719 # register Cầu with this external gatekeeper (endpoint mode)
     register_as: cau-tinh          # Cầu's alias there; room numbers are registered as E.164 aliases
+    register_password: "..."       # that gatekeeper's password for Cầu: H.235.1 tokens on every RAS message
     sip_realm: cau                 # digest realm for SIP registration
     sip_digest: MD5                # digest algorithms offered, in order, e.g. SHA-256,MD5 (RFC 8760) when every device can
     sip_answer_delay: 0            # seconds of ringing (180) before a SIP call is answered
@@ -68,6 +69,7 @@ class Settings:
     sip_answer_delay: float = 0.0     # ring (180) this long before answering a SIP call
     register_with: str = ""   # HOST:PORT of an external gatekeeper (e.g. the national one) Cầu registers with
     register_as: str = "cau"  # Cầu's h323-ID there; room numbers go along as E.164 aliases and prefixes
+    register_password: str = ""  # H.235.1 password for that gatekeeper ("" = none)
     advertise: str = ""  # address written into SDP/Contact; empty: the bind address (or loopback when bound to any)
     api_token: str = ""  # HTTP POSTs (operator actions) need "Authorization: Bearer <token>"; "" = made on first start
     video_mtu: int = 1200  # bytes of RTP payload per video packet (lower it for VPNs / tunnels with small MTUs)
@@ -82,7 +84,7 @@ class Settings:
 
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port", "https_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
-         "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "api_token", "video_mtu",
+         "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "register_password", "api_token", "video_mtu",
          "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers", "gatekeeper_neighbours")
 #: keys whose value may be a YAML list / mapping
 _STRUCTURED = ("ice_hosts", "ice_servers", "gatekeeper_neighbours")
@@ -262,6 +264,10 @@ def load_settings(path: str | Path) -> Settings:
                 if not isinstance(value, str) or not value.strip():
                     raise ValueError(f"register_as must be an H.323 alias (h323-ID), not {value!r}")
                 values[key] = value.strip()
+            elif key == "register_password":
+                if not isinstance(value, str):
+                    raise ValueError("register_password must be a string (quote it)")
+                values[key] = value
             elif key == "sip_realm":
                 if not isinstance(value, str) or not value or '"' in value:
                     raise ValueError(f"sip_realm must be a non-empty name without quotes, not {value!r}")

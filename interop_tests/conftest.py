@@ -135,7 +135,7 @@ def _start_cau(tmp: Path) -> Target:
         pytest.fail("cau run did not report its SIP and HTTP ports within 30 s: " + err.read_text())
     token = (tmp / "state" / "api_token").read_text().strip()
     return Target("127.0.0.1", sip, "1000", "2000", "2468", "6000", http, https, proc, err,
-                  users={"baresip-a": "secret-a", "pjsua-b": "secret-b"}, api_token=token)
+                  users={"baresip-a": "secret-a", "pjsua-b": "secret-b", "lab-hdx-pw": "secret-h235"}, api_token=token)
 
 
 @pytest.fixture(scope="session")

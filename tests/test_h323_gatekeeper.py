@@ -456,3 +456,106 @@ def test_tshark_decodes_what_the_gatekeeper_sends(gk: Gatekeeper, ep: Endpoint) 
                  "registrationReject", "securityDenial", "timeToLive: 300"):
         assert word in text, word
     assert len(re.findall(r"^Frame \d+:", text, re.M)) >= 8
+
+
+# --------------------------------------------------------------------------- H.235.1 passwords
+
+def _independent_token(data: bytes, password: str, general_id: str, random: int, timestamp: int) -> bytes:
+    """H.235.1 procedure I written out from the recommendation with hashlib/hmac (not gateway.h323.h235):
+    a placeholder hash, the encoding, the placeholder zeroed, HMAC-SHA1 keyed with SHA-1(password), 96 bits."""
+    import hashlib
+    import hmac as hm
+
+    from gateway.h323 import asn1
+
+    kind, body = asn1.decode_ras(data)
+    mark = b"\xa5" * 12
+    body["cryptoTokens"] = [("nestedcryptoToken", ("cryptoHashedToken", {
+        "tokenOID": (0, 0, 8, 235, 0, 2, 1),
+        "hashedVals": {"tokenOID": (0, 0, 8, 235, 0, 2, 5), "timeStamp": timestamp, "random": random,
+                       "generalID": general_id},
+        "token": {"algorithmOID": (0, 0, 8, 235, 0, 2, 6), "paramS": {}, "hash": (int.from_bytes(mark, "big"), 96)},
+    }))]
+    out = bytearray(asn1.encode_ras((kind, body)))
+    at = out.index(mark)
+    out[at:at + 12] = bytes(12)
+    out[at:at + 12] = hm.new(hashlib.sha1(password.encode()).digest(), bytes(out), hashlib.sha1).digest()[:12]
+    return bytes(out)
+
+
+def test_h235_password_registration(ep: Endpoint) -> None:
+    import time as _time
+
+    from gateway.h323 import h235
+
+    g = Gatekeeper(lambda: PLAN, gatekeeper_id="cau-gk", call_signal_address=CAU_CS, reply_cache_seconds=0)
+    g.start("127.0.0.1", 0)
+    try:
+        now = int(_time.time())
+        plain = ras.build_rrq(ep.next_seq(), [ep.call_signal], [ep.address], aliases=[("h323-ID", "hdx-pw")])
+        wrong = ep.ask(_independent_token(plain, "doan-mo", "cau-gk", 1, now), g)
+        assert wrong.kind == "registrationReject" and wrong.reject_reason == "securityDenial"
+        assert g.guard.stats["failures"] == 1
+        other_gk = ras.build_rrq(ep.next_seq(), [ep.call_signal], [ep.address], aliases=[("h323-ID", "hdx-pw")])
+        assert ep.ask(_independent_token(other_gk, "mat-khau", "national", 2, now), g).reject_reason == "securityDenial"
+        stale = ras.build_rrq(ep.next_seq(), [ep.call_signal], [ep.address], aliases=[("h323-ID", "hdx-pw")])
+        assert ep.ask(_independent_token(stale, "mat-khau", "cau-gk", 3, now - 4 * 3600), g).reject_reason == "securityDenial"
+        good = _independent_token(ras.build_rrq(ep.next_seq(), [ep.call_signal], [ep.address],
+                                                aliases=[("h323-ID", "hdx-pw")]), "mat-khau", "cau-gk", 4, now)
+        rcf = ep.ask(good, g)
+        assert rcf.kind == "registrationConfirm", rcf.reject_reason
+        eid = rcf.endpoint_identifier
+        assert g.by_alias("8101003").endpoint_id == eid
+        # the gatekeeper's answer carries its own token, for the endpoint's password
+        tok = h235.verify(rcf.raw, rcf.value, "mat-khau", gatekeeper_id=None)
+        assert tok.senders_id == "cau-gk" and tok.general_id == eid
+        # the same datagram again (a replay): refused
+        assert ep.ask(good, g).reject_reason == "securityDenial"
+        # keep-alive: with a token it refreshes, without one it is refused
+        keep = ras.build_keepalive_rrq(ep.next_seq(), [ep.call_signal], [ep.address], eid, "cau-gk")
+        assert ep.ask(keep, g).reject_reason == "securityDenial"
+        keep = ras.build_keepalive_rrq(ep.next_seq(), [ep.call_signal], [ep.address], eid, "cau-gk")
+        assert ep.ask(_independent_token(keep, "mat-khau", "cau-gk", 5, now), g).kind == "registrationConfirm"
+        # ARQ and URQ need the token too
+        arq = ras.build_arq(ep.next_seq(), eid, [("h323-ID", "hdx-pw")], 3840, 7, CONF, CALL,
+                            destination_aliases=[("dialedDigits", "8000")])
+        assert ep.ask(arq, g).reject_reason == "securityDenial"
+        arq = ras.build_arq(ep.next_seq(), eid, [("h323-ID", "hdx-pw")], 3840, 7, CONF, CALL,
+                            destination_aliases=[("dialedDigits", "8000")])
+        assert ep.ask(_independent_token(arq, "mat-khau", "cau-gk", 6, now), g).kind == "admissionConfirm"
+        urq = ras.build_urq(ep.next_seq(), [ep.call_signal], endpoint_identifier=eid)
+        assert ep.ask(urq, g).kind == "unregistrationReject" and eid in g.registrations
+        urq = ras.build_urq(ep.next_seq(), [ep.call_signal], endpoint_identifier=eid)
+        assert ep.ask(_independent_token(urq, "mat-khau", "cau-gk", 7, now), g).kind == "unregistrationConfirm"
+    finally:
+        wait(g.stop())
+
+
+def test_h235_guessing_locks_the_address_out(rogue: Endpoint) -> None:
+    import time as _time
+
+    g = Gatekeeper(lambda: PLAN, gatekeeper_id="cau-gk", call_signal_address=CAU_CS)
+    g.start("127.0.0.1", 0)
+    try:
+        now = int(_time.time())
+        for i in range(20):       # (127.0.0.2 is loopback: no per-address lock; the account's twenty)
+            rrq = ras.build_rrq(rogue.next_seq(), [rogue.call_signal], [rogue.address], aliases=[("h323-ID", "hdx-pw")])
+            assert rogue.ask(_independent_token(rrq, f"guess-{i}", "cau-gk", i, now), g).reject_reason == "securityDenial"
+        rrq = ras.build_rrq(rogue.next_seq(), [rogue.call_signal], [rogue.address], aliases=[("h323-ID", "hdx-pw")])
+        assert rogue.ask(_independent_token(rrq, "mat-khau", "cau-gk", 99, now), g).reject_reason == "securityDenial"
+        assert g.by_alias("hdx-pw") is None and g.guard.alarms()
+    finally:
+        wait(g.stop())
+
+
+def test_tshark_reads_the_h235_tokens(gk: Gatekeeper, ep: Endpoint) -> None:
+    from gateway.h323 import h235
+
+    def exchange() -> None:
+        rrq = ras.build_rrq(ep.next_seq(), [ep.call_signal], [ep.address], aliases=[("h323-ID", "hdx-pw")])
+        assert ep.ask(h235.sign(rrq, "mat-khau", general_id="cau-gk", senders_id=None, random=1), gk).kind \
+            == "registrationConfirm"
+
+    text = _tshark_capture(gk.port, 2, exchange)
+    assert text.count("HMAC-SHA1-96") >= 2, text[-3000:]           # our RRQ and the gatekeeper's RCF
+    assert "cryptoHashedToken" in text and "generalID: cau-gk" in text

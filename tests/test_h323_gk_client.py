@@ -177,3 +177,26 @@ def test_retries_then_reports_unreachable_and_tries_again_later() -> None:
         wait(client.stop())
         wait(defer.maybeDeferred(port.stopListening))
     assert client.state == "idle"
+
+
+def test_registering_with_a_gatekeeper_password() -> None:
+    """Cầu with a national gatekeeper password: GRQ offers H.235.1, every later request carries a
+    token; a wrong password is refused."""
+    plan = parse_dialplan('version: 1\nrooms: []\nendpoints:\n  - {alias: cau-tinh, number: "8000", '
+                          'protocol: h323, password: "quoc-gia", networks: ["127.0.0.0/8"]}\n', "national.yaml")
+    gk = Gatekeeper(lambda: plan, gatekeeper_id="national", call_signal_address=NATIONAL_CS)
+    gk.start("127.0.0.1", 0)
+    try:
+        bad = client_for(gk, task.Clock(), discover=True, password="sai", endpoint_kind="terminal", prefixes=[])
+        with pytest.raises(RegistrationFailed, match="securityDenial"):
+            wait(bad.start("127.0.0.1", 0))
+        wait(bad.stop())
+        client = client_for(gk, task.Clock(), discover=True, password="quoc-gia", endpoint_kind="terminal",
+                            prefixes=[])
+        wait(client.start("127.0.0.1", 0))
+        assert client.state == "registered" and gk.by_alias("8000") is not None
+        res = wait(client.admission("8000", CALL, CONF, 3840))
+        assert res.ok
+        assert wait(client.stop()) is True and not gk.registrations
+    finally:
+        wait(gk.stop())

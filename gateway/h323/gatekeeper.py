@@ -81,7 +81,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from gateway.dialplan import DialPlan, EndpointSpec, normalise
 
-from . import asn1, ras
+from . import asn1, h235, ras
 from .ras import RasError, RasMessage
 
 __all__ = ["AdmittedCall", "Gatekeeper", "Registration", "RAS_PORT", "RAS_DISCOVERY_PORT", "RAS_MULTICAST_GROUP"]
@@ -204,6 +204,9 @@ class Gatekeeper(DatagramProtocol):
             guard = FailureGuard("password", per_source=10, per_target=20, window=300.0)
         #: failed H.235 tokens per source and endpoint (the app shares it with SIP digest)
         self.guard = guard
+        self._replay = h235.ReplayWindow()
+        self._random = itertools.count(1)
+        self._sign_with: str | None = None     # the password of the request being answered, if it proved it
         #: the gatekeepers whose LRQs are answered (addresses / networks); nobody else's
         self.neighbours = tuple(ipaddress.ip_network(n, strict=False) for n in neighbours)
         self.max_registrations = max_registrations
@@ -354,8 +357,11 @@ class Gatekeeper(DatagramProtocol):
             self.stats["events"]["retransmission"] += 1
             self._write(cached[1], cached[2])
             return
+        self._sign_with = None
         try:
             reply = self._dispatch(m, addr, multicast)
+            if reply is not None and self._sign_with is not None:
+                reply = (self._signed(reply[0], m), reply[1])
         except Exception:  # a bug must not take the RAS port down
             self.stats["events"]["error"] += 1
             log.exception("gatekeeper: error handling %s seq %d from %s:%d", m.abbreviation, m.seq, *addr)
@@ -426,7 +432,15 @@ class Gatekeeper(DatagramProtocol):
             return ras.build_grj(m.seq, "terminalExcluded", gatekeeper_identifier=self.gatekeeper_id), dest
         if multicast and not self._known_here(m, addr[0]):
             return None             # a multicast GRQ from a stranger: another zone's endpoint, not ours to take
-        return ras.build_gcf(m.seq, self.ras_address, gatekeeper_identifier=self.gatekeeper_id), dest
+        gcf = ras.build_gcf(m.seq, self.ras_address, gatekeeper_identifier=self.gatekeeper_id)
+        offered = m.value.get("algorithmOIDs") or []
+        if any(h235.same_oid(o, h235.OID_U) for o in offered):
+            # the endpoint can do H.235.1: tell it to (its password is checked from the RRQ on)
+            _, body = asn1.decode_ras(gcf)
+            body["authenticationMode"] = ("pwdHash", 0)
+            body["algorithmOID"] = h235.OID_U
+            gcf = self._encode("gatekeeperConfirm", body)
+        return gcf, dest
 
     def _known_here(self, m: RasMessage, source_ip: str) -> bool:
         plan = self.plan()
@@ -466,7 +480,7 @@ class Gatekeeper(DatagramProtocol):
                 raise _Reject("securityDenial", f"endpoint '{spec.alias}' may not register from {source_ip}: "
                                                 f"allowed networks are {', '.join(map(str, spec.networks))}")
             if spec.password is not None:
-                self._authenticate(m, spec)
+                self._authenticate(m, spec, source_ip, endpoint_id)
                 authenticated = True
             granted: list[Alias] = [("h323-ID", spec.alias)]
             if spec.number:
@@ -527,9 +541,34 @@ class Gatekeeper(DatagramProtocol):
         if dups:
             raise _Reject("duplicateAlias", "already taken: " + ", ".join(t for _, t in dups), dups)
 
-    def _authenticate(self, m: RasMessage, spec: EndpointSpec) -> None:
-        """H.235.1 password check of a request from an endpoint with a password; _Reject if it fails."""
-        raise _Reject("securityDenial", f"endpoint '{spec.alias}' has a password and sent no valid H.235 token")
+    def _authenticate(self, m: RasMessage, spec: EndpointSpec, source_ip: str,
+                      endpoint_id: str | None = None) -> None:
+        """H.235.1 password check (gateway.h323.h235) of a request from an endpoint with a password;
+        _Reject securityDenial when it fails.  Failures count in the password guard per source and
+        endpoint; a locked-out source is refused without looking at the token."""
+        target = "account " + spec.alias.casefold()
+        wait = self.guard.retry_after(source_ip, target)
+        if wait:
+            raise _Reject("securityDenial", f"endpoint '{spec.alias}': {source_ip} is locked out for "
+                                            f"{wait:.0f} s more (too many wrong passwords)")
+        try:
+            h235.verify(m.raw, m.value, spec.password or "", gatekeeper_id=self.gatekeeper_id,
+                        endpoint_id=endpoint_id, senders=(spec.alias, spec.number or spec.alias, spec.username),
+                        replay=self._replay, who=spec.alias)
+        except h235.H235Error as exc:
+            if not exc.absent:
+                self.guard.failed(source_ip, target)
+            raise _Reject("securityDenial", f"endpoint '{spec.alias}' has a password: {exc.reason}") from None
+        self.guard.succeeded(source_ip, target)
+        self._sign_with = spec.password or ""
+
+    def _signed(self, data: bytes, m: RasMessage) -> bytes:
+        """Our answer to an authenticated request, with our own H.235.1 token (sendersID = our
+        gatekeeper identifier, generalID = the endpoint's identifier)."""
+        _, body = asn1.decode_ras(data)
+        eid = body.get("endpointIdentifier") if isinstance(body, dict) else None
+        return h235.sign(data, self._sign_with or "", general_id=eid or m.endpoint_identifier,
+                         senders_id=self.gatekeeper_id, random=next(self._random))
 
     def _rrj(self, m: RasMessage, addr: Address, rej: _Reject) -> tuple[bytes, Address]:
         self._reject("RRJ", rej.reason, rej.detail, m, addr)
@@ -568,7 +607,7 @@ class Gatekeeper(DatagramProtocol):
                                                       f"endpoint '{reg.endpoint_spec.alias}' changed in the plan"))
                 if current.password is not None:
                     try:
-                        self._authenticate(m, current)
+                        self._authenticate(m, current, addr[0], reg.endpoint_id)
                     except _Reject as rej:
                         return self._rrj(m, addr, rej)
             ttl = self._ttl(m.time_to_live)
@@ -677,7 +716,7 @@ class Gatekeeper(DatagramProtocol):
             return ras.build_urj(m.seq, "notCurrentlyRegistered"), addr
         if reg.endpoint_spec is not None and reg.endpoint_spec.password is not None:
             try:
-                self._authenticate(m, reg.endpoint_spec)
+                self._authenticate(m, reg.endpoint_spec, addr[0], reg.endpoint_id)
             except _Reject as rej:
                 self._reject("URJ", "securityDenial", rej.detail, m, addr)
                 return ras.build_urj(m.seq, "securityDenial"), addr
@@ -715,7 +754,7 @@ class Gatekeeper(DatagramProtocol):
             return ras.build_arj(m.seq, "invalidEndpointIdentifier"), addr
         if reg.endpoint_spec is not None and reg.endpoint_spec.password is not None:
             try:
-                self._authenticate(m, reg.endpoint_spec)
+                self._authenticate(m, reg.endpoint_spec, addr[0], reg.endpoint_id)
             except _Reject as rej:
                 self._reject("ARJ", "securityDenial", rej.detail, m, addr)
                 return ras.build_arj(m.seq, "securityDenial"), addr

@@ -35,7 +35,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 
-from . import asn1, ras
+from . import asn1, h235, ras
 from .ras import RasError, RasMessage
 
 __all__ = ["AdmissionResult", "GatekeeperClient", "RasTimeout", "RegistrationFailed"]
@@ -110,8 +110,12 @@ class GatekeeperClient(DatagramProtocol):
                  reactor: Any = None, *, clock: Any = None, prefixes: Sequence[str] = (),
                  endpoint_kind: str = "gateway", ras_address: Address | None = None, ras_timeout: float = 5.0,
                  ras_tries: int = 3, keepalive_fraction: float = 0.8, keepalive_with_irr: bool = False,
-                 retry_interval: float = 30.0, max_retry_interval: float = 600.0) -> None:
+                 retry_interval: float = 30.0, max_retry_interval: float = 600.0,
+                 password: str | None = None) -> None:
         self.gatekeeper: Address = tuple(gatekeeper)  # type: ignore[assignment]
+        #: the gatekeeper password: every RAS message we send then carries an H.235.1 token
+        self.password = password
+        self._random = itertools.count(1)
         self.aliases: list[Alias] = list(aliases)
         self.call_signal_address = call_signal_address
         self.gatekeeper_id = gatekeeper_id
@@ -224,8 +228,18 @@ class GatekeeperClient(DatagramProtocol):
     def _next_seq(self) -> int:
         return (next(self._seq) - 1) % 65535 + 1
 
+    def _secured(self, data: bytes) -> bytes:
+        """``data`` with an H.235.1 token (gateway.h323.h235) when a password is set."""
+        if self.password is None:
+            return data
+        # sendersID: our alias until the RCF gives us an endpointIdentifier (as H323Plus does)
+        alias = next((t for k, t in self.aliases if k == "h323-ID"), None)
+        return h235.sign(data, self.password, general_id=self.gatekeeper_id, senders_id=self.endpoint_id or alias,
+                         random=next(self._random))
+
     def _request(self, data: bytes, kind: str, *, tries: int | None = None, timeout: float | None = None,
                  dest: Address | None = None) -> defer.Deferred:
+        data = self._secured(data)
         seq = ras.parse_ras(data).seq
         n = tries or self.ras_tries
         t = _Transaction(seq=seq, kind=kind, data=data, dest=dest or self.gatekeeper, tries_left=n,
@@ -277,6 +291,11 @@ class GatekeeperClient(DatagramProtocol):
             self._set_state("discovering")
             grq = ras.build_grq(self._next_seq(), self.ras_address, endpoint_kind=self.endpoint_kind,
                                 aliases=self.aliases, gatekeeper_identifier=self.gatekeeper_id)
+            if self.password is not None:       # offer H.235.1
+                _, body = asn1.decode_ras(grq)
+                body["authenticationCapability"] = [("pwdHash", 0)]
+                body["algorithmOIDs"] = [h235.OID_U]
+                grq = asn1.encode_ras(("gatekeeperRequest", body))
             self._request(grq, "gatekeeperRequest").addCallbacks(self._on_grq_answer, self._on_failure) \
                 .addErrback(self._internal_error)
         else:
@@ -485,7 +504,7 @@ class GatekeeperClient(DatagramProtocol):
                 t.timer.delay(delay)
             return
         if m.kind == "unregistrationRequest":
-            self._write(ras.build_ucf(m.seq), addr)
+            self._write(self._secured(ras.build_ucf(m.seq)), addr)
             if self.state == "registered" and not self._stopping:
                 log.info("gatekeeper client: the gatekeeper unregistered us (%s): registering again",
                          m.unregistration_reason)
@@ -493,17 +512,18 @@ class GatekeeperClient(DatagramProtocol):
                 self._register()
         elif m.kind == "infoRequest":
             if self.endpoint_id:
-                self._write(ras.build_irr(m.seq, self.endpoint_id, self.ras_address, [self.call_signal_address],
-                                          endpoint_kind=self.endpoint_kind, aliases=self.aliases),
+                self._write(self._secured(ras.build_irr(m.seq, self.endpoint_id, self.ras_address,
+                                                        [self.call_signal_address], endpoint_kind=self.endpoint_kind,
+                                                        aliases=self.aliases)),
                             m.reply_address or addr)
         elif m.kind == "disengageRequest":
-            self._write(ras.build_dcf(m.seq), addr)
+            self._write(self._secured(ras.build_dcf(m.seq)), addr)
             if m.call_identifier is not None:
                 self.calls.pop(m.call_identifier, None)
                 if self.on_disengage is not None:
                     self.on_disengage(m.call_identifier)
         elif m.kind == "bandwidthRequest":
-            self._write(ras.build_bcf(m.seq, m.bandwidth or 0), addr)
+            self._write(self._secured(ras.build_bcf(m.seq, m.bandwidth or 0)), addr)
         elif m.seq and not m.kind.endswith(("Confirm", "Reject", "Response", "Ack", "Nak", "InProgress")):
             self._write(asn1.encode_ras(("unknownMessageResponse",
                                          {"requestSeqNum": m.seq, "messageNotUnderstood": b""})), addr)

@@ -232,15 +232,18 @@ class H323TestEndpoint:
         self._media_event.set()
 
     # ------------------------------------------------------------------ RAS
-    async def register(self, gatekeeper: tuple[str, int], timeout: float = 10.0) -> str:
+    async def register(self, gatekeeper: tuple[str, int], timeout: float = 10.0, *,
+                       password: str | None = None, discover: bool = False) -> str:
         """Register (RRQ → RCF) with ``gatekeeper``; returns the endpointIdentifier.  Also starts
-        answering calls (the call signalling address registered)."""
+        answering calls (the call signalling address registered).  ``password``: H.235.1 tokens
+        on every RAS message, as a room system with a gatekeeper password sends them."""
         from gateway.h323.gk_client import GatekeeperClient
 
         port = await self.listen()
         aliases = [("h323-ID", self.alias)] + ([("dialledDigits", self.number)] if self.number else [])
         self.gk = GatekeeperClient(tuple(gatekeeper), aliases, (self.host, port), endpoint_kind="terminal",
-                                   reactor=self.reactor, ras_timeout=2.0, ras_tries=2)
+                                   reactor=self.reactor, ras_timeout=2.0, ras_tries=2, password=password,
+                                   discover=discover)
         await _await(self.gk.start(self.host, 0), timeout)
         return self.gk.endpoint_id
 

@@ -197,3 +197,30 @@ def test_an_h323_caller_is_the_site_it_claims_only_once_registered(cau, h323, h3
     assert entry["name"] == "lab-h323"                    # the plan's name of the site, not what it sent
     h323_run(ep2.hangup())
     assert cau.wait_participants("open", 0) == 0
+
+
+def test_an_h323_system_with_a_gatekeeper_password_registers_with_h235_and_is_known_in_the_room(
+        cau, h323, h323_endpoint, h323_run):
+    """H.235.1 (HMAC-SHA1-96 tokens on every RAS message): a wrong password is refused, the right
+    one registers; the call through the gatekeeper is then the site itself in the roster."""
+    from gateway.h323.gk_client import RegistrationFailed
+
+    bad = h323_endpoint("lab-hdx-pw", number="5004", profile="HDX", tone_hz=700)
+    try:
+        h323_run(bad.register(h323.gatekeeper, password="not-it", discover=True))
+        raise AssertionError("a wrong gatekeeper password registered")
+    except RegistrationFailed as exc:
+        assert "securityDenial" in str(exc)
+    h323_run(bad.close())
+    ep = h323_endpoint("lab-hdx-pw", number="5004", profile="HDX", tone_hz=700)
+    h323_run(ep.register(h323.gatekeeper, password=cau.users["lab-hdx-pw"], discover=True))
+    h323_run(ep.call("1000"))
+    h323_run(ep.wait_media())
+    deadline = time.monotonic() + 5
+    while (entry := _roster_entry(cau, "open", "h323")) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert entry is not None and entry["identity"] == "lab-hdx-pw", entry
+    assert entry["name"] == "HDX with a gatekeeper password"
+    h323_run(ep.hangup())
+    assert cau.wait_participants("open", 0) == 0
+    assert "endpoint 'lab-hdx-pw' has a password: wrong password" in cau.log()
