@@ -129,6 +129,26 @@ class Gateway:
                 f"choose another port with {flag}"
             ) from None
 
+    def _start_limits(self) -> None:
+        """Raise the open-file limit and share it among the TCP listeners (gateway.netguard)."""
+        from gateway.netguard import raise_fd_limit, tcp_budgets
+
+        soft, _hard = raise_fd_limit()
+        rtp_sockets = self.ports.high - self.ports.low + 1
+        self.tcp_budgets = tcp_budgets(soft, rtp_sockets)
+        self.fd_limit = soft
+        self.tcp_guards: dict[str, Any] = {}
+        if soft < 4096:
+            log.warning("the open-file limit is %d: about %d calls at once; raise it (ulimit -n, "
+                        "systemd LimitNOFILE=) for a province's meetings", soft, soft // 8)
+
+    def _guarded(self, name: str, factory: Any, **kw: Any) -> Any:
+        from gateway.netguard import GuardedFactory
+
+        g = GuardedFactory(factory, name, max_total=self.tcp_budgets[name], **kw)
+        self.tcp_guards[name] = g
+        return g
+
     def _listen_tcp(self, what: str, port: int, factory: Any, flag: str) -> Any:
         p = self._listen(what, port, flag, lambda: self.reactor.listenTCP(port, factory, interface=self.settings.bind))
         self._ports.append(p)
@@ -143,7 +163,8 @@ class Gateway:
 
         self._start_token()
         self._start_webrtc()
-        self._listen_tcp("HTTP", self.settings.http_port, build_site(self), "--http-port")
+        self._start_limits()
+        self._listen_tcp("HTTP", self.settings.http_port, self._guarded("HTTP", build_site(self)), "--http-port")
         self._start_https()
         self._start_sip()
         self._start_h323()
@@ -214,7 +235,7 @@ class Gateway:
             raise StartupError(f"HTTPS: {exc}") from None
         if cert.made_now:
             log.info("made a self-signed certificate %s (SHA-256 %s)", cert.cert, cert.fingerprint)
-        site = build_site(self, secure=True)
+        site = self._guarded("HTTPS", build_site(self, secure=True))
         p = self._listen("HTTPS", s.https_port, "--https-port",
                          lambda: self.reactor.listenSSL(s.https_port, site, factory, interface=s.bind))
         self._ports.append(p)
@@ -246,6 +267,9 @@ class Gateway:
 
         bind = self.settings.bind
         transport = SipTransport(bind, self.settings.sip_port, reactor=self.reactor)
+        # idle SIP TCP connections: 30 s to say something, then up to two hours between messages
+        # (a registration over TCP refreshes well within that)
+        transport.wrap_tcp_factory = lambda f: self._guarded("SIP", f, idle_timeout=7200.0)
         self._listen("SIP", self.settings.sip_port, "--sip-port", transport.start)
         self.sip_transport = transport
         self.sip_transactions = TransactionLayer(transport, reactor=self.reactor)
@@ -277,6 +301,8 @@ class Gateway:
         svc = H323Service(lambda: self.dialplan.current, self.registry, self.ports, self.catalogue,
                           bind=self.settings.bind, advertise=self.advertised_host(), reactor=self.reactor)
         svc.video_mtu = self.settings.video_mtu
+        # an H.225.0 connection must send its SETUP within 10 s; a call may then be quiet for hours
+        svc.wrap_tcp_factory = lambda f: self._guarded("H.323", f, first_data_timeout=10.0)
         self._listen("H.323 call signalling", self.settings.h323_port, "--h323-port",
                      lambda: svc.start(self.settings.h323_port))
         self.h323 = svc
@@ -301,7 +327,8 @@ class Gateway:
                     prefixes.append(common)
         aliases = [("h323-ID", self.settings.register_as)] + [("dialedDigits", n) for n in numbers]
         client = GatekeeperClient((host, int(port)), aliases, (self.advertised_host(), self.h323.port),
-                                  reactor=self.reactor, prefixes=sorted(set(prefixes)))
+                                  reactor=self.reactor, prefixes=sorted(set(prefixes)),
+                                  password=self.settings.register_password or None)
         d = client.start(self.settings.bind, 0)
         d.addCallbacks(
             lambda c: log.info("registered with gatekeeper %s as %s (%s)", self.settings.register_with,
@@ -489,6 +516,8 @@ class Gateway:
                     "certificate": str(self.tls.cert), "sha256": self.tls.fingerprint,
                     "self_signed": self.tls.self_signed},
             },
+            "tcp": {name: g.info() for name, g in getattr(self, "tcp_guards", {}).items()},
+            "fd_limit": getattr(self, "fd_limit", None),
             "security": {
                 # lockouts now or in the last ten minutes: a room's PIN or an account under attack
                 "alarms": self.registry.pin_guard.alarms() + self.password_guard.alarms(),

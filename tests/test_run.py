@@ -27,7 +27,7 @@ OPEN_LAB_PLAN = 'version: 1\nrooms: []\nopen_registration: ["127.0.0.0/8"]\n'
 class Gateway:
     """A `cau run` child process on loopback with an ephemeral HTTP port."""
 
-    def __init__(self, tmp_path: Path, *extra: str, config: str | None = None):
+    def __init__(self, tmp_path: Path, *extra: str, config: str | None = None, fd_limit: int | None = None):
         self.plan = tmp_path / "plan.yaml"
         if not self.plan.exists():
             shutil.copy(default_dialplan(), self.plan)
@@ -42,6 +42,8 @@ class Gateway:
         self.proc = subprocess.Popen(
             args, cwd=tmp_path, stdout=self.stdout.open("w"), stderr=self.stderr.open("w"),
             env={**os.environ, "PYTHONPATH": str(REPO), "XDG_STATE_HOME": str(self.state)},
+            preexec_fn=None if fd_limit is None else (lambda: __import__("resource").setrlimit(
+                __import__("resource").RLIMIT_NOFILE, (fd_limit, fd_limit))),
         )
         self.port = self._wait_for_port()
 
@@ -92,8 +94,8 @@ class Gateway:
 def gateway(tmp_path):
     gws: list[Gateway] = []
 
-    def start(*extra: str, config: str | None = None) -> Gateway:
-        gw = Gateway(tmp_path, *extra, config=config)
+    def start(*extra: str, config: str | None = None, fd_limit: int | None = None) -> Gateway:
+        gw = Gateway(tmp_path, *extra, config=config, fd_limit=fd_limit)
         gws.append(gw)
         return gw
 
@@ -503,4 +505,46 @@ def test_a_room_under_pin_attack_raises_an_alarm_on_the_status_page(gateway):
     page = gw.get("/")[2].decode()
     assert "Security alarms" in page and "<code>meeting</code>" in page and "30 wrong" in page
     assert "ALARM: 30 wrong PINs" in gw.stdout.read_text() + gw.stderr.read_text()
+    assert gw.stop() == 0
+
+
+def test_a_flood_of_idle_tcp_connections_on_sip_leaves_h323_and_http_alone(gateway):
+    """The finding: at the common 1024-descriptor limit, 1,100 idle SIP TCP connections stopped SIP,
+    H.323 and HTTP at once. Now each listener has its share of the descriptors: the flood fills
+    SIP's share, and HTTP, H.323 and SIP over UDP go on answering."""
+    import resource
+
+    gw = gateway("--no-watch", "--rtp-ports", "40000-40199", fd_limit=1024)
+    status = json.loads(gw.get("/api/status")[2])
+    assert status["fd_limit"] == 1024
+    sip_port = int(status["listening"]["SIP"].split(":")[-1].split("/")[0])
+    h323_port = int(status["listening"]["H.323 call signalling"].split(":")[-1].split("/")[0])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    flood: list[socket.socket] = []
+    try:
+        for _ in range(1100):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", sip_port))
+            flood.append(s)
+        time.sleep(1.0)
+        status = json.loads(gw.get("/api/status")[2])       # HTTP answers
+        sip = status["tcp"]["SIP"]
+        assert sip["open"] <= sip["max"] < 1024 and sip["refused"] > 0, sip
+        with socket.create_connection(("127.0.0.1", h323_port), timeout=3):   # H.323 still accepts
+            pass
+        opt = (f"OPTIONS sip:1000@127.0.0.1:{sip_port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;rport;branch=z9hG4bKfl\r\n"
+               "Max-Forwards: 70\r\nFrom: <sip:lab@127.0.0.1>;tag=1\r\nTo: <sip:1000@127.0.0.1>\r\n"
+               "Call-ID: flood@lab\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").encode()
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        u.settimeout(3)
+        u.sendto(opt, ("127.0.0.1", sip_port))
+        assert u.recv(65535).startswith(b"SIP/2.0 200"), "SIP over UDP stopped answering"
+        u.close()
+    finally:
+        for s in flood:
+            s.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "SIP: refused" in gw.stdout.read_text() + gw.stderr.read_text()
     assert gw.stop() == 0

@@ -381,7 +381,7 @@ def build_site(gateway: "Gateway", secure: bool = False) -> server.Site:
                b"join": join_page(), b"static": static_files(), b"webrtc-config.json": WebRtcConfig(gateway)}
     for name, child in browser.items():
         root.putChild(name, child if secure else SecureOnly(gateway, child))
-    site = server.Site(root, requestFactory=BoundedRequest)
+    site = server.Site(root, requestFactory=BoundedRequest, timeout=60)   # an idle connection: 60 s
     site.displayTracebacks = False
     site.noisy = False
     return site

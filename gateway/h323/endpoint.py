@@ -226,6 +226,8 @@ class H323Service:
         #: bytes of RTP payload per video packet we send
         self.video_mtu = 1200
         self.alias = alias
+        #: wraps the call signalling listener's factory (the app adds connection caps, gateway.netguard)
+        self.wrap_tcp_factory: Callable[[Any], Any] | None = None
         self.port: int | None = None
         self._listener: Any = None
         self.calls: dict[str, H323Call] = {}
@@ -240,8 +242,10 @@ class H323Service:
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, port: int) -> None:
         """Listen for call signalling on ``bind:port`` (CannotListenError passes up)."""
-        factory = H323CallFactory("callee", self.options, self.catalogue, self._prepare_incoming,
-                                  reactor=self.reactor, name="h323-in")
+        factory: Any = H323CallFactory("callee", self.options, self.catalogue, self._prepare_incoming,
+                                       reactor=self.reactor, name="h323-in")
+        if self.wrap_tcp_factory is not None:
+            factory = self.wrap_tcp_factory(factory)
         self._listener = self.reactor.listenTCP(port, factory, interface=self.bind)
         self.port = self._listener.getHost().port
         log.info("H.323 call signalling on %s:%d", self.bind, self.port)

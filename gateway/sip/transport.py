@@ -50,7 +50,8 @@ Known limits
       local address routes to a given destination (a connected UDP socket,
       no packet sent) and is what Via/Contact should use for real peers
       when bound to "any".
-    * no TLS, no idle timeout on TCP connections (peers close them).
+    * no TLS. Caps and idle timeouts on inbound TCP connections come from
+      :attr:`SipTransport.wrap_tcp_factory` (the app uses gateway.netguard).
 """
 from __future__ import annotations
 
@@ -283,6 +284,8 @@ class SipTransport:
         self._connections: dict[tuple[str, int], _StreamProtocol] = {}
         self._pending: dict[tuple[str, int], _Pending] = {}
         self._route_cache: dict[str, str] = {}
+        #: wraps the inbound TCP factory (the app adds connection caps and idle timeouts)
+        self.wrap_tcp_factory: Callable[[Any], Any] | None = None
 
     # -- lifecycle --------------------------------------------------------
 
@@ -297,7 +300,10 @@ class SipTransport:
             )
             number = udp.getHost().port
             try:
-                tcp = self.reactor.listenTCP(number, _InboundFactory(self), interface=self.bind)
+                factory: Any = _InboundFactory(self)
+                if self.wrap_tcp_factory is not None:
+                    factory = self.wrap_tcp_factory(factory)
+                tcp = self.reactor.listenTCP(number, factory, interface=self.bind)
             except tw_error.CannotListenError as e:
                 udp.stopListening()
                 last = e
