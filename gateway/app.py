@@ -531,7 +531,7 @@ class Gateway:
             "media": {
                 "rtp_ports": f"{self.ports.low}-{self.ports.high}",
                 "rtp_ports_in_use": self.ports.in_use * 2,
-                "clock": {"ticks": self.clock.stats.ticks, "late_ticks": self.clock.stats.late_ticks},
+                "clock": self.clock.stats.as_dict(),
             },
         }
 

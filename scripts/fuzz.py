@@ -255,11 +255,11 @@ def send_udp(sock: socket.socket, data: bytes, port: int) -> None:
         pass
 
 
-def send_tcp(data: bytes, port: int, framed: bool = False) -> None:
+def send_tcp(data: bytes, port: int) -> None:
     try:
         with socket.create_connection((HOST, port), timeout=2) as s:
             s.sendall(data)
-            s.settimeout(0.05)
+            s.settimeout(0.005)
             try:
                 s.recv(4096)
             except OSError:
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
 
             results["sip"] = phase("sip", args.sip, gw, probes, sip, args.rate, args.probe_every)
             results["h225"] = phase("h225", args.h225, gw, probes, h225, min(args.rate, 500) or 500,
-                                    max(1, args.probe_every // 5))
+                                    args.probe_every)
             results["ras"] = phase("ras", args.ras, gw, probes, ras_, args.rate, args.probe_every)
             time.sleep(1.0)
             results["rss_kib"] = {"after_warm_up": rss0, "end": gw.rss_kib()}

@@ -511,3 +511,45 @@ def test_cascade_failures_are_logged_and_retried_a_bounded_number_of_times(gw, c
         cascade.close()
     finally:
         busy.stop()
+
+
+def test_never_acked_invites_are_capped(gw, monkeypatch):
+    """Answered calls whose ACK never comes hold seats and ports: beyond the cap a new INVITE gets
+    503 with Retry-After at once (per address the cap is 4; loopback counts only in the total,
+    made 3 here), and a confirmed call frees its place."""
+    import socket
+
+    from gateway.sip import ua as ua_module
+
+    monkeypatch.setattr(ua_module, "MAX_UNCONFIRMED", 3)
+    g = gw()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.settimeout(0.05)
+    sdp = "v=0\r\no=lab 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n"
+    number = g.spec().numbers[0]
+    answers = []
+    try:
+        for i in range(4):
+            msg = (f"INVITE sip:{number}@127.0.0.1:{g.transport.port} SIP/2.0\r\n"
+                   f"Via: SIP/2.0/UDP 127.0.0.1:{s.getsockname()[1]};rport;branch=z9hG4bKna{i}\r\nMax-Forwards: 70\r\n"
+                   f"From: <sip:flood@127.0.0.1>;tag=f{i}\r\nTo: <sip:{number}@127.0.0.1>\r\nCall-ID: noack-{i}@lab\r\n"
+                   f"CSeq: 1 INVITE\r\nContact: <sip:flood@127.0.0.1:9>\r\nContent-Type: application/sdp\r\n"
+                   f"Content-Length: {len(sdp)}\r\n\r\n{sdp}").encode()
+            s.sendto(msg, ("127.0.0.1", g.transport.port))
+            final = None
+            deadline = time.monotonic() + 3
+            while final is None and time.monotonic() < deadline:
+                run_for(0.02)
+                try:
+                    data = s.recv(65535).decode()
+                except OSError:
+                    continue
+                if data.startswith("SIP/2.0 ") and not data.startswith("SIP/2.0 1") and f"noack-{i}@lab" in data:
+                    final = data
+            answers.append(final.split("\r\n", 1)[0] if final else None)
+            if final and final.startswith("SIP/2.0 503"):
+                assert "Retry-After: 5" in final
+    finally:
+        s.close()
+    assert [a.split()[1] if a else None for a in answers] == ["200", "200", "200", "503"], answers

@@ -507,3 +507,20 @@ def test_framer_rejects_bad_and_oversized_messages() -> None:
     framer = StreamFramer(max_message=1000)
     out = framer.feed(b"INVITE sip:a@b SIP/2.0\r\nX-Long: " + b"a" * 1200)
     assert isinstance(out[0], SipParseError) and framer.broken
+
+
+def test_a_response_to_a_request_with_a_bare_cr_in_via_can_be_built():
+    """Found by scripts/fuzz.py: a Via with a bare CR made building the 400 itself fail (a traceback,
+    no answer). The copied values are cleaned; the 400 goes out."""
+    from gateway.sip.message import SipParseError, make_response, parse_message
+
+    data = (b"INVITE sip:1000@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;br\ranch=z9hG4bKx\r\n"
+            b"From: <sip:a@b>;tag=1\r\nTo: <sip:1000@b>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
+    try:
+        parse_message(data)
+        raise AssertionError("a bare CR was accepted")
+    except SipParseError as e:
+        assert e.status == 400 and e.partial is not None
+        r = make_response(e.partial, e.status, e.reason)
+    text = r.serialize()
+    assert text.startswith(b"SIP/2.0 400") and b"\r\r" not in text and b"br anch" in text

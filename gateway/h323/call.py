@@ -332,6 +332,9 @@ class H323Call(Protocol):
                 return
             try:
                 self._message(item)
+            except asn1.Asn1Error as exc:     # broken ASN.1 (a wrong protocolIdentifier ...): expected input
+                self._malformed(100 if exc.kind == "decode" else 111, str(exc))
+                return
             except Exception as exc:   # a bug or a decodable-but-broken PDU: release, never crash
                 log.exception("%s: cannot handle a message", self.name)
                 cause = 100 if isinstance(exc, (KeyError, TypeError, ValueError, IndexError)) else 111

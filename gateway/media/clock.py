@@ -37,6 +37,10 @@ class ClockStats:
     skipped: int = 0
     resyncs: int = 0
     max_lateness_ms: float = 0.0
+    #: ticks that fired more than 20 ms / 100 ms late: the event loop was busy (or the machine
+    #: stalled) that long — monotonic counters, so a window's stalls are a difference
+    late_over_20ms: int = 0
+    late_over_100ms: int = 0
     callback_errors: int = 0
 
     def as_dict(self) -> dict[str, Any]:
@@ -166,6 +170,10 @@ class MediaClock:
         lateness = now - due
         if lateness > self.late_threshold:
             st.late_ticks += 1
+        if lateness > 0.020:
+            st.late_over_20ms += 1
+            if lateness > 0.100:
+                st.late_over_100ms += 1
         if lateness * 1000.0 > st.max_lateness_ms:
             st.max_lateness_ms = lateness * 1000.0
         if lateness > self.LATE_HOOK_AFTER:

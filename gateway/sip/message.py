@@ -726,6 +726,12 @@ def reason_phrase(status: int) -> str:
     return REASON_PHRASES.get(status) or _CLASS_PHRASES.get(status // 100, "Unknown")
 
 
+def _one_line(value: str) -> str:
+    """A copied header value without the bare CR/LF a malformed request may carry (its 400 must
+    still go out)."""
+    return value.replace("\r", " ").replace("\n", " ") if ("\r" in value or "\n" in value) else value
+
+
 def make_response(
     request: Request,
     status: int,
@@ -744,12 +750,12 @@ def make_response(
     src = request.headers
     h = Headers()
     for v in src.get_lines("Via"):
-        h.add("Via", v)
+        h.add("Via", _one_line(v))
     for name in ("From", "To", "Call-ID", "CSeq"):
         lines = src.get_lines(name)
         if not lines:
             continue
-        v = lines[0]
+        v = _one_line(lines[0])
         if name == "To" and to_tag:
             try:
                 has_tag = Address.parse(v).tag is not None

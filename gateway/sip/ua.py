@@ -580,6 +580,20 @@ class SipUserAgent:
                      se_value: int | None, se_refresher: str | None, required: list[str],
                      hold_answer: bool = False, identity: Any = None) -> "SipCall | None":
         call_id = request.call_id
+        # calls not yet confirmed by an ACK hold a seat and RTP ports: only a few per address, and a
+        # bounded number in all (a flood of never-ACKed INVITEs must not fill rooms or the port range)
+        from gateway.guard import _is_loopback, source_key
+
+        src = source_key(peer.host)
+        early = [c for c in self.calls.values() if c.state == "early"]
+        if len(early) >= MAX_UNCONFIRMED:
+            self._refuse(stx, 503, f"{MAX_UNCONFIRMED} calls are waiting for their ACK", extra=[("Retry-After", "5")])
+            return
+        if not _is_loopback(src) and \
+                sum(1 for c in early if source_key(c.peer.host) == src) >= MAX_UNCONFIRMED_PER_SOURCE:
+            self._refuse(stx, 503, f"{MAX_UNCONFIRMED_PER_SOURCE} calls from {src} are waiting for their ACK",
+                         extra=[("Retry-After", "5")])
+            return
         room = self.registry.get(spec.id)
         if room is not None and spec.max_participants and len(room.legs) >= spec.max_participants:
             self._refuse(stx, 486, f"room {spec.id} is full ({spec.max_participants} participants)")
@@ -872,6 +886,10 @@ def _quote(text: str) -> str:
 def _options(values: list[str]) -> set[str]:
     return {o.strip().lower() for v in values for o in v.split(",") if o.strip()}
 
+
+#: calls answered but not yet ACKed (they hold seats and RTP ports), from one address / in all
+MAX_UNCONFIRMED_PER_SOURCE = 4
+MAX_UNCONFIRMED = 200
 
 #: RTP packets a call's stream may send before the caller's ACK (or its RTP) confirms it: half a second
 #: of audio — an INVITE that names someone else's address in its SDP and never ACKs gets that much,
