@@ -73,7 +73,7 @@ class BenchCau:
         self.room_id = room_id
         self.out_path, self.log_path = workdir / "cau.out", workdir / "cau.log"
         self.argv = [sys.executable, "-m", "gateway", "run", "--bind", LOOPBACK, "--sip-port", "0",
-                     "--http-port", "0", "--ras-port", "0", "--h323-port", "0", "--rtp-ports", "20000-39999",
+                     "--http-port", "0", "--https-port", "0", "--sip-tls-port", "0", "--ras-port", "0", "--h323-port", "0", "--rtp-ports", "20000-39999",
                      "--dialplan", str(plan), "--no-watch"]
         self.proc = subprocess.Popen(
             self.argv, stdout=self.out_path.open("w"), stderr=self.log_path.open("w"), stdin=subprocess.DEVNULL,

@@ -80,7 +80,7 @@ def start_gateway(tmp: Path) -> tuple[subprocess.Popen, int]:
     out = tmp / "cau.out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "run", "--config", str(tmp / "cau.yaml"), "--bind", "127.0.0.1",
-         "--sip-port", "0", "--h323-port", "0", "--ras-port", "0", "--http-port", "0", "--https-port", "0",
+         "--sip-port", "0", "--h323-port", "0", "--ras-port", "0", "--http-port", "0", "--https-port", "0", "--sip-tls-port", "0",
          "--rtp-ports", "41000-41999", "--dialplan", str(tmp / "plan.yaml"), "--no-watch"],
         stdout=out.open("w"), stderr=(tmp / "cau.log").open("w"), start_new_session=True, cwd=ROOT)
     deadline = time.monotonic() + 30

@@ -233,6 +233,7 @@ class Gateway:
             factory = tls.ContextFactory(cert)
         except tls.TlsError as exc:
             raise StartupError(f"HTTPS: {exc}") from None
+        self._tls_factory = factory       # SIP over TLS uses the same certificate
         if cert.made_now:
             log.info("made a self-signed certificate %s (SHA-256 %s)", cert.cert, cert.fingerprint)
         site = self._guarded("HTTPS", build_site(self, secure=True))
@@ -266,11 +267,14 @@ class Gateway:
         from gateway.sip.ua import SipUserAgent
 
         bind = self.settings.bind
-        transport = SipTransport(bind, self.settings.sip_port, reactor=self.reactor)
+        transport = SipTransport(bind, self.settings.sip_port, reactor=self.reactor,
+                                 tls_port=self.settings.sip_tls_port, tls_context=self._tls_factory)
         # idle SIP TCP connections: 30 s to say something, then up to two hours between messages
         # (a registration over TCP refreshes well within that)
-        transport.wrap_tcp_factory = lambda f: self._guarded("SIP", f, idle_timeout=7200.0)
+        transport.wrap_tcp_factory = lambda f, kind: self._guarded("SIP" if kind == "TCP" else "SIP TLS", f,
+                                                                   idle_timeout=7200.0)
         self._listen("SIP", self.settings.sip_port, "--sip-port", transport.start)
+        self._listen("SIP over TLS", self.settings.sip_tls_port, "--sip-tls-port", transport.start_tls)
         self.sip_transport = transport
         self.sip_transactions = TransactionLayer(transport, reactor=self.reactor)
         self.sip = SipUserAgent(
@@ -289,6 +293,7 @@ class Gateway:
         self.sip.config.video_mtu = self.settings.video_mtu
         self.sip.call_endpoint = lambda endpoint, spec, room: self.call_endpoint(endpoint, spec, room)
         self.listening["SIP"] = f"{bind}:{transport.port}/udp+tcp"
+        self.listening["SIP over TLS"] = f"{bind}:{transport.tls_port}/tls"
 
     def advertised_host(self) -> str:
         if self.settings.advertise:

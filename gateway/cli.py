@@ -32,6 +32,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--h323-port", type=int, metavar="N", help="H.225.0 call signalling port (default 1720)")
     run.add_argument("--ras-port", type=int, metavar="N", help="H.225.0 RAS gatekeeper port (default 1719)")
     run.add_argument("--http-port", type=int, metavar="N", help="HTTP status/API port (default 8080; 0 picks a free one)")
+    run.add_argument("--sip-tls-port", type=int, metavar="N",
+                     help="SIP over TLS port (default 5061; 0 picks a free one)")
     run.add_argument("--https-port", type=int, metavar="N", help="HTTPS port of the join page and WHIP/WHEP (default 8443; 0 picks a free one)")
     run.add_argument("--rtp-ports", metavar="LO-HI", help="UDP port range for media (default 16384-32767)")
     run.add_argument("--no-watch", action="store_true", help="do not reload the dial plan when its file changes (SIGHUP still does)")
@@ -73,7 +75,7 @@ def _settings_from_args(args: argparse.Namespace):
         if args.advertise:
             changes["advertise"] = check_bind(args.advertise)
         for flag, key in (("sip_port", "sip_port"), ("h323_port", "h323_port"), ("ras_port", "ras_port"), ("http_port", "http_port"),
-                          ("https_port", "https_port")):
+                          ("https_port", "https_port"), ("sip_tls_port", "sip_tls_port")):
             value = getattr(args, flag)
             if value is not None:
                 changes[key] = check_port("--" + flag.replace("_", "-"), value)

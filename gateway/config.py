@@ -21,6 +21,7 @@ A settings file looks like::
                                    #   it a token is made on first start and kept in state_dir/api_token)
     video_mtu: 1200                # bytes of RTP payload per video packet (default 1200)
     https_port: 8443               # the join page and WHIP/WHEP over TLS (browsers need it for camera/mic)
+    sip_tls_port: 5061             # SIP over TLS (RFC 3261 §26, sips:), with the same certificate
     tls_cert: /etc/cau/cert.pem    # PEM certificate (chain) and key; without them a self-signed pair
     tls_key: /etc/cau/key.pem      #   is made on first start in state_dir and kept
     state_dir: /var/lib/cau        # where Cầu keeps what it makes (default ~/.local/state/cau)
@@ -74,6 +75,7 @@ class Settings:
     api_token: str = ""  # HTTP POSTs (operator actions) need "Authorization: Bearer <token>"; "" = made on first start
     video_mtu: int = 1200  # bytes of RTP payload per video packet (lower it for VPNs / tunnels with small MTUs)
     https_port: int = 8443   # TLS for the join page and WHIP/WHEP (0 picks a free port)
+    sip_tls_port: int = 5061  # SIP over TLS, with the HTTPS certificate (0 picks a free port)
     tls_cert: Path | None = None   # operator's certificate (PEM); None: a self-signed one in state_dir
     tls_key: Path | None = None
     state_dir: Path | None = None  # None: $XDG_STATE_HOME/cau or ~/.local/state/cau
@@ -82,7 +84,7 @@ class Settings:
     ice_servers: tuple[tuple[tuple[str, str], ...], ...] = ()   # each: (("urls", …), ("username", …), …)
 
 
-_PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port", "https_port")
+_PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port", "https_port", "sip_tls_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
          "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "register_password", "api_token", "video_mtu",
          "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers", "gatekeeper_neighbours")

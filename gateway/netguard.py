@@ -1,6 +1,6 @@
 """Limits on the gateway's TCP listeners, so that a flood on one never starves the others.
 
-Every listener (SIP TCP, H.225.0 call signalling, HTTP, HTTPS) is wrapped in a
+Every listener (SIP TCP, SIP TLS, H.225.0 call signalling, HTTP, HTTPS) is wrapped in a
 :class:`GuardedFactory` (Twisted's ``policies.WrappingFactory``):
 
 * at most ``max_total`` connections at once and ``max_per_source`` from one address (an IPv6
@@ -128,7 +128,7 @@ def raise_fd_limit(want: int = 65536) -> tuple[int, int]:
 
 
 #: shares of the TCP budget per listener
-SHARES = {"SIP": 0.40, "H.323": 0.30, "HTTP": 0.15, "HTTPS": 0.15}
+SHARES = {"SIP": 0.30, "SIP TLS": 0.15, "H.323": 0.25, "HTTP": 0.15, "HTTPS": 0.15}
 
 
 def tcp_budgets(fd_limit: int, rtp_sockets: int, reserve: int = 128) -> dict[str, int]:

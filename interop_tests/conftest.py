@@ -61,6 +61,7 @@ class Target:
     log_path: Path | None = None
     users: dict[str, str] = field(default_factory=dict)  # registration accounts of the suite's dial plan
     api_token: str | None = None     # operator actions of a Cầu the suite started
+    sip_tls_port: int | None = None  # SIP over TLS (RFC 3261 §26), when the target has it
 
     @property
     def is_local_cau(self) -> bool:
@@ -112,15 +113,17 @@ def _start_cau(tmp: Path) -> Target:
     # browsers and WHIP clients on loopback: offer 127.0.0.1 as the ICE host candidate
     settings.write_text(f"sip_answer_delay: 0.3\nstate_dir: {tmp / 'state'}\nice_hosts: 127.0.0.1\n")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "run", "--config", str(settings), "--bind", "127.0.0.1", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--http-port", "0", "--https-port", "0",
+        [sys.executable, "-m", "gateway", "run", "--config", str(settings), "--bind", "127.0.0.1", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--http-port", "0", "--https-port", "0", "--sip-tls-port", "0",
          "--rtp-ports", f"{base}-{base + 999}", "--dialplan", str(DIALPLAN), "--no-watch"],
         stdout=out.open("w"), stderr=err.open("w"), start_new_session=True,
         env={**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")},
     )
     deadline = time.monotonic() + 30
-    sip = http = https = None
-    while time.monotonic() < deadline and (sip is None or http is None or https is None):
+    sip = http = https = sip_tls = None
+    while time.monotonic() < deadline and (sip is None or http is None or https is None or sip_tls is None):
         text = out.read_text()
+        m = re.search(r"SIP over TLS listening on [\d.]+:(\d+)", text)
+        sip_tls = int(m.group(1)) if m else None
         m = re.search(r"SIP listening on [\d.]+:(\d+)", text)
         sip = int(m.group(1)) if m else None
         m = re.search(r"HTTP listening on [\d.]+:(\d+)", text)
@@ -135,7 +138,8 @@ def _start_cau(tmp: Path) -> Target:
         pytest.fail("cau run did not report its SIP and HTTP ports within 30 s: " + err.read_text())
     token = (tmp / "state" / "api_token").read_text().strip()
     return Target("127.0.0.1", sip, "1000", "2000", "2468", "6000", http, https, proc, err,
-                  users={"baresip-a": "secret-a", "pjsua-b": "secret-b", "lab-hdx-pw": "secret-h235"}, api_token=token)
+                  users={"baresip-a": "secret-a", "pjsua-b": "secret-b", "lab-hdx-pw": "secret-h235"}, api_token=token,
+                  sip_tls_port=sip_tls)
 
 
 @pytest.fixture(scope="session")

@@ -46,7 +46,7 @@ class Gateway:
         self.out = workdir / "cau.out"
         self.err = workdir / "cau.err"
         args = [sys.executable, "-m", "gateway", "run", "--bind", HOST, "--http-port", "0", "--sip-port", "0",
-                "--h323-port", "0", "--ras-port", "0", "--https-port", "0", "--no-watch",
+                "--h323-port", "0", "--ras-port", "0", "--https-port", "0", "--sip-tls-port", "0", "--no-watch",
                 "--rtp-ports", "42000-42999"]
         env = {**os.environ, "PYTHONPATH": str(REPO), "XDG_STATE_HOME": str(workdir / "state")}
         self.proc = subprocess.Popen(args, cwd=workdir, stdout=self.out.open("w"), stderr=self.err.open("w"), env=env)
@@ -286,6 +286,7 @@ def clock_late(gw: Gateway) -> dict:
 
 def phase(name: str, count: int, gw: Gateway, probes: Probes, make, rate: float, probe_every: int) -> dict:
     before = clock_late(gw)
+    rss0 = gw.rss_kib()
     missed0 = dict(probes.missed)
     t0 = time.monotonic()
     for i in range(count):
@@ -301,7 +302,8 @@ def phase(name: str, count: int, gw: Gateway, probes: Probes, make, rate: float,
     return {"inputs": count, "seconds": round(time.monotonic() - t0, 1),
             "late_ticks_over_20ms": after["late_over_20ms"] - before["late_over_20ms"],
             "late_ticks_over_100ms": after["late_over_100ms"] - before["late_over_100ms"],
-            "probes_missed": {k: probes.missed[k] - missed0[k] for k in probes.missed}}
+            "probes_missed": {k: probes.missed[k] - missed0[k] for k in probes.missed},
+            "rss_kib": [rss0, gw.rss_kib()]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probe-every", type=int, default=500)
     ap.add_argument("--rfc4475", type=Path, default=REPO.parent / "shared" / "rfc4475")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--memory-rounds", type=int, default=0,
+                    help="then run the SIP load this many times more, measuring memory 40 s after each")
     args = ap.parse_args(argv)
     rnd = random.Random(args.seed)
     random.seed(args.seed)
@@ -359,6 +363,18 @@ def main(argv: list[str] | None = None) -> int:
             results["h225"] = phase("h225", args.h225, gw, probes, h225, min(args.rate, 500) or 500,
                                     args.probe_every)
             results["ras"] = phase("ras", args.ras, gw, probes, ras_, args.rate, args.probe_every)
+            if args.memory_rounds:
+                # Flat memory: what the inputs leave behind once their transactions have ended (Timer H,
+                # 32 s) — the same SIP load again must not need more.
+                rounds = []
+                for _ in range(args.memory_rounds):
+                    time.sleep(40)
+                    rounds.append(gw.rss_kib())
+                    phase("sip", args.sip, gw, probes, sip, args.rate, args.probe_every)
+                time.sleep(40)
+                rounds.append(gw.rss_kib())
+                results["rss_after_each_sip_round_kib"] = rounds
+                print("RSS after each round of the same SIP load, 40 s later (KiB):", rounds)
             time.sleep(1.0)
             results["rss_kib"] = {"after_warm_up": rss0, "end": gw.rss_kib()}
             results["alive"] = gw.proc.poll() is None and gw.healthy()
@@ -377,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             if r:
                 print(f"{name:5} {r['inputs']:7d} inputs in {r['seconds']:6.1f} s; ticks > 20 ms late: "
                       f"{r['late_ticks_over_20ms']}, > 100 ms: {r['late_ticks_over_100ms']}; "
-                      f"probes missed: {r['probes_missed']}")
+                      f"probes missed: {r['probes_missed']}; RSS {r['rss_kib'][0]} -> {r['rss_kib'][1]} KiB")
         print(f"memory (RSS) {results['rss_kib']['after_warm_up']} KiB after warm-up, {results['rss_kib']['end']} KiB "
               f"at the end; tracebacks in the log: {results['tracebacks']}; alive: {results['alive']}")
         if results["tracebacks"]:

@@ -31,7 +31,7 @@ class Gateway:
         self.plan = tmp_path / "plan.yaml"
         if not self.plan.exists():
             shutil.copy(default_dialplan(), self.plan)
-        args = [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", "--http-port", "0", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--https-port", "0", "--dialplan", str(self.plan), *extra]
+        args = [sys.executable, "-m", "gateway", "run", "--bind", "127.0.0.1", "--http-port", "0", "--sip-port", "0", "--ras-port", "0", "--h323-port", "0", "--https-port", "0", "--sip-tls-port", "0", "--dialplan", str(self.plan), *extra]
         if config is not None:
             cfg = tmp_path / "cau.yaml"
             cfg.write_text(config)
@@ -179,7 +179,7 @@ def test_port_in_use_is_one_line_naming_port_and_flag(tmp_path, flag, kind):
     if kind == socket.SOCK_STREAM:
         busy.listen()
     port = busy.getsockname()[1]
-    ports = {"--http-port": "0", "--sip-port": "0", "--h323-port": "0", "--ras-port": "0", "--https-port": "0",
+    ports = {"--http-port": "0", "--sip-port": "0", "--h323-port": "0", "--ras-port": "0", "--https-port": "0", "--sip-tls-port": "0",
              flag: str(port)}
     try:
         r = subprocess.run(

@@ -133,8 +133,10 @@ def test_target_parsing():
     assert parse_target("sip:x@10.1.2.3;transport=tcp")[1] == Peer("TCP", "10.1.2.3", 5060)
     with pytest.raises(DialFailed, match="DNS not supported yet"):
         parse_target("sip:mcu@mcu.example.org")
-    with pytest.raises(DialFailed, match="TLS"):
-        parse_target("sips:mcu@127.0.0.1")
+    assert parse_target("sips:mcu@127.0.0.1")[1] == Peer("TLS", "127.0.0.1", 5061)
+    assert parse_target("sip:mcu@10.1.2.3:5071;transport=tls")[1] == Peer("TLS", "10.1.2.3", 5071)
+    with pytest.raises(DialFailed, match="TLS only"):
+        parse_target("sips:mcu@127.0.0.1;transport=udp")
     with pytest.raises(DialFailed) as e:
         parse_target("h323:90001@127.0.0.1")
     assert e.value.status == 416

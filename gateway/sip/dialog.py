@@ -138,8 +138,10 @@ def _peer_for(target: SipUri | AbsoluteUri, routes: list[Address], fallback: Pee
         transport = (uri.params.get("transport") or fallback.transport).upper()
         host = uri.host
         if _is_ip(host):
-            port = uri.port or (5061 if uri.scheme == "sips" else 5060)
-            return Peer(transport if transport in ("UDP", "TCP") else fallback.transport, host, port)
+            if uri.scheme == "sips":
+                transport = "TLS"
+            port = uri.port or (5061 if transport == "TLS" else 5060)
+            return Peer(transport if transport in ("UDP", "TCP", "TLS") else fallback.transport, host, port)
     return fallback
 
 

@@ -76,17 +76,17 @@ def parse_target(text: str) -> tuple[SipUri, Peer]:
         raise DialFailed(484, f"cannot read the target URI: {exc.reason}", text) from None
     if not isinstance(uri, SipUri):
         raise DialFailed(416, f"only sip: targets can be dialed by the SIP adapter, not {uri.scheme}:", text)
-    if uri.scheme == "sips":
-        raise DialFailed(503, "sips: needs TLS, which the SIP transport does not have yet", text)
     try:
         ipaddress.ip_address(uri.host)
     except ValueError:
         raise DialFailed(503, f"DNS not supported yet: {uri.host!r} is a host name; dial an IP address",
                          text) from None
-    transport = (uri.params.get("transport") or "udp").upper()
-    if transport not in ("UDP", "TCP"):
-        raise DialFailed(503, f"transport={transport.lower()} is not supported (udp or tcp)", text)
-    return uri, Peer(transport, uri.host, uri.port or 5060)  # type: ignore[arg-type]
+    transport = (uri.params.get("transport") or ("tls" if uri.scheme == "sips" else "udp")).upper()
+    if transport not in ("UDP", "TCP", "TLS"):
+        raise DialFailed(503, f"transport={transport.lower()} is not supported (udp, tcp or tls)", text)
+    if uri.scheme == "sips" and transport != "TLS":
+        raise DialFailed(484, "a sips: target goes over TLS only (RFC 3261 §26.2)", text)
+    return uri, Peer(transport, uri.host, uri.port or (5061 if transport == "TLS" else 5060))  # type: ignore[arg-type]
 
 
 class OutgoingCall(SipCall):
@@ -149,8 +149,7 @@ class OutgoingCall(SipCall):
         return uri.user or uri.host
 
     def contact(self) -> str:
-        c = self.ua.contact()
-        return c[:-1] + ";transport=tcp>" if self.peer.transport == "TCP" else c
+        return self.ua.contact(self.peer.transport)
 
     # -- set-up ---------------------------------------------------------------------------
     def start(self) -> Deferred:
@@ -328,7 +327,8 @@ class OutgoingCall(SipCall):
             for value in invite.headers.get_all(name):
                 ack.headers.add(name, value)
         transport = self.ua.transport
-        via = Via(dialog.peer.transport, transport.local_host_for(dialog.peer.host), transport.port,
+        via = Via(dialog.peer.transport, transport.local_host_for(dialog.peer.host),
+                  transport.port_for(dialog.peer.transport),
                   {"branch": new_branch(), "rport": None})
         ack.headers.add("Via", str(via), first=True)
         data = ack.serialize()

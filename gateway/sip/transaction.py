@@ -670,7 +670,7 @@ class TransactionLayer:
         if top is None:
             branch = new_branch()
             host = self.transport.local_host_for(peer.host)
-            via = Via(peer.transport, host, self.transport.port, {"branch": branch, "rport": None})
+            via = Via(peer.transport, host, _port_for(self.transport, peer.transport), {"branch": branch, "rport": None})
             headers.add("Via", str(via), first=True)
         else:
             via = Via.parse(top)
@@ -861,3 +861,8 @@ class TransactionLayer:
         if tx is not None:
             tx.respond(tx.make_response(500, "No transaction user"))
 
+
+def _port_for(transport: Any, name: str) -> int:
+    """Our port for the transport ``name`` (TLS has its own)."""
+    port_for = getattr(transport, "port_for", None)
+    return port_for(name) if port_for is not None else transport.port

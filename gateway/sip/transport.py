@@ -84,12 +84,14 @@ log = logging.getLogger(__name__)
 #: the same failure again and again (one peer's bad packets): logged once, then with a count
 _repeated = RepeatedLog(log)
 
-TransportName = Literal["UDP", "TCP"]
+TransportName = Literal["UDP", "TCP", "TLS"]
+STREAMS = ("TCP", "TLS")
 ErrorCallback = Callable[[str], None]
 Message = Union[Request, Response]
 
 UDP_MTU_LIMIT = 1300  # §18.1.1: MTU 1500 - 200
 DEFAULT_SIP_PORT = 5060
+DEFAULT_SIPS_PORT = 5061
 
 
 @dataclass(frozen=True)
@@ -129,13 +131,13 @@ def response_destination(via: Via, source: Peer) -> Peer:
 
     For TCP this is the fall-back target once the original connection has
     closed (``received`` host, sent-by port)."""
-    transport: TransportName = "TCP" if source.transport == "TCP" else "UDP"
+    transport: TransportName = source.transport if source.transport in STREAMS else "UDP"
     host = via.received or via.host
     if transport == "UDP":
         rport = via.rport
         if rport is not None:
             return Peer("UDP", host, rport)
-    return Peer(transport, host, via.port or DEFAULT_SIP_PORT)
+    return Peer(transport, host, via.port or (DEFAULT_SIPS_PORT if transport == "TLS" else DEFAULT_SIP_PORT))
 
 
 def process_via(request: Request, source: Peer) -> None:
@@ -178,10 +180,12 @@ class _UdpProtocol(DatagramProtocol):
 
 
 class _StreamProtocol(Protocol):
-    """One TCP connection (inbound or outbound)."""
+    """One TCP or TLS connection (inbound or outbound)."""
 
-    def __init__(self, owner: "SipTransport", outbound_key: tuple[str, int] | None = None) -> None:
+    def __init__(self, owner: "SipTransport", outbound_key: tuple[str, int] | None = None,
+                 kind: TransportName = "TCP") -> None:
         self.owner = owner
+        self.kind = kind
         self.framer = StreamFramer(owner.max_tcp_message)
         self.key: tuple[str, int] | None = outbound_key
         self.closed: Deferred = Deferred()
@@ -192,8 +196,8 @@ class _StreamProtocol(Protocol):
         if self.key is None:
             self.key = (peer.host, peer.port)
         self.connected_ok = True
-        self.owner._connections[self.key] = self
-        pending = self.owner._pending.pop(self.key, None)
+        self.owner._connections[(self.kind, *self.key)] = self
+        pending = self.owner._pending.pop((self.kind, *self.key), None)
         if pending is not None:
             for data, _ in pending.queue:
                 self.transport.write(data)
@@ -201,7 +205,7 @@ class _StreamProtocol(Protocol):
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         assert self.key is not None
-        peer = Peer("TCP", self.key[0], self.key[1])
+        peer = Peer(self.kind, self.key[0], self.key[1])
         for item in self.framer.feed(data):
             if isinstance(item, SipParseError):
                 self.owner._on_stream_error(item, peer)
@@ -214,18 +218,19 @@ class _StreamProtocol(Protocol):
             self.owner._on_message(item, peer, self)
 
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
-        if self.key is not None and self.owner._connections.get(self.key) is self:
-            del self.owner._connections[self.key]
+        if self.key is not None and self.owner._connections.get((self.kind, *self.key)) is self:
+            del self.owner._connections[(self.kind, *self.key)]
         if not self.closed.called:
             self.closed.callback(None)
 
 
 class _InboundFactory(Factory):
-    def __init__(self, owner: "SipTransport") -> None:
+    def __init__(self, owner: "SipTransport", kind: TransportName = "TCP") -> None:
         self.owner = owner
+        self.kind = kind
 
     def buildProtocol(self, addr: Any) -> _StreamProtocol:  # noqa: N802
-        return _StreamProtocol(self.owner)
+        return _StreamProtocol(self.owner, kind=self.kind)
 
 
 @dataclass
@@ -237,18 +242,19 @@ class _Pending:
 
 
 class _OutboundFactory(ClientFactory):
-    def __init__(self, owner: "SipTransport", key: tuple[str, int]) -> None:
+    def __init__(self, owner: "SipTransport", key: tuple[str, int], kind: TransportName = "TCP") -> None:
         self.owner = owner
         self.key = key
+        self.kind = kind
 
     def buildProtocol(self, addr: Any) -> _StreamProtocol:  # noqa: N802
-        return _StreamProtocol(self.owner, self.key)
+        return _StreamProtocol(self.owner, self.key, self.kind)
 
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:  # noqa: N802
-        pending = self.owner._pending.pop(self.key, None)
+        pending = self.owner._pending.pop((self.kind, *self.key), None)
         if pending is None:
             return
-        why = f"TCP connection to {self.key[0]}:{self.key[1]} failed: {reason.getErrorMessage()}"
+        why = f"{self.kind} connection to {self.key[0]}:{self.key[1]} failed: {reason.getErrorMessage()}"
         for _, on_error in pending.queue:
             self.owner.stats.dropped += 1
             self.owner._report(on_error, why)
@@ -265,6 +271,10 @@ class SipTransport:
         max_udp: int = 65507,
         max_tcp_message: int = 65536,
         connect_timeout: float = 10.0,
+        *,
+        tls_port: int | None = None,
+        tls_context: Any = None,
+        tls_client_context: Any = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as _r
@@ -281,11 +291,17 @@ class SipTransport:
         self.on_response: Callable[[Response, Peer], None] = self._no_response
         self._udp: Any = None
         self._tcp: Any = None
-        self._connections: dict[tuple[str, int], _StreamProtocol] = {}
-        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._connections: dict[tuple[str, str, int], _StreamProtocol] = {}
+        self._pending: dict[tuple[str, str, int], _Pending] = {}
+        #: SIP over TLS (RFC 3261 §26): a server context (certificate) to listen on ``tls_port``,
+        #: and the context for connections we open (None: encrypted, certificate not verified)
+        self.tls_port = tls_port
+        self.tls_context = tls_context
+        self.tls_client_context = tls_client_context
+        self._tls: Any = None
         self._route_cache: dict[str, str] = {}
         #: wraps the inbound TCP factory (the app adds connection caps and idle timeouts)
-        self.wrap_tcp_factory: Callable[[Any], Any] | None = None
+        self.wrap_tcp_factory: Callable[[Any, str], Any] | None = None
 
     # -- lifecycle --------------------------------------------------------
 
@@ -302,7 +318,7 @@ class SipTransport:
             try:
                 factory: Any = _InboundFactory(self)
                 if self.wrap_tcp_factory is not None:
-                    factory = self.wrap_tcp_factory(factory)
+                    factory = self.wrap_tcp_factory(factory, "TCP")
                 tcp = self.reactor.listenTCP(number, factory, interface=self.bind)
             except tw_error.CannotListenError as e:
                 udp.stopListening()
@@ -313,15 +329,30 @@ class SipTransport:
         assert last is not None
         raise last
 
+    def start_tls(self) -> None:
+        """Listen for SIP over TLS on ``tls_port`` with ``tls_context`` (after :meth:`start`).
+        Raises CannotListenError."""
+        if self.tls_context is None or self.tls_port is None:
+            raise ValueError("SIP over TLS needs tls_context and tls_port")
+        factory: Any = _InboundFactory(self, "TLS")
+        if self.wrap_tcp_factory is not None:
+            factory = self.wrap_tcp_factory(factory, "TLS")
+        self._tls = self.reactor.listenSSL(self.tls_port, factory, self.tls_context, interface=self.bind)
+        self.tls_port = self._tls.getHost().port
+
+    def port_for(self, transport: str) -> int:
+        """Our port for ``transport`` (Via sent-by, Contact)."""
+        return self.tls_port if transport == "TLS" and self.tls_port else self.port
+
     def stop(self) -> Deferred:
         """Close the listeners and every connection; fires when all are closed."""
         ds: list[Deferred] = []
-        for p in (self._udp, self._tcp):
+        for p in (self._udp, self._tcp, self._tls):
             if p is not None:
                 d = p.stopListening()
                 if isinstance(d, Deferred):
                     ds.append(d)
-        self._udp = self._tcp = None
+        self._udp = self._tcp = self._tls = None
         pending_list = list(self._pending.values())
         self._pending.clear()
         for pending in pending_list:
@@ -377,8 +408,8 @@ class SipTransport:
         return addr
 
     def connection_open(self, peer: Peer) -> bool:
-        """True when a TCP connection to ``peer`` (host, port) is up."""
-        return peer.transport == "TCP" and (peer.host, peer.port) in self._connections
+        """True when a TCP or TLS connection to ``peer`` (host, port) is up."""
+        return peer.transport in STREAMS and (peer.transport, peer.host, peer.port) in self._connections
 
     # -- sending ----------------------------------------------------------
 
@@ -391,7 +422,7 @@ class SipTransport:
         """Send already serialized octets (retransmissions reuse them)."""
         if peer.transport == "UDP":
             self._send_udp(data, peer, on_error)
-        elif peer.transport == "TCP":
+        elif peer.transport in STREAMS:
             self._send_tcp(data, peer, on_error)
         else:
             self.stats.dropped += 1
@@ -415,7 +446,7 @@ class SipTransport:
     def response_peer(self, response: Response, source: Peer) -> Peer | None:
         """Where ``response`` goes (see :func:`response_destination`); for TCP
         the original connection while it is open."""
-        if source.transport == "TCP" and (source.host, source.port) in self._connections:
+        if source.transport in STREAMS and (source.transport, source.host, source.port) in self._connections:
             return source
         try:
             via = response.top_via
@@ -445,7 +476,7 @@ class SipTransport:
         self.stats.sent += 1
 
     def _send_tcp(self, data: bytes, peer: Peer, on_error: ErrorCallback | None) -> None:
-        key = (peer.host, peer.port)
+        key = (peer.transport, peer.host, peer.port)
         conn = self._connections.get(key)
         if conn is not None:
             conn.transport.write(data)
@@ -458,16 +489,23 @@ class SipTransport:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending()
+            factory = _OutboundFactory(self, (peer.host, peer.port), peer.transport)
             try:
-                pending.connector = self.reactor.connectTCP(
-                    peer.host, peer.port, _OutboundFactory(self, key),
-                    timeout=self.connect_timeout,
-                    bindAddress=None,
-                )
+                if peer.transport == "TLS":
+                    ctx = self.tls_client_context
+                    if ctx is None:
+                        from twisted.internet import ssl
+
+                        ctx = self.tls_client_context = ssl.CertificateOptions()
+                    pending.connector = self.reactor.connectSSL(peer.host, peer.port, factory, ctx,
+                                                                timeout=self.connect_timeout)
+                else:
+                    pending.connector = self.reactor.connectTCP(peer.host, peer.port, factory,
+                                                                timeout=self.connect_timeout, bindAddress=None)
             except Exception as e:
                 del self._pending[key]
                 self.stats.dropped += 1
-                self._report(on_error, f"TCP connect to {peer.host}:{peer.port} failed: {e}")
+                self._report(on_error, f"{peer.transport} connect to {peer.host}:{peer.port} failed: {e}")
                 return
         pending.queue.append((data, on_error))
 

@@ -148,7 +148,11 @@ class SipCall:
         return (uri.user or uri.host) if isinstance(uri, SipUri) else str(uri)
 
     def contact(self) -> str:
-        return self.ua.contact()
+        return self.ua.contact(self.peer.transport, sips=self._sips())
+
+    def _sips(self) -> bool:
+        uri = self.invite.uri
+        return isinstance(uri, SipUri) and uri.scheme == "sips"
 
     # -- responses ----------------------------------------------------------------------
     def final(self, status: int, reason: str | None = None, body: bytes = b"", extra: list[tuple[str, str]] = ()) -> Response:
@@ -302,9 +306,16 @@ class SipUserAgent:
         transactions.on_stray_2xx = lambda response: None
 
     # -- helpers --------------------------------------------------------------------------
-    def contact(self) -> str:
+    def contact(self, transport: str = "UDP", sips: bool = False) -> str:
+        """Our Contact for a dialog over ``transport``: TLS gets our TLS port (``sips:`` when the
+        request was for a sips: URI, RFC 3261 §26.2), TCP ``;transport=tcp``."""
         host = self.media_host
         host = f"[{host}]" if ":" in host else host
+        if transport == "TLS":
+            port = self.transport.port_for("TLS")
+            return f"<sips:cau@{host}:{port}>" if sips else f"<sip:cau@{host}:{port};transport=tls>"
+        if transport == "TCP":
+            return f"<sip:cau@{host}:{self.transport.port};transport=tcp>"
         return f"<sip:cau@{host}:{self.transport.port}>"
 
     def forget(self, call: SipCall) -> None:

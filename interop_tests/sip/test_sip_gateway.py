@@ -508,3 +508,34 @@ def test_a_claimed_identity_is_checked_before_it_counts(cau):
     finally:
         s.close()
     assert "the caller is not a known endpoint" in cau.log()
+
+
+def test_baresip_registers_and_calls_over_tls(cau, baresip_factory):
+    """SIP over TLS (RFC 3261 §26): baresip registers with digest over TLS and calls a room; the
+    gateway answers on the same connection and the call is the site itself in the roster."""
+    import json
+    import urllib.request
+
+    if cau.sip_tls_port is None:
+        pytest.fail("the gateway did not report 'SIP over TLS listening on HOST:PORT/tls'")
+    tls = f"{cau.host}:{cau.sip_tls_port}"
+    b = baresip_factory("baresip-a", auto_answer=True,
+                        register_to=(f"{tls};transport=tls", "baresip-a", cau.users["baresip-a"]))
+    assert b.registered(timeout=10), "baresip did not register over TLS"
+    b.dial(f"sip:{cau.room}@{tls};transport=tls")
+    b.wait_established(timeout=10)
+
+    def identities() -> list:   # (earlier cases' never-ACKed calls may still be in the room)
+        with urllib.request.urlopen(f"http://{cau.host}:{cau.http_port}/api/status", timeout=5) as r:
+            return [p["identity"] for room in json.loads(r.read())["rooms"] for p in room["roster"]]
+
+    deadline = time.monotonic() + 5
+    while identities().count("baresip-a") != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert identities().count("baresip-a") == 1, identities()
+    b.hangup()
+    b.wait_closed(timeout=10)
+    deadline = time.monotonic() + 5
+    while "baresip-a" in identities() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "baresip-a" not in identities()
