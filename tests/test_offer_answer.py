@@ -229,12 +229,55 @@ def test_only_g729_is_refused_with_488_and_a_reason():
     assert "room allows PCMU, PCMA" in err.value.reason
 
 
-def test_srtp_offer_is_refused_with_488_naming_srtp():
-    offer = sdp(HEAD + "m=audio 5000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 "
-                "inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\n")
+KEY = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz"     # 30 octets, base64
+
+
+def test_srtp_keys_are_not_taken_over_plain_signalling():
+    offer = sdp(HEAD + f"m=audio 5000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\n")
     with pytest.raises(SdpError) as err:
         negotiator().answer(offer, LOCAL)
-    assert err.value.status == 488 and "SRTP" in err.value.reason
+    assert err.value.status == 488 and "only over SIP TLS" in err.value.reason
+
+
+def test_sdes_srtp_over_tls_is_answered_with_our_own_key():
+    import base64
+
+    offer = sdp(HEAD + "m=audio 5000 RTP/SAVP 0 101\na=rtpmap:101 telephone-event/8000\n"
+                "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA|1:4\n"           # an MKI: skipped
+                f"a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY}|2^31\n"
+                f"a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\n")
+    oa = negotiator()
+    oa.secure_signalling = True
+    answer, streams = oa.answer(offer, LOCAL)
+    m = answer.media[0]
+    assert m.proto == "RTP/SAVP" and m.port == 20000
+    [crypto] = m.attrs("crypto")
+    tag, suite, inline = crypto.split()
+    assert (tag, suite) == ("2", "AES_CM_128_HMAC_SHA1_32")
+    ours = base64.b64decode(inline.removeprefix("inline:"))
+    assert len(ours) == 30 and ours != base64.b64decode(KEY)
+    assert streams[0].srtp == ("AES_CM_128_HMAC_SHA1_32", ours, base64.b64decode(KEY))
+    assert streams[0].plan("10.0.0.9").srtp == streams[0].srtp
+
+
+def test_encryption_policy_of_the_room():
+    plain = sdp(HEAD + "m=audio 5000 RTP/AVP 0\n")
+    oa = negotiator()
+    oa.encryption, oa.secure_signalling = "required", True
+    with pytest.raises(SdpError) as err:
+        oa.answer(plain, LOCAL)
+    assert err.value.status == 488 and "needs encrypted media" in err.value.reason
+    srtp = sdp(HEAD + f"m=audio 5000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\n")
+    assert oa.answer(srtp, LOCAL)[1][0].accepted
+    oa.encryption = "off"
+    with pytest.raises(SdpError) as err:
+        oa.answer(srtp, LOCAL)
+    assert "encryption: off" in err.value.reason
+    dtls = sdp(HEAD + "m=audio 5000 UDP/TLS/RTP/SAVPF 0\na=fingerprint:sha-256 AA\n")
+    oa.encryption = "preferred"
+    with pytest.raises(SdpError) as err:
+        oa.answer(dtls, LOCAL)
+    assert "for browsers" in err.value.reason
 
 
 def test_best_effort_srtp_falls_back_to_the_plain_rtp_stream():

@@ -160,6 +160,9 @@ class Leg(Observable):
         #: alias of the dial-plan endpoint this leg is proven to come from (registration, network,
         #: password); None when the caller is anonymous, whatever name it gives
         self.identity: str | None = None
+        #: how the call is protected: {"signalling": "TLS"|"TCP"|"UDP"|"H.225"|"DTLS",
+        #: "media": "SRTP AES_CM_128_HMAC_SHA1_80"|"DTLS-SRTP"|None (plain RTP)}
+        self.encryption: dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return f"<Leg {self.id} {self.protocol} {self.display_name!r} {self.remote} {self.state}>"

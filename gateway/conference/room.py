@@ -272,6 +272,7 @@ class Room(Observable):
                 # the dial-plan endpoint the call provably comes from; None: an anonymous caller
                 # (whatever name it gave) — see docs/security.md
                 "identity": leg.identity,
+                "encryption": dict(leg.encryption),
                 "protocol": leg.protocol,
                 "remote": leg.remote,
                 "joined_at": self._joined_at.get(leg_id),

@@ -57,6 +57,7 @@ class StreamPlan:
     dtmf_rx_pt: int | None = None               # telephone-event we receive / send
     dtmf_tx_pt: int | None = None
     feedback: frozenset[str] = frozenset()      # RTCP feedback the far end takes ("nack pli", "ccm fir")
+    srtp: tuple[str, bytes, bytes] | None = None  # SDES: (suite, our key, the far end's key); None: RTP
 
 
 def rtp_stats(session: RtpSession, audio: AudioStream | None = None) -> StreamStats:
@@ -155,6 +156,13 @@ class RtpMedia:
 
         The Leg is made with the first audio stream. ``ValueError`` for an unusable address."""
         session = self.open(stream_id, plan.kind)
+        old_plan = self.plans.get(stream_id)
+        if plan.srtp is None:
+            session.set_srtp(None)
+        elif old_plan is None or old_plan.srtp != plan.srtp or session.srtp is None:
+            from gateway.media.srtp import SrtpContext
+
+            session.set_srtp(SrtpContext(*plan.srtp))   # new keys (a re-INVITE with the same keeps its state)
         if plan.remote is not None:
             host, port = plan.remote
             if session.remote != (host, port):

@@ -19,7 +19,7 @@ from .plan import DialPlan
 from .problems import DialPlanError, Problem
 
 TOP_KEYS = ("version", "defaults", "rooms", "templates", "routes", "endpoints", "open_registration")
-SETTING_KEYS = ("pin", "max_participants", "layout", "audio", "video")
+SETTING_KEYS = ("pin", "max_participants", "layout", "audio", "video", "encryption")
 ROOM_KEYS = ("id", "name", "numbers", *SETTING_KEYS, "cascade")
 TEMPLATE_KEYS = ("id", "name", *SETTING_KEYS, "cascade")
 MATCH_KEYS = ("number", "prefix", "pattern")
@@ -40,7 +40,9 @@ BUILTIN_SETTINGS: dict[str, Any] = {
     "max_resolution": None,
     "max_bitrate_kbps": None,
     "video_labels": True,
+    "encryption": "preferred",
 }
+ENCRYPTION = ("required", "preferred", "off")
 ROOM_ID = re.compile(r"[a-z0-9_-]+\Z")
 PIN = re.compile(r"[0-9]{4,10}\Z")
 RESOLUTION = re.compile(r"\s*([0-9]+)\s*[xX×]\s*([0-9]+)\s*\Z")
@@ -230,6 +232,10 @@ class _Builder:
             layout = r.choice(m["layout"][1], f"layout in {what}", LAYOUTS)
             if layout is not None:
                 out["layout"] = layout
+        if "encryption" in m:
+            enc = r.choice(m["encryption"][1], f"encryption of {what}", ENCRYPTION)
+            if enc is not None:
+                out["encryption"] = enc
         if "audio" in m:
             am = r.mapping(m["audio"][1], f"audio of {what}", AUDIO_KEYS)
             if am and "codecs" in am:

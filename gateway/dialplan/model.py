@@ -38,6 +38,9 @@ class RoomSpec:
     template: str | None
     line: int
     video_labels: bool = True        # names along the bottom of the video tiles
+    #: media encryption: "required" (unencrypted callers refused), "preferred" (SRTP when the
+    #: caller offers it over a protected signalling path), "off" (plain RTP only)
+    encryption: str = "preferred"
 
 
 @dataclass(frozen=True)

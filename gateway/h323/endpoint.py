@@ -126,6 +126,7 @@ class H323Media:
         call = self.call
         self.leg = leg
         leg.identity = self.identity.alias if self.identity is not None else None
+        leg.encryption = {"signalling": "H.225.0 (TCP)", "media": None}   # H.235.6 media: not yet
         leg.on("hangup", self._leg_hangup)
         if self._no_media_timer is not None and self._no_media_timer.active():
             self._no_media_timer.cancel()

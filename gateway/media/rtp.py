@@ -188,6 +188,7 @@ class RtpStats:
     send_unconfirmed: int = 0  # not sent: the far end was not confirmed and its budget was spent
     retransmitted: int = 0  # packets sent again on the far end's NACK (RFC 4585 §6.2.1)
     nacks_sent: int = 0    # packets we asked the far end to send again
+    srtp_failures: int = 0  # SRTP/SRTCP packets that failed authentication or replay checks (dropped)
     last_received: float | None = None  # time.monotonic() of the last RTP packet
 
 
@@ -198,7 +199,14 @@ class _RtcpProtocol(DatagramProtocol):
         self.session = session
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 (Twisted)
-        self.session._rtcp_received(data, addr, muxed=False)
+        s = self.session
+        if s.srtp is not None:
+            clear = s.srtp.unprotect_rtcp(data)
+            if clear is None:
+                s._stats.srtp_failures += 1
+                return
+            data = clear
+        s._rtcp_received(data, addr, muxed=False)
 
 
 class RtpSession(DatagramProtocol):
@@ -256,6 +264,8 @@ class RtpSession(DatagramProtocol):
         self._fir_seq = 0
         self._sent: dict[int, bytes] = {}   # seq % history → packet (for NACKs)
         self.confirmed = False                # see unconfirmed_budget
+        #: SRTP (gateway.media.srtp.SrtpContext) once keys are agreed; None: plain RTP
+        self.srtp: Any = None
         self._unconfirmed_sent = 0
         # receiving state (RFC 3550 A.1)
         self._src_ssrc: int | None = None
@@ -374,8 +384,24 @@ class RtpSession(DatagramProtocol):
             if not self._read_one():
                 return
 
+    def set_srtp(self, context: Any) -> None:
+        """Protect everything sent and require protection on everything received from now on
+        (``gateway.media.srtp.SrtpContext``; None: plain RTP again)."""
+        self.srtp = context
+
     def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802 (Twisted)
         arrival = _monotonic()
+        srtp = self.srtp
+        if srtp is not None and len(data) >= 8:
+            rtcp = 192 <= data[1] <= 223
+            clear = srtp.unprotect_rtcp(data) if rtcp else srtp.unprotect(data)
+            if clear is None:
+                self._stats.srtp_failures += 1
+                return
+            if rtcp:
+                self._rtcp_received(clear, addr, muxed=True)
+                return
+            data = clear
         n = len(data)
         if n < 12:
             if n >= 8 and data[0] & 0xC0 == 0x80 and 192 <= data[1] <= 223:
@@ -659,6 +685,8 @@ class RtpSession(DatagramProtocol):
         self._seq = (seq + 1) & 0xFFFF
         if self.history:
             self._sent[seq % self.history] = data
+        if self.srtp is not None:
+            data = self.srtp.protect(data)
         try:
             self._sock.sendto(data, remote)  # type: ignore[union-attr]
         except OSError:
@@ -693,6 +721,8 @@ class RtpSession(DatagramProtocol):
             data = self._sent.get(seq % self.history)
             if data is None or int.from_bytes(data[2:4], "big") != seq & 0xFFFF:
                 continue
+            if self.srtp is not None:
+                data = self.srtp.protect(data)
             try:
                 self._sock.sendto(data, remote)  # type: ignore[union-attr]
             except OSError:
@@ -775,6 +805,8 @@ class RtpSession(DatagramProtocol):
         if dest is None or self._rtcp_port is None:
             return False
         port = self._rtp_port if self.rtcp_mux else self._rtcp_port
+        if self.srtp is not None:
+            data = self.srtp.protect_rtcp(data)
         try:
             port.getHandle().sendto(data, dest)
         except (OSError, AttributeError) as exc:  # AttributeError: the port was closed under us (shutdown)

@@ -38,8 +38,12 @@ direction. In short:
   with no direction attribute it means the old "hold": inactive.
 * only the first usable audio and the first usable video stream are accepted;
   further ones, ``application`` (BFCP, H.224 far-end camera control), ``image``
-  (T.38) and any other media get port 0.  RTP/SAVP(F) is refused (SRTP comes with
-  the security work); when nothing is left the offer is refused with 488.
+  (T.38) and any other media get port 0; when nothing is left the offer is refused with 488.
+* **SRTP** (RTP/SAVP(F) with SDES ``a=crypto``, RFC 4568; ``gateway.media.srtp``): taken when
+  the signalling is protected (``secure_signalling``: SIP over TLS) and the room's
+  ``encryption`` is not ``off``; we answer the offerer's first usable suite with our own key.
+  ``encryption: required`` refuses plain RTP/AVP streams; DTLS-SRTP (UDP/TLS/...) belongs to
+  the browsers' side.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ from gateway.catalogue import Catalogue, Codec
 from gateway.conference.rtp_media import FEEDBACK, StreamPlan
 from gateway.media.codecs import Limits, MediaFormat, NoMatch, rules_for
 from gateway.media.codecs import lower_keys as _lower
+from gateway.media.srtp import choose_crypto, new_crypto
 
 from .sdp import (
     DIRECTIONS,
@@ -119,6 +124,7 @@ class SdpStream:
     rtcp_fb: list[str] = field(default_factory=list)
     proto: str = "RTP/AVP"
     reason: str | None = None             # why a stream was rejected
+    srtp: tuple[str, bytes, bytes] | None = None   # SDES (RFC 4568): suite, our key, the far end's key
 
     @property
     def codec(self) -> Codec | None:
@@ -139,7 +145,7 @@ class SdpStream:
         return StreamPlan(self.media, self.rx, self.tx, self.direction,
                           (host, self.remote_port) if self.remote_port else None,
                           self.remote_rtcp_port or None, self.dtmf_rx_pt, self.dtmf_tx_pt,
-                          frozenset(self.rtcp_fb))
+                          frozenset(self.rtcp_fb), self.srtp)
 
 
 def _audio_ptime(codec: Codec) -> int | None:
@@ -173,6 +179,10 @@ class OfferAnswer:
         if dtmf and "telephone-event" in catalogue:
             self.dtmf_codec = catalogue.get("telephone-event")
         self.limits = Limits(max_resolution, max_bitrate_kbps)
+        #: the room's media encryption policy (required | preferred | off) and whether this
+        #: dialog's signalling is protected (SIP over TLS): SDES keys are taken only then
+        self.encryption = "preferred"
+        self.secure_signalling = False
 
     @classmethod
     def for_room(cls, catalogue: Catalogue, room: object, dtmf: bool = True,
@@ -260,6 +270,7 @@ class OfferAnswer:
         offered_names: list[str] = []
         problems: list[str] = []
         srtp_refused = False
+        srtp_reason: str | None = None
         for index, m in enumerate(offer.media):
             ans_m, stream, names, why = self._answer_media(offer, index, m, local, direction, taken)
             for n in names:
@@ -269,14 +280,14 @@ class OfferAnswer:
                 problems.append(why)
             if stream.accepted:
                 taken.add(m.media)
-            elif m.proto.upper() in _SRTP:
+            elif m.proto.upper() in _SRTP or (self.encryption == "required" and m.media in _RTP_MEDIA):
                 srtp_refused = True
+                srtp_reason = srtp_reason or stream.reason
             answer.media.append(ans_m)
             streams.append(stream)
         if not any(s.accepted for s in streams):
-            if srtp_refused:
-                raise SdpError(f"SRTP ({', '.join(sorted({m.proto for m in offer.media if m.proto.upper() in _SRTP}))}) "
-                               "is not supported yet: offer RTP/AVP", status=488)
+            if srtp_refused and srtp_reason:
+                raise SdpError(srtp_reason, status=488)
             offered = _listing(offered_names) or "nothing usable"
             detail = f" ({_listing(problems, sep='; ', width=80)})" if problems else ""
             raise SdpError(f"no common codec: offered {offered}; room allows "
@@ -299,10 +310,29 @@ class OfferAnswer:
             a, s = self._rejected(m, index, f"{m.media} streams ({m.proto}) are not supported")
             return a, s, [], None
         proto = m.proto.upper()
+        offered_key = None
         if proto in _SRTP:
-            a, s = self._rejected(m, index, f"SRTP ({m.proto}) is not supported yet")
+            if proto.startswith("UDP/TLS"):
+                a, s = self._rejected(m, index, f"DTLS-SRTP ({m.proto}) is for browsers: join from the web page "
+                                                "(WHIP); SIP devices use SDES (RTP/SAVP with a=crypto) over TLS")
+                return a, s, [], None
+            if self.encryption == "off":
+                a, s = self._rejected(m, index, "this room takes no encrypted media (encryption: off)")
+                return a, s, [], None
+            if not self.secure_signalling:
+                a, s = self._rejected(m, index, "SRTP keys (a=crypto) are taken only over SIP TLS "
+                                                "(sips: or transport=tls): they would travel in the clear")
+                return a, s, [], None
+            offered_key = choose_crypto(m.attrs("crypto"))
+            if offered_key is None:
+                a, s = self._rejected(m, index, "no usable a=crypto (AES_CM_128_HMAC_SHA1_80 or _32, "
+                                                "inline key, no MKI)")
+                return a, s, [], None
+        elif proto in _PLAIN_RTP and self.encryption == "required" and m.media in _RTP_MEDIA:
+            a, s = self._rejected(m, index, "this room needs encrypted media: call over SIP TLS with SRTP "
+                                            "(RTP/SAVP and a=crypto)")
             return a, s, [], None
-        if proto not in _PLAIN_RTP:
+        elif proto not in _PLAIN_RTP:
             a, s = self._rejected(m, index, f"transport {m.proto} is not supported (RTP/AVP or RTP/AVPF)")
             return a, s, [], None
         if m.media in taken:
@@ -356,6 +386,11 @@ class OfferAnswer:
 
         ans = MediaDescription(media=m.media, port=port, proto=m.proto, formats=[str(pt)])
         ans.add("rtpmap", f"{pt} {codec.rtpmap()}")
+        srtp = None
+        if offered_key is not None:
+            ours = new_crypto(offered_key.tag, offered_key.suite)
+            ans.add("crypto", ours.value())
+            srtp = (ours.suite, ours.key, offered_key.key)
         if ans_fmtp:
             ans.add("fmtp", f"{pt} {format_fmtp(ans_fmtp, codec.encoding_name)}")
         rtcp_fb: list[str] = []
@@ -393,7 +428,7 @@ class OfferAnswer:
             dtmf_rx_pt=dtmf_pt, dtmf_tx_pt=dtmf_pt,
             remote_host=conn.address, remote_port=m.port, remote_rtcp_port=_rtcp_port(m),
             direction=our, remote_ptime=m.ptime, maxptime=m.maxptime, bandwidth_kbps=remote_kbps,
-            rtcp_fb=rtcp_fb, proto=m.proto,
+            rtcp_fb=rtcp_fb, proto=m.proto, srtp=srtp,
         )
         return ans, stream, names, None
 

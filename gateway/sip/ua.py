@@ -128,10 +128,19 @@ class SipCall:
         # hold: the far end does not want to receive → do not send it the room's audio
         if self.room is not None and self.leg is not None and self.leg.id in self.room.legs:
             self.leg.mute("out", not audio.sends)
+        self._note_encryption()
+
+    def _note_encryption(self) -> None:
+        if self.leg is None:
+            return
+        audio = next((s for s in self.streams if s.media == "audio" and s.accepted), None)
+        self.leg.encryption = {"signalling": self.peer.transport,
+                               "media": f"SRTP {audio.srtp[0]}" if audio is not None and audio.srtp else None}
 
     def _on_leg(self, leg: Leg) -> None:
         self.leg = leg
         leg.identity = self.identity.alias if self.identity is not None else None
+        self._note_encryption()
         leg.on("hangup", self._on_leg_hangup)
 
     def _on_replaced(self, leg: Leg, stream_id: str) -> None:
@@ -623,6 +632,8 @@ class SipUserAgent:
         call.spec = spec
         call.identity = identity
         call.oa = OfferAnswer(self.catalogue, spec.audio_codecs, spec.video_codecs, spec.max_resolution, spec.max_bitrate_kbps)
+        call.oa.encryption = getattr(spec, "encryption", "preferred")
+        call.oa.secure_signalling = peer.transport == "TLS"
         if se_value is not None or "timer" in _options(request.headers.get_all("Supported")):
             call.session_expires = max(se_value or self.config.session_expires, self.config.min_se)
         try:

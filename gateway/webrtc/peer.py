@@ -270,6 +270,7 @@ class WebRtcPeer:
     def _make_leg(self, answer_sdp: str, plan: dict[str, tuple[Any, PacketTrack | None, bool]]) -> None:
         sd = SessionDescription.parse(answer_sdp)
         leg = Leg(self.id, self.display_name, "webrtc", self.remote)
+        leg.encryption = {"signalling": "WHIP", "media": "DTLS-SRTP"}
         for m in sd.media:
             mid = m.attr("mid")
             if mid not in plan or m.port == 0 or not m.payload_types:

@@ -67,11 +67,12 @@ class Baresip:
                  sip_port: int | None = None, rtp_port_count: int = 20,
                  extra_config: dict[str, str] | None = None,
                  account_params: str = "", sip_trace: bool = False,
-                 start_timeout: float = 10.0):
+                 start_timeout: float = 10.0, media_encryption: str | None = None):
         """``register_to=(registrar "host:port", user, password)`` registers the
         account there (AOR ``sip:user@registrar``); otherwise ``regint=0``.
         ``audio_source=("aufile", "/path/to.wav")`` plays a WAV instead of a sine.
-        ``video_source=("avformat", "/path/clip.avi")``: a Motion-JPEG .avi runs at full rate."""
+        ``video_source=("avformat", "/path/clip.avi")``: a Motion-JPEG .avi runs at full rate.
+        ``media_encryption="srtp-mand"`` (or "srtp"): SDES SRTP with the srtp module."""
         self.binary = require_binary("baresip")
         if not Path(MODULE_DIR, "ctrl_tcp.so").exists():
             raise RuntimeError(f"{MODULE_DIR}/ctrl_tcp.so missing: install baresip-core "
@@ -108,6 +109,8 @@ class Baresip:
                     if c.split("/")[0] in VIDEO_MODULES}
         if video_source:
             modules.add(video_source[0] + ".so")
+        if media_encryption:
+            modules.add("srtp.so")
         app = {"account.so", "menu.so", "ctrl_tcp.so"}
         cfg = {
             "poll_method": "epoll",
@@ -150,6 +153,8 @@ class Baresip:
         else:
             aor = f"<sip:{user}@{LOOPBACK}:{self.sip_port}>"
             params.append("regint=0")
+        if media_encryption:
+            params.append(f"mediaenc={media_encryption}")
         if account_params:
             params.append(account_params.lstrip(";"))
         (self.dir / "accounts").write_text(aor + ";" + ";".join(params) + "\n")

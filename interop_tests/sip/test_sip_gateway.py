@@ -539,3 +539,62 @@ def test_baresip_registers_and_calls_over_tls(cau, baresip_factory):
     while "baresip-a" in identities() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert "baresip-a" not in identities()
+
+
+def _ulaw_to_pcm(data: bytes):
+    import numpy as np
+
+    u = ~np.frombuffer(data, dtype=np.uint8)
+    sign, exponent, mantissa = u & 0x80, (u >> 4) & 0x07, u & 0x0F
+    magnitude = (((mantissa.astype(np.int32) << 3) + 0x84) << exponent) - 0x84
+    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+
+
+def test_baresip_with_mandatory_srtp_over_tls_meets_a_plain_caller_and_the_wire_carries_no_audio(
+        cau, baresip_factory, tmp_path):
+    """SDES SRTP (RFC 4568 keys over TLS, AES_CM_128_HMAC_SHA1_80): baresip with srtp-mand and a
+    plain-RTP baresip hear each other in one room; on the wire the encrypted caller's RTP carries
+    an authentication tag and no trace of its 440 Hz tone (μ-law would show it in the clear)."""
+    import json
+    import subprocess
+    import urllib.request
+
+    from interop_tests.peers.capture import LoopbackCapture
+    from interop_tests.peers.rtp_participant import band_level_db
+
+    tls = f"{cau.host}:{cau.sip_tls_port}"
+    a = baresip_factory("baresip-a", audio_codecs=("PCMU/8000/1",), audio_source=("ausine", 440),
+                        register_to=(f"{tls};transport=tls", "baresip-a", cau.users["baresip-a"]),
+                        media_encryption="srtp-mand")
+    b = baresip_factory("plain", audio_codecs=("PCMU/8000/1",), audio_source=("ausine", 1000))
+    assert a.registered(timeout=10)
+    pcap = tmp_path / "srtp.pcap"
+    with LoopbackCapture(f"udp portrange {a.rtp_lo}-{a.rtp_hi}", pcap):
+        a.dial(f"sip:{cau.room}@{tls};transport=tls")
+        a.wait_established(timeout=10)
+        b.dial(cau.uri(cau.room))
+        b.wait_established(timeout=10)
+        time.sleep(3.0)
+        with urllib.request.urlopen(f"http://{cau.host}:{cau.http_port}/api/status", timeout=5) as r:
+            roster = [p for room in json.loads(r.read())["rooms"] for p in room["roster"]]
+        a.hangup()
+        b.hangup()
+        a.wait_closed(timeout=10)
+        b.wait_closed(timeout=10)
+    enc = {p["name"]: p["encryption"] for p in roster}
+    assert enc["baresip-a"] == {"signalling": "TLS", "media": "SRTP AES_CM_128_HMAC_SHA1_80"}, enc
+    assert enc["plain"] == {"signalling": "UDP", "media": None}, enc
+    freq, level = wav_peak(a.received_audio())
+    assert abs(freq - 1000) < 20, f"the SRTP caller heard {freq:.0f} Hz at {level:.1f} dBFS, not 1000 Hz"
+    freq, level = wav_peak(b.received_audio())
+    assert abs(freq - 440) < 20, f"the plain caller heard {freq:.0f} Hz at {level:.1f} dBFS, not 440 Hz"
+    # the wire: RTP from baresip-a's ports is 12 + 160 + 10 octets (the 80-bit tag; RTCP is shorter)
+    out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y", f"udp.srcport >= {a.rtp_lo} and udp.srcport <= {a.rtp_hi} and udp.length > 100",
+                          "-T", "fields", "-e", "udp.length", "-e", "data.data"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**__import__("os").environ, "HOME": str(tmp_path)})
+    rows = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
+    assert len(rows) > 100, out.stdout[-2000:] + out.stderr
+    assert {int(n) for n, _ in rows} == {8 + 12 + 160 + 10}, sorted({n for n, _ in rows})
+    payload = b"".join(bytes.fromhex(d)[12:12 + 160] for _, d in rows[10:110])
+    assert band_level_db(_ulaw_to_pcm(payload), 8000, 440) < -30, "the 440 Hz tone is readable on the wire"
