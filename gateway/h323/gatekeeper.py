@@ -714,15 +714,23 @@ class Gatekeeper(DatagramProtocol):
         if reg is None or reg.ras_address[0] != addr[0]:
             self._reject("URJ", "notCurrentlyRegistered", f"endpoint {m.endpoint_identifier!r}", m, addr)
             return ras.build_urj(m.seq, "notCurrentlyRegistered"), addr
-        if reg.endpoint_spec is not None and reg.endpoint_spec.password is not None:
-            try:
-                self._authenticate(m, reg.endpoint_spec, addr[0], reg.endpoint_id)
-            except _Reject as rej:
-                self._reject("URJ", "securityDenial", rej.detail, m, addr)
-                return ras.build_urj(m.seq, "securityDenial"), addr
+        if not self._password_holds(m, reg, addr, "URJ"):
+            return ras.build_urj(m.seq, "securityDenial"), addr
         self._drop(reg.endpoint_id, f"URQ {m.unregistration_reason or ''}".strip())
         self.stats["events"]["unregistered"] += 1
         return ras.build_ucf(m.seq), addr
+
+    def _password_holds(self, m: RasMessage, reg: Registration, addr: Address, reject: str) -> bool:
+        """For an endpoint with a password: the message's H.235.1 token checks out (else the
+        refusal is logged as `reject` with securityDenial). True for endpoints without one."""
+        if reg.endpoint_spec is None or reg.endpoint_spec.password is None:
+            return True
+        try:
+            self._authenticate(m, reg.endpoint_spec, addr[0], reg.endpoint_id)
+        except _Reject as rej:
+            self._reject(reject, "securityDenial", rej.detail, m, addr)
+            return False
+        return True
 
     # ------------------------------------------------------------------ admission
     def _registered_sender(self, m: RasMessage, addr: Address) -> Registration | None:
@@ -752,12 +760,8 @@ class Gatekeeper(DatagramProtocol):
         if self._registered_sender(m, addr) is None:
             self._reject("ARJ", "invalidEndpointIdentifier", f"{reg.endpoint_id} used from {addr[0]}", m, addr)
             return ras.build_arj(m.seq, "invalidEndpointIdentifier"), addr
-        if reg.endpoint_spec is not None and reg.endpoint_spec.password is not None:
-            try:
-                self._authenticate(m, reg.endpoint_spec, addr[0], reg.endpoint_id)
-            except _Reject as rej:
-                self._reject("ARJ", "securityDenial", rej.detail, m, addr)
-                return ras.build_arj(m.seq, "securityDenial"), addr
+        if not self._password_holds(m, reg, addr, "ARJ"):
+            return ras.build_arj(m.seq, "securityDenial"), addr
         bandwidth = min(m.bandwidth or 0, self.max_bandwidth)
         routed_model = "gatekeeperRouted" if self.routed else "direct"
         if m.answer_call:

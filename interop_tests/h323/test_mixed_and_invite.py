@@ -173,15 +173,20 @@ def _roster_entry(cau, room: str, protocol: str) -> dict | None:
     return None
 
 
+def _wait_roster_entry(cau, room: str, protocol: str, timeout: float = 5.0) -> dict | None:
+    deadline = time.monotonic() + timeout
+    while (entry := _roster_entry(cau, room, protocol)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return entry
+
+
 def test_an_h323_caller_is_the_site_it_claims_only_once_registered(cau, h323, h323_endpoint, h323_run):
     """A SETUP naming lab-h323 from an endpoint that is not registered is an anonymous caller
     (identity null in the roster); registered with the gatekeeper, the same system is lab-h323."""
     ep = h323_endpoint("lab-h323", number="5003", profile="HDX", tone_hz=700)
     h323_run(ep.call("1000", h323.host, h323.port))      # straight to the gateway, no gatekeeper
     h323_run(ep.wait_media())
-    deadline = time.monotonic() + 5
-    while (entry := _roster_entry(cau, "open", "h323")) is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    entry = _wait_roster_entry(cau, "open", "h323")
     assert entry is not None, cau.status()["rooms"]
     assert entry["identity"] is None, entry
     h323_run(ep.hangup())
@@ -190,9 +195,7 @@ def test_an_h323_caller_is_the_site_it_claims_only_once_registered(cau, h323, h3
     h323_run(ep2.register(h323.gatekeeper))
     h323_run(ep2.call("1000"))
     h323_run(ep2.wait_media())
-    deadline = time.monotonic() + 5
-    while (entry := _roster_entry(cau, "open", "h323")) is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    entry = _wait_roster_entry(cau, "open", "h323")
     assert entry is not None and entry["identity"] == "lab-h323", entry
     assert entry["name"] == "lab-h323"                    # the plan's name of the site, not what it sent
     h323_run(ep2.hangup())
@@ -216,9 +219,7 @@ def test_an_h323_system_with_a_gatekeeper_password_registers_with_h235_and_is_kn
     h323_run(ep.register(h323.gatekeeper, password=cau.users["lab-hdx-pw"], discover=True))
     h323_run(ep.call("1000"))
     h323_run(ep.wait_media())
-    deadline = time.monotonic() + 5
-    while (entry := _roster_entry(cau, "open", "h323")) is None and time.monotonic() < deadline:
-        time.sleep(0.2)
+    entry = _wait_roster_entry(cau, "open", "h323")
     assert entry is not None and entry["identity"] == "lab-hdx-pw", entry
     assert entry["name"] == "HDX with a gatekeeper password"
     h323_run(ep.hangup())
