@@ -100,7 +100,8 @@ def _parse(proc: PeerProcess) -> list[PjsuaCallResult]:
 
 def _argv(mode: list[str], *, codecs: Sequence[str], tone: float | None, seconds: float,
           record: str | os.PathLike | None, port: int, rtp_port: int, timeout: float,
-          log_level: int, user: str | None = None, password: str | None = None) -> list[str]:
+          log_level: int, user: str | None = None, password: str | None = None,
+          tls: bool = False, srtp: str | None = None) -> list[str]:
     argv = [_python(), "-m", "interop_tests.peers.pjsua", *mode,
             "--codecs", ",".join(codecs), "--seconds", str(seconds), "--port", str(port),
             "--rtp-port", str(rtp_port), "--timeout", str(timeout),
@@ -113,6 +114,10 @@ def _argv(mode: list[str], *, codecs: Sequence[str], tone: float | None, seconds
         argv += ["--user", user]
     if password is not None:
         argv += ["--password", password]
+    if tls:
+        argv += ["--tls"]
+    if srtp:
+        argv += ["--srtp", srtp]
     return argv
 
 
@@ -127,20 +132,24 @@ def _check_installed() -> None:
 def pjsua_call(uri: str, *, codecs: Sequence[str] = ("G722", "PCMU", "PCMA"),
                tone: float | None = 1000, seconds: float = 3.0,
                record: str | os.PathLike | None = None, timeout: float = 20.0,
-               log_level: int = 1, user: str | None = None, password: str | None = None) -> PjsuaCallResult:
+               log_level: int = 1, user: str | None = None, password: str | None = None,
+               tls: bool = False, srtp: str | None = None, rtp_port: int | None = None) -> PjsuaCallResult:
     """Dial ``uri`` from a pjsua2 child, send ``tone`` Hz for ``seconds`` once confirmed,
     hang up, return what happened. ``record`` (a WAV path) saves what was heard;
     without it a temporary file is used and only its frequency/level are kept.
     ``user``/``password``: call as that user (From), answering digest challenges with the password
-    (no registration)."""
+    (no registration). ``tls``: a TLS transport too (dial a ``;transport=tls`` URI; the far
+    certificate is not verified). ``srtp``: "mandatory" or "optional" SDES SRTP (RFC 4568),
+    keys only over TLS (PJSIP's secure-signalling rule). ``rtp_port``: the first of 8 RTP ports
+    (to capture them)."""
     _check_installed()
     tmp = None
     if record is None:
         tmp = tempfile.TemporaryDirectory(prefix="cau-pjsua-")
         record = Path(tmp.name) / "heard.wav"
     argv = _argv(["--call", uri], codecs=codecs, tone=tone, seconds=seconds, record=record,
-                 port=free_port(), rtp_port=free_port_block(8), timeout=timeout,
-                 log_level=log_level, user=user, password=password)
+                 port=free_port(), rtp_port=rtp_port or free_port_block(8), timeout=timeout,
+                 log_level=log_level, user=user, password=password, tls=tls, srtp=srtp)
     proc = PeerProcess(argv, name="pjsua-call", env=_child_env())
     try:
         proc.wait(timeout + 10)
@@ -250,6 +259,14 @@ def _child(args: argparse.Namespace) -> int:  # noqa: C901 - one scripted job
     tcfg.boundAddress = LOOPBACK
     tcfg.publicAddress = LOOPBACK
     ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
+    if args.tls:                         # a client-side TLS transport (no certificate of its own)
+        tlscfg = pj.TransportConfig()
+        tlscfg.port = free_port()
+        tlscfg.boundAddress = LOOPBACK
+        tlscfg.publicAddress = LOOPBACK
+        tlscfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
+        tlscfg.tlsConfig.verifyServer = False
+        ep.transportCreate(pj.PJSIP_TRANSPORT_TLS, tlscfg)
     ep.libStart()
     ep.audDevManager().setNullDev()
 
@@ -326,6 +343,9 @@ def _child(args: argparse.Namespace) -> int:  # noqa: C901 - one scripted job
                                    tx_pt=int(si.txPt), rx_pt=int(si.rxPt),
                                    remote_rtp=si.remoteRtpAddress)
                 ss = self.getStreamStat(0)
+                for line in self.dump(True, "").splitlines():     # "SRTP status: Active Crypto-suite: ..."
+                    if "SRTP" in line and "status" in line:
+                        self.report["srtp"] = line.strip()
                 self.report.update(rx_packets=int(ss.rtcp.rxStat.pkt),
                                    tx_packets=int(ss.rtcp.txStat.pkt),
                                    rx_lost=int(ss.rtcp.rxStat.loss))
@@ -375,6 +395,10 @@ def _child(args: argparse.Namespace) -> int:  # noqa: C901 - one scripted job
     acfg.mediaConfig.transportConfig.publicAddress = LOOPBACK
     acfg.mediaConfig.transportConfig.port = args.rtp_port
     acfg.mediaConfig.transportConfig.portRange = 8
+    if args.srtp:
+        acfg.mediaConfig.srtpUse = {"mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+                                    "optional": pj.PJMEDIA_SRTP_OPTIONAL}[args.srtp]
+        acfg.mediaConfig.srtpSecureSignaling = 1          # keys only on a TLS hop
     acfg.natConfig.iceEnabled = False
     acfg.natConfig.sdpNatRewriteUse = 0
     acfg.natConfig.viaRewriteUse = 0
@@ -466,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", type=int, default=1, help="PJSIP log level (0-6)")
     p.add_argument("--user", default="pjsua", help="user part of From/Contact")
     p.add_argument("--password", help="digest password for challenges")
+    p.add_argument("--tls", action="store_true", help="also a TLS transport (for transport=tls URIs)")
+    p.add_argument("--srtp", choices=("mandatory", "optional"), help="SDES SRTP (keys over TLS only)")
     args = p.parse_args(argv)
     if args.port == 0:
         args.port = free_port()

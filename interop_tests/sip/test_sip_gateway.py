@@ -598,3 +598,61 @@ def test_baresip_with_mandatory_srtp_over_tls_meets_a_plain_caller_and_the_wire_
     assert {int(n) for n, _ in rows} == {8 + 12 + 160 + 10}, sorted({n for n, _ in rows})
     payload = b"".join(bytes.fromhex(d)[12:12 + 160] for _, d in rows[10:110])
     assert band_level_db(_ulaw_to_pcm(payload), 8000, 440) < -30, "the 440 Hz tone is readable on the wire"
+
+
+def test_pjsip_over_tls_with_mandatory_srtp_hears_the_room_and_its_rtp_is_encrypted(
+        cau, baresip_factory, pjsua_call, tmp_path):
+    """A second, independent SRTP stack: PJSIP (pjsua2) calls over TLS with SRTP mandatory and
+    keys only on a secure hop; it and a plain baresip hear each other, the roster shows its
+    protection, and its packets on the wire are G.722 plus an 80-bit tag with no clear tone."""
+    import json
+    import subprocess
+    import threading
+    import urllib.request
+
+    from interop_tests.peers.capture import LoopbackCapture
+    from interop_tests.peers.procs import free_port_block
+
+    b = baresip_factory("plain", audio_codecs=("G722/16000/1",), audio_source=("ausine", 440))
+    b.dial(cau.uri(cau.room))
+    b.wait_established(timeout=10)
+    rtp_lo = free_port_block(8)
+    pcap = tmp_path / "pjsip-srtp.pcap"
+    wav = tmp_path / "pjsua-heard.wav"
+    roster: list = []
+
+    def look():                       # the roster while PJSIP is in the room
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"http://{cau.host}:{cau.http_port}/api/status", timeout=5) as r:
+                entries = [p for room in json.loads(r.read())["rooms"] for p in room["roster"]]
+            if any(p["encryption"]["signalling"] == "TLS" for p in entries):
+                roster[:] = entries
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=look)
+    with LoopbackCapture(f"udp portrange {rtp_lo}-{rtp_lo + 7}", pcap):
+        watcher.start()
+        result = pjsua_call(f"sip:{cau.room}@{cau.host}:{cau.sip_tls_port};transport=tls", codecs=["G722"],
+                            tone=1000, seconds=4, record=wav, tls=True, srtp="mandatory", rtp_port=rtp_lo)
+        watcher.join()
+    b.hangup()
+    b.wait_closed(timeout=10)
+    assert result.confirmed, result.raw.get("output", "")[-3000:]
+    assert result.codec == "G722" and result.rx_packets > 100, result
+    assert "AES_CM_128_HMAC_SHA1_80" in result.raw.get("srtp", ""), result.raw.get("srtp")
+    assert result.record_freq is not None and abs(result.record_freq - 440) < 20, \
+        f"PJSIP heard {result.record_freq} Hz at {result.record_dbfs} dBFS, not the room's 440 Hz"
+    freq, level = wav_peak(b.received_audio())
+    assert abs(freq - 1000) < 20, f"baresip heard {freq:.0f} Hz at {level:.1f} dBFS, not PJSIP's 1000 Hz"
+    enc = [p["encryption"] for p in roster if p["encryption"]["signalling"] == "TLS"]
+    assert enc == [{"signalling": "TLS", "media": "SRTP AES_CM_128_HMAC_SHA1_80"}], roster
+    out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y",
+                          f"udp.srcport == {rtp_lo}",          # its RTP port (RTCP is on the next)
+                          "-T", "fields", "-e", "udp.length", "-e", "data.data"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**__import__("os").environ, "HOME": str(tmp_path)})
+    rows = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
+    assert len(rows) > 100, out.stdout[-2000:] + out.stderr
+    assert {int(n) for n, _ in rows} == {8 + 12 + 160 + 10}, sorted({n for n, _ in rows})
