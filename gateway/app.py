@@ -465,9 +465,12 @@ class Gateway:
                 return defer.fail(ValueError(f"endpoint {endpoint.alias!r} is not registered"))
             b = bindings[0]
             user = getattr(b.contact.uri, "user", None) or endpoint.alias
-            uri = f"sip:{user}@{b.source.host}:{b.source.port}" + (";transport=tcp" if b.source.transport == "TCP" else "")
+            host = f"[{b.source.host}]" if ":" in b.source.host else b.source.host
+            uri = f"sip:{user}@{host}:{b.source.port}" + \
+                {"TCP": ";transport=tcp", "TLS": ";transport=tls"}.get(b.source.transport, "")
             log.info("inviting SIP endpoint %s at %s into room %s", endpoint.alias, uri, spec.id)
-            return sip_dial(self.sip, uri, spec, display_name=spec.name, from_user=spec.id, room=room)
+            return sip_dial(self.sip, uri, spec, display_name=spec.name, from_user=spec.id, room=room,
+                            encryption=endpoint.encryption)
         if endpoint.protocol == "h323":
             reg = self.gatekeeper.by_alias(endpoint.alias) or (endpoint.number and self.gatekeeper.by_alias(endpoint.number))
             if not reg or not reg.call_signal_address:

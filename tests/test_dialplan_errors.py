@@ -496,3 +496,19 @@ def test_identity_defaults_follow_what_the_endpoint_has() -> None:
     """), "plan.yaml")
     assert [plan.endpoint(x).identity for x in "abcd"] == ["password", "network", "registration", "network"]
     assert plan.registration_open("127.0.0.9") and not plan.registration_open("10.1.1.1")
+
+
+def test_an_endpoint_may_set_its_own_encryption() -> None:
+    plan = parse_dialplan(textwrap.dedent("""
+        version: 1
+        endpoints:
+          - {alias: a, protocol: sip, password: "x", encryption: required}
+          - {alias: b, protocol: sip, password: "x"}
+    """), "plan.yaml")
+    assert plan.endpoint("a").encryption == "required" and plan.endpoint("b").encryption is None
+    p = only("""
+        version: 1
+        endpoints:
+          - {alias: a, protocol: sip, password: "x", encryption: always}
+    """)
+    assert p.line == 3 and "encryption of endpoint" in p.message and "required" in p.message

@@ -280,6 +280,55 @@ def test_encryption_policy_of_the_room():
     assert "for browsers" in err.value.reason
 
 
+def test_our_offer_over_tls_carries_a_key_per_suite_and_the_answer_picks_one():
+    import base64
+
+    oa = negotiator(audio_codecs=["PCMU"])
+    assert not oa.offers_srtp()                               # plain signalling: no keys in the SDP
+    assert [m.proto for m in oa.offer(LOCAL).media] == ["RTP/AVP", "RTP/AVP"]
+    oa.secure_signalling = True
+    offer = oa.offer(LOCAL)
+    assert [m.proto for m in offer.media] == ["RTP/SAVP", "RTP/SAVP"]
+    lines = [c.split() for c in offer.media[0].attrs("crypto")]
+    assert [(t, s) for t, s, _ in lines] == [("1", "AES_CM_128_HMAC_SHA1_80"), ("2", "AES_CM_128_HMAC_SHA1_32")]
+    keys = {t: base64.b64decode(k.removeprefix("inline:")) for t, _, k in lines}
+    assert len(set(keys.values())) == 2 and all(len(k) == 30 for k in keys.values())
+    video_keys = {c.split()[2] for c in offer.media[1].attrs("crypto")}
+    assert not video_keys & {k for _, _, k in lines}          # each stream its own keys
+    answer = sdp(HEAD + f"m=audio 5000 RTP/SAVP 0\na=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:{KEY}\n"
+                 "m=video 0 RTP/SAVP 96\n")
+    streams = oa.process_answer(offer, answer)
+    assert streams[0].srtp == ("AES_CM_128_HMAC_SHA1_32", keys["2"], base64.b64decode(KEY))
+    for bad in (f"a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\n",     # a tag we never offered
+                f"a=crypto:1 AES_CM_128_HMAC_SHA1_32 inline:{KEY}\n",     # our tag, another suite
+                ""):
+        with pytest.raises(SdpError) as err:
+            oa.process_answer(offer, sdp(HEAD + "m=audio 5000 RTP/SAVP 0\n" + bad))
+        assert err.value.status == 488 and "a=crypto" in err.value.reason
+    oa.encryption = "off"
+    assert [m.proto for m in oa.offer(LOCAL).media] == ["RTP/AVP", "RTP/AVP"]
+
+
+def test_a_reoffer_keeps_srtp_and_brings_fresh_keys():
+    oa = negotiator(audio_codecs=["PCMU"])
+    oa.secure_signalling = True
+    first = oa.offer(LocalMedia(20000, None, "192.0.2.10"))
+    again = oa.reoffer(first, LocalMedia(20000, None, "192.0.2.10"), direction="sendonly")
+    assert again.media[0].proto == "RTP/SAVP"
+    assert set(again.media[0].attrs("crypto")).isdisjoint(first.media[0].attrs("crypto"))
+    answer = sdp(HEAD + f"m=audio 5000 RTP/SAVP 0\na=recvonly\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{KEY}\n")
+    assert oa.process_answer(again, answer)[0].srtp[1] != oa.process_answer(again, answer)[0].srtp[2]
+
+
+def test_site_and_room_encryption_combine():
+    from gateway.dialplan.model import combined_encryption as c
+
+    assert c("preferred", None) == "preferred" and c(None, None) == "preferred"
+    assert c("preferred", "required") == "required" and c("off", "required") == "required"
+    assert c("required", "off") == "required"                  # the room then refuses the site
+    assert c("preferred", "off") == "off" and c("off", None) == "off"
+
+
 def test_best_effort_srtp_falls_back_to_the_plain_rtp_stream():
     offer = sdp(HEAD + "m=audio 5000 RTP/SAVP 0\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:abcd\n"
                 "m=audio 5000 RTP/AVP 0\n")

@@ -53,10 +53,17 @@ routes:
 class Gw:
     """The gateway's SIP side as app.py builds it, on loopback with ephemeral ports."""
 
-    def __init__(self, mcu_port: int = 5060, T1: float = 0.05):
-        self.plan = parse_dialplan(PLAN.format(mcu_port=mcu_port))
-        self.transport = SipTransport("127.0.0.1", 0)
+    def __init__(self, mcu_port: int = 5060, T1: float = 0.05, tls_dir=None, plan: str = PLAN):
+        self.plan = parse_dialplan(plan.format(mcu_port=mcu_port))
+        tls = {}
+        if tls_dir is not None:                  # SIP over TLS too, with a self-signed certificate
+            from gateway.webrtc.tls import ContextFactory, self_signed
+
+            tls = {"tls_port": 0, "tls_context": ContextFactory(self_signed(tls_dir, ["127.0.0.1"]))}
+        self.transport = SipTransport("127.0.0.1", 0, **tls)
         self.transport.start()
+        if tls:
+            self.transport.start_tls()
         self.tx = TransactionLayer(self.transport, T1=T1, T4=1.0, timer_d=1.0)  # Timer K (T4) and D short: the tests wait for them
         base = random.randrange(10000, 30000, 2)  # below the kernel's ephemeral ports (peers use those)
         plane = media_plane((base, base + 199), grace_period=0.3, start_clock=True)  # as the app wires it
@@ -196,6 +203,53 @@ def test_leg_hung_up_on_our_side_sends_bye(gw, tmp_path):
         assert poll(lambda: not g.tx.clients, 5), f"transactions left: {g.tx.clients}"
     finally:
         b.stop()
+
+
+# --------------------------------------------------------------------------- SRTP
+def test_dialing_pjsip_over_tls_offers_sdes_keys_and_the_media_is_srtp(gw, tmp_path):
+    """Our offer over TLS carries a=crypto; PJSIP with SRTP mandatory takes it: both sides hear
+    each other and the leg shows TLS + SRTP."""
+    a = PjsuaAnswerer(tls=True, srtp="mandatory", tone=440, codecs=["PCMU"])
+    try:
+        g = gw(tls_dir=tmp_path / "state")
+        p, _, room = g.participant(tone=1000)
+        d = dial(g.ua, a.tls_uri, g.spec(), timeout=10)
+        leg = wait(d, timeout=15)
+        assert d.call.offer.media[0].proto == "RTP/SAVP"
+        assert leg.encryption == {"signalling": "TLS", "media": "SRTP AES_CM_128_HMAC_SHA1_80"}, leg.encryption
+        p.clear()
+        run_for(3.0)
+        freq, level = spectrum_peak(p.heard(1.5), p.rate)
+        assert abs(freq - 440) < 20, f"the room heard {freq:.0f} Hz at {level:.1f} dBFS, not PJSIP's 440 Hz"
+        assert d.call.media.sessions["audio"].stats.srtp_failures == 0
+        leg.hangup("test over")
+        assert poll(lambda: len(a.results()) == 1, 10), "PJSIP did not see our BYE"
+        [result] = a.results()
+        assert result.confirmed and "Active" in result.raw.get("srtp", ""), result.raw
+        assert result.rx_packets > 100
+    finally:
+        a.stop()
+
+
+def test_a_site_without_srtp_gets_plain_rtp_unless_the_room_requires_encryption(gw, tmp_path):
+    """PJSIP without SRTP refuses our RTP/SAVP offer (488): a room that only prefers encryption
+    offers plain RTP once more and the call goes on; a room that requires it fails the dial."""
+    a = PjsuaAnswerer(tls=True, tone=440, codecs=["PCMU"])
+    try:
+        g = gw(tls_dir=tmp_path / "state")
+        d = dial(g.ua, a.tls_uri, g.spec(), timeout=10)
+        leg = wait(d, timeout=15)
+        assert d.call.plain_retry and d.call.offer.media[0].proto == "RTP/AVP"
+        assert leg.encryption == {"signalling": "TLS", "media": None}
+        leg.hangup("test over")
+        run_for(0.5)
+        exc = failure_of(dial(g.ua, a.tls_uri, g.spec(), timeout=10, encryption="required"))
+        assert exc.status == 488, exc
+        assert g.ports.in_use == 0 and not g.ua.calls
+        exc = failure_of(dial(g.ua, a.uri, g.spec(), timeout=10, encryption="required"))   # over UDP
+        assert exc.status == 488 and "only over TLS" in exc.reason, exc
+    finally:
+        a.stop()
 
 
 # --------------------------------------------------------------------------- refusals

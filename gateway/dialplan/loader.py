@@ -25,7 +25,8 @@ TEMPLATE_KEYS = ("id", "name", *SETTING_KEYS, "cascade")
 MATCH_KEYS = ("number", "prefix", "pattern")
 ACTION_KEYS = ("room", "template", "dial", "reject")
 ROUTE_KEYS = (*MATCH_KEYS, "where", "from", "protocol", *ACTION_KEYS, "description")
-ENDPOINT_KEYS = ("alias", "name", "number", "protocol", "username", "password", "networks", "prefixes", "identity")
+ENDPOINT_KEYS = ("alias", "name", "number", "protocol", "username", "password", "networks", "prefixes", "identity",
+                 "encryption")
 IDENTITY_POLICIES = ("password", "network", "registration")
 AUDIO_KEYS = ("codecs",)
 VIDEO_KEYS = ("codecs", "max_resolution", "max_bitrate", "labels")
@@ -426,13 +427,17 @@ class _Builder:
             if identity == "network" and not networks:
                 r.at(m["identity"][1], f"identity of {what} is 'network' but the endpoint has no networks; "
                                        "add networks: [...] or choose 'password' / 'registration'")
+        encryption = None
+        if "encryption" in m:
+            encryption = r.choice(m["encryption"][1], f"encryption of {what}", ENCRYPTION)
         if alias is None or protocol is None:
             return None
         return EndpointSpec(alias=alias, number=number, protocol=protocol, username=username or alias,
                             password=password, networks=tuple(networks), line=node.start_mark.line + 1,
                             name=name or alias, prefixes=tuple(prefixes),
                             identity=identity or ("password" if password is not None
-                                                  else "network" if networks else "registration"))
+                                                  else "network" if networks else "registration"),
+                            encryption=encryption)
 
     def networks(self, node: Node, what: str) -> list[Any]:
         """A list of CIDR networks (one may be written alone)."""

@@ -106,6 +106,8 @@ class EndpointSpec:
     #: digest on the INVITE), "network" (its registration, or a source address in ``networks``),
     #: "registration" (only its current registration)
     identity: str = "registration"
+    #: media encryption for this site's calls (required | preferred | off); None: the room's
+    encryption: str | None = None
 
     def allows(self, address: str) -> bool:
         """May a request from ``address`` (an IP, optionally ``ip:port`` / ``[v6]:port``) come from here?"""
@@ -115,6 +117,15 @@ class EndpointSpec:
         if ip is None:
             return False
         return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+def combined_encryption(room: str | None, endpoint: str | None) -> str:
+    """The policy for one site in one room: "required" on either side wins (the room then
+    refuses a site that says "off"), else "off" on either side, else "preferred"."""
+    both = (room or "preferred", endpoint or "preferred")
+    if "required" in both:
+        return "required"
+    return "off" if "off" in both else "preferred"
 
 
 def parse_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -38,6 +38,7 @@ from typing import Any, Callable
 from twisted.internet.defer import Deferred
 
 from gateway.conference import JoinRefused, Leg, RoomRegistry
+from gateway.dialplan.model import combined_encryption
 from gateway.media.ports import PortsExhausted
 from gateway.sip.dialog import USER_AGENT, Dialog, new_call_id, new_tag
 from gateway.sip.digest import authorization, best_challenge
@@ -96,7 +97,7 @@ class OutgoingCall(SipCall):
     def __init__(self, ua: SipUserAgent, target: str, uri: SipUri, peer: Peer, spec: Any, *,
                  display_name: str = "Cầu", from_user: str = "cau",
                  credentials: tuple[str, str] | None = None, timeout: float = 60.0,
-                 video: bool = True, room: Any = None):
+                 video: bool = True, room: Any = None, encryption: str | None = None):
         # deliberately not SipCall.__init__ (that one is the UAS side, built from an INVITE)
         self.ua = ua
         self.target = target
@@ -118,6 +119,9 @@ class OutgoingCall(SipCall):
         self.leg: Leg | None = None
         self.room = None
         self.oa = OfferAnswer.for_room(ua.catalogue, spec)
+        self.oa.encryption = combined_encryption(getattr(spec, "encryption", None), encryption)
+        self.oa.secure_signalling = peer.transport == "TLS"
+        self.plain_retry = False      # a "preferred" room's SRTP offer was refused: tried once with RTP
         self.media = None
         self.local_sdp: SessionDescription | None = None
         self.offer: SessionDescription | None = None
@@ -153,6 +157,11 @@ class OutgoingCall(SipCall):
 
     # -- set-up ---------------------------------------------------------------------------
     def start(self) -> Deferred:
+        if self.oa.encryption == "required" and not self.oa.secure_signalling:
+            self.state = "terminated"
+            self.deferred.errback(DialFailed(488, "the room requires encrypted media: SRTP keys travel only over "
+                                                  "TLS (dial a sips: or ;transport=tls target)", self.target))
+            return self.deferred
         try:
             self.open_media(self.want_video)
         except PortsExhausted as exc:
@@ -219,6 +228,10 @@ class OutgoingCall(SipCall):
         if status in (401, 407):
             self._authenticate(response)
             return
+        if status in (488, 415, 406) and self.oa.encryption == "preferred" and not self.plain_retry and \
+                any(m.proto.upper() == "RTP/SAVP" for m in self.offer.media):
+            self._retry_without_srtp(response)
+            return
         reason = response.reason or "refused"
         warning = response.headers.get("Warning")
         if warning:
@@ -227,6 +240,17 @@ class OutgoingCall(SipCall):
             where = ", ".join(str(c.uri) for c in _contacts(response)) or "nowhere"
             reason = f"{reason}: redirected to {where}; redirects are not followed"
         self._fail(status, reason)
+
+    def _retry_without_srtp(self, response: Response) -> None:
+        """The far end took no SRTP offer; the room only prefers encryption: offer plain RTP once."""
+        self.plain_retry = True
+        self.auth_tried = False
+        log.info("dial %s: %d %s to our SRTP offer; offering plain RTP (the room prefers, not requires, "
+                 "encryption)", self.target, response.status, response.reason)
+        self.offer = self.local_sdp = self.oa.offer(self.local_media(), video=self.has_video, srtp=False)
+        self.invite = self._make_invite(self.invite.cseq.seq + 1)
+        self.dialog.local_seq = self.invite.cseq.seq
+        self.ctx = self.ua.tx.client(self.invite, self.peer, self._on_response)
 
     def _authenticate(self, response: Response) -> None:
         status = response.status
@@ -406,12 +430,15 @@ def _hook_stray_2xx(ua: SipUserAgent) -> None:
 
 def dial(ua: SipUserAgent, target: str, spec: Any, *, display_name: str = "Cầu", from_user: str = "cau",
          credentials: tuple[str, str] | None = None, timeout: float = 60, video: bool = True,
-         room: Any = None) -> Deferred:
+         room: Any = None, encryption: str | None = None) -> Deferred:
     """Call ``target`` and join the answered call into the room of ``spec`` (module doc).
 
     Fires with the :class:`Leg` once it is in the room; fails with :class:`DialFailed`.
     ``room``: join exactly this Room (a cascade joins the room that opened; if it closed
     meanwhile the answered call is hung up, DialFailed 480) instead of ``registry.join(spec)``.
+    ``encryption``: the called site's own policy, combined with the room's
+    (:func:`~gateway.dialplan.model.combined_encryption`): over TLS the offer carries SDES keys
+    unless that says ``off``; ``required`` without TLS fails (488) before anything is sent.
     Cancelling the Deferred CANCELs an unanswered INVITE."""
     try:
         uri, peer = parse_target(target)
@@ -421,7 +448,8 @@ def dial(ua: SipUserAgent, target: str, spec: Any, *, display_name: str = "Cầu
         d.errback(exc)
         return d
     call = OutgoingCall(ua, target, uri, peer, spec, display_name=display_name, from_user=from_user,
-                        credentials=credentials, timeout=timeout, video=video, room=room)
+                        credentials=credentials, timeout=timeout, video=video, room=room,
+                        encryption=encryption)
     call.start()
     d = call.deferred
     d.call = call  # type: ignore[attr-defined]  (tests and the cascade reach the call)

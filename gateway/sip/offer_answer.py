@@ -57,7 +57,7 @@ from gateway.catalogue import Catalogue, Codec
 from gateway.conference.rtp_media import FEEDBACK, StreamPlan
 from gateway.media.codecs import Limits, MediaFormat, NoMatch, rules_for
 from gateway.media.codecs import lower_keys as _lower
-from gateway.media.srtp import choose_crypto, new_crypto
+from gateway.media.srtp import CryptoAttribute, SUITES, choose_crypto, new_crypto, parse_crypto
 
 from .sdp import (
     DIRECTIONS,
@@ -168,6 +168,7 @@ class OfferAnswer:
         max_bitrate_kbps: int | None = None,
         dtmf: bool = True,
         session_name: str = "Cau",
+        encryption: str = "preferred",
     ) -> None:
         self.catalogue = catalogue
         self.max_resolution = max_resolution
@@ -181,8 +182,10 @@ class OfferAnswer:
         self.limits = Limits(max_resolution, max_bitrate_kbps)
         #: the room's media encryption policy (required | preferred | off) and whether this
         #: dialog's signalling is protected (SIP over TLS): SDES keys are taken only then
-        self.encryption = "preferred"
+        self.encryption = encryption
         self.secure_signalling = False
+        #: the SDES keys of our last offer, by m= line index
+        self._offered_keys: dict[int, list[CryptoAttribute]] = {}
 
     @classmethod
     def for_room(cls, catalogue: Catalogue, room: object, dtmf: bool = True,
@@ -192,7 +195,7 @@ class OfferAnswer:
                    video_codecs=getattr(room, "video_codecs", ()),
                    max_resolution=getattr(room, "max_resolution", None),
                    max_bitrate_kbps=getattr(room, "max_bitrate_kbps", None),
-                   dtmf=dtmf, session_name=session_name)
+                   dtmf=dtmf, session_name=session_name, encryption=getattr(room, "encryption", "preferred"))
 
     # ---- policy
     def _find(self, name: str) -> Codec | None:
@@ -433,11 +436,23 @@ class OfferAnswer:
         return ans, stream, names, None
 
     # ---- offering
-    def offer(self, local: LocalMedia, video: bool = True, direction: str = "sendrecv") -> SessionDescription:
+    def offers_srtp(self) -> bool:
+        """Do our offers carry SDES keys? Over protected signalling, unless the room says ``off``."""
+        return self.secure_signalling and self.encryption != "off"
+
+    def offer(self, local: LocalMedia, video: bool = True, direction: str = "sendrecv",
+              srtp: bool | None = None) -> SessionDescription:
         """Our offer: audio with every allowed codec and telephone-event, video (when ``video``
-        and a video port) with H264 (mode 1 and mode 0), VP8, H263-1998, H263 as allowed."""
+        and a video port) with H264 (mode 1 and mode 0), VP8, H263-1998, H263 as allowed.
+        ``srtp`` (default :meth:`offers_srtp`): RTP/SAVP streams with an a=crypto line per suite,
+        a fresh key for each (RFC 4568 §5.1)."""
         if direction not in DIRECTIONS:
             raise ValueError(f"direction {direction!r} is not one of {', '.join(DIRECTIONS)}")
+        if srtp is None:
+            srtp = self.offers_srtp()
+        if srtp and not self.secure_signalling:
+            raise SdpError("SRTP keys are offered only over SIP TLS", status=488)
+        self._offered_keys = {}
         sd = self._new_session(local, None)
         next_pt = [_DYNAMIC_FIRST]
 
@@ -457,6 +472,8 @@ class OfferAnswer:
             audio.add("ptime", str(ptime))
         audio.set_direction(direction)
         sd.media.append(audio)
+        if srtp:
+            self._offer_keys(audio, 0)
         if video and local.video_port and self.video:
             vm = MediaDescription(media="video", port=local.video_port, proto="RTP/AVP", formats=[])
             for codec in self.video:
@@ -469,7 +486,30 @@ class OfferAnswer:
             vm.bandwidth["AS"] = kbps
             vm.set_direction(direction)
             sd.media.append(vm)
+            if srtp:
+                self._offer_keys(vm, len(sd.media) - 1)
         return sd
+
+    def _offer_keys(self, m: MediaDescription, index: int) -> None:
+        m.proto = "RTP/SAVP"
+        keys = [new_crypto(tag, suite) for tag, suite in enumerate(SUITES, start=1)]
+        for key in keys:
+            m.add("crypto", key.value())
+        self._offered_keys[index] = keys
+
+    def _answered_srtp(self, index: int, om: MediaDescription,
+                       am: MediaDescription) -> tuple[str, bytes, bytes] | None:
+        """The SDES pair of an answered RTP/SAVP stream: the answer's a=crypto must carry the tag
+        and suite of one of our lines (RFC 4568 §5.1.3), with its own key."""
+        if om.proto.upper() not in _SRTP:
+            return None
+        ours = {k.tag: k for k in self._offered_keys.get(index, [])}
+        for value in am.attrs("crypto"):
+            theirs = parse_crypto(value)
+            if theirs is not None and theirs.tag in ours and ours[theirs.tag].suite == theirs.suite:
+                return theirs.suite, ours[theirs.tag].key, theirs.key
+        raise SdpError(f"answer m= #{index + 1} ({am.media}) is RTP/SAVP without an a=crypto for one of "
+                       f"our tags ({', '.join(str(t) for t in ours) or 'none'})", status=488)
 
     def _offer_format(self, m: MediaDescription, codec: Codec, pt: int, fmtp: Mapping[str, str]) -> None:
         m.formats.append(str(pt))
@@ -487,11 +527,16 @@ class OfferAnswer:
         version + 1, the same m= lines in the same order (RFC 3264 §8); streams we no longer
         offer stay as port 0."""
         fresh = self.offer(local, video=any(m.media == "video" and m.port for m in previous.media),
-                           direction=direction)
+                           direction=direction,
+                           srtp=any(m.port and m.proto.upper() in _SRTP for m in previous.media))
         pool = {m.media: m for m in fresh.media}
+        keys = {m.media: self._offered_keys[i] for i, m in enumerate(fresh.media) if i in self._offered_keys}
         media: list[MediaDescription] = []
+        self._offered_keys = {}
         for m in previous.media:
             new = pool.pop(m.media, None) if m.port else None
+            if new is not None and new.media in keys:
+                self._offered_keys[len(media)] = keys[new.media]
             media.append(new if new is not None else
                          MediaDescription(media=m.media, port=0, proto=m.proto, formats=list(m.formats) or ["0"]))
         fresh.media = media
@@ -584,7 +629,7 @@ class OfferAnswer:
             dtmf_rx_pt=dtmf[1] if dtmf else None, dtmf_tx_pt=dtmf[0] if dtmf else None,
             remote_host=conn.address, remote_port=am.port, remote_rtcp_port=_rtcp_port(am),
             direction=our, remote_ptime=am.ptime, maxptime=am.maxptime, bandwidth_kbps=remote_kbps,
-            rtcp_fb=rtcp_fb, proto=am.proto,
+            rtcp_fb=rtcp_fb, proto=am.proto, srtp=self._answered_srtp(index, om, am),
         )
 
     def _local_pt_for(self, om: MediaDescription, offered: Mapping[int, Codec], pt: int,

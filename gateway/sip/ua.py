@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from gateway.catalogue import Catalogue
+from gateway.dialplan.model import combined_encryption
 from gateway.conference import JoinRefused, Leg, RoomRegistry
 from gateway.conference.rtp_media import RtpMedia, admit
 from gateway.media.ports import PortAllocator, PortsExhausted
@@ -559,7 +560,8 @@ class SipUserAgent:
 
         spec = RoomSpec(id=f"call-{secrets.token_hex(4)}", name=f"{caller} → {endpoint.alias}", numbers=(), pin=None,
                         max_participants=2, layout="voice-switched", audio_codecs=(), video_codecs=(),
-                        max_resolution=None, max_bitrate_kbps=None, cascade=None, template=None, line=0)
+                        max_resolution=None, max_bitrate_kbps=None, cascade=None, template=None, line=0,
+                        encryption=endpoint.encryption or "preferred")
         call = self._invite_into(request, stx, peer, spec, se_value, se_refresher, required, hold_answer=True,
                                  identity=identity)
         if call is None:
@@ -632,7 +634,8 @@ class SipUserAgent:
         call.spec = spec
         call.identity = identity
         call.oa = OfferAnswer(self.catalogue, spec.audio_codecs, spec.video_codecs, spec.max_resolution, spec.max_bitrate_kbps)
-        call.oa.encryption = getattr(spec, "encryption", "preferred")
+        call.oa.encryption = combined_encryption(getattr(spec, "encryption", None),
+                                                 identity.encryption if identity is not None else None)
         call.oa.secure_signalling = peer.transport == "TLS"
         if se_value is not None or "timer" in _options(request.headers.get_all("Supported")):
             call.session_expires = max(se_value or self.config.session_expires, self.config.min_se)
@@ -652,7 +655,12 @@ class SipUserAgent:
                 call.local_sdp = answer
             else:
                 # late offer (Polycom/Cisco): we offer in the 200, the answer comes in the ACK
-                call.local_sdp = call.oa.offer(call.local_media(), video=call.has_video)
+                # (with SDES keys only where the room requires them: a plain answer in the ACK
+                # could not be refused any more)
+                srtp = call.oa.encryption == "required"
+                if srtp and not call.oa.secure_signalling:
+                    raise SdpError("this room requires encrypted media: call over TLS (sips:) with SRTP", status=488)
+                call.local_sdp = call.oa.offer(call.local_media(), video=call.has_video, srtp=srtp)
                 call.pending_offer = call.local_sdp
         except SdpError as exc:
             call.close_media()

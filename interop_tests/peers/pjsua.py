@@ -177,15 +177,29 @@ class PjsuaAnswerer:
     def __init__(self, *, codecs: Sequence[str] = ("G722", "PCMU", "PCMA"),
                  tone: float | None = 440, seconds: float = 0, max_calls: int = 0,
                  record: str | os.PathLike | None = None, timeout: float = 60.0,
-                 answer_code: int = 200, log_level: int = 1, port: int | None = None):
+                 answer_code: int = 200, log_level: int = 1, port: int | None = None,
+                 tls: bool = False, srtp: str | None = None, rtp_port: int | None = None):
         """``seconds`` > 0: hang up each call that long after it was confirmed (else
-        wait for the caller). ``answer_code`` 486/488/...: reject instead."""
+        wait for the caller). ``answer_code`` 486/488/...: reject instead. ``tls``: also listen
+        for SIP over TLS (a self-signed certificate made for it; :attr:`tls_uri`). ``srtp``:
+        "mandatory" or "optional" SDES SRTP (keys over TLS only)."""
         _check_installed()
         self.port = port or free_port()
+        self.rtp_port = rtp_port or free_port_block(8)
         argv = _argv(["--answer"], codecs=codecs, tone=tone, seconds=seconds, record=record,
-                     port=self.port, rtp_port=free_port_block(8), timeout=timeout,
-                     log_level=log_level)
+                     port=self.port, rtp_port=self.rtp_port, timeout=timeout,
+                     log_level=log_level, srtp=srtp)
         argv += ["--max-calls", str(max_calls), "--answer-code", str(answer_code)]
+        self._tmp = None
+        self.tls_port = None
+        if tls:
+            from gateway.webrtc.tls import self_signed
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="cau-pjsua-tls-")
+            cert = self_signed(Path(self._tmp.name), [LOOPBACK])
+            self.tls_port = free_port()
+            argv += ["--tls", "--tls-port", str(self.tls_port), "--tls-cert", str(cert.cert),
+                     "--tls-key", str(cert.key)]
         self.proc = PeerProcess(argv, name="pjsua-answer", env=_child_env())
         try:
             self.proc.wait_for(r'"event": "ready"', timeout=15)
@@ -196,6 +210,10 @@ class PjsuaAnswerer:
     @property
     def uri(self) -> str:
         return f"sip:pjsua@{LOOPBACK}:{self.port}"
+
+    @property
+    def tls_uri(self) -> str:
+        return f"sip:pjsua@{LOOPBACK}:{self.tls_port};transport=tls"
 
     def results(self) -> list[PjsuaCallResult]:
         return _parse(self.proc)
@@ -215,6 +233,9 @@ class PjsuaAnswerer:
     def stop(self) -> list[PjsuaCallResult]:
         """SIGTERM → the child hangs up, reports, releases pjsua2 and exits."""
         self.proc.stop(grace=8.0)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
         return self.results()
 
 
@@ -259,9 +280,12 @@ def _child(args: argparse.Namespace) -> int:  # noqa: C901 - one scripted job
     tcfg.boundAddress = LOOPBACK
     tcfg.publicAddress = LOOPBACK
     ep.transportCreate(pj.PJSIP_TRANSPORT_UDP, tcfg)
-    if args.tls:                         # a client-side TLS transport (no certificate of its own)
+    if args.tls:                         # TLS: client side, and a listener when given a certificate
         tlscfg = pj.TransportConfig()
-        tlscfg.port = free_port()
+        tlscfg.port = args.tls_port or free_port()
+        if args.tls_cert:
+            tlscfg.tlsConfig.certFile = args.tls_cert
+            tlscfg.tlsConfig.privKeyFile = args.tls_key
         tlscfg.boundAddress = LOOPBACK
         tlscfg.publicAddress = LOOPBACK
         tlscfg.tlsConfig.method = pj.PJSIP_TLSV1_2_METHOD
@@ -388,7 +412,8 @@ def _child(args: argparse.Namespace) -> int:  # noqa: C901 - one scripted job
 
     acfg = pj.AccountConfig()
     acfg.idUri = f"sip:{args.user}@{LOOPBACK}:{args.port}"
-    acfg.sipConfig.contactForced = f"<sip:{args.user}@{LOOPBACK}:{args.port}>"
+    if not args.tls_cert:                # with a TLS listener: PJSIP's Contact per transport
+        acfg.sipConfig.contactForced = f"<sip:{args.user}@{LOOPBACK}:{args.port}>"
     if args.password is not None:      # answers 401/407 to its requests (any realm); no REGISTER
         acfg.sipConfig.authCreds.append(pj.AuthCredInfo("digest", "*", args.user, 0, args.password))
     acfg.mediaConfig.transportConfig.boundAddress = LOOPBACK
@@ -491,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--user", default="pjsua", help="user part of From/Contact")
     p.add_argument("--password", help="digest password for challenges")
     p.add_argument("--tls", action="store_true", help="also a TLS transport (for transport=tls URIs)")
+    p.add_argument("--tls-port", type=int, default=0, help="--tls: the TLS listener's port")
+    p.add_argument("--tls-cert", help="--tls: PEM certificate for the listener")
+    p.add_argument("--tls-key", help="--tls: PEM private key for the listener")
     p.add_argument("--srtp", choices=("mandatory", "optional"), help="SDES SRTP (keys over TLS only)")
     args = p.parse_args(argv)
     if args.port == 0:
