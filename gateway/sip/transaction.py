@@ -411,8 +411,12 @@ class ServerTransaction(_Timed):
                 self.local_tag = to_tag
         return make_response(self.request, status, reason, to_tag if status != 100 else None)
 
-    def respond(self, response: Response) -> None:
-        """Send a response through this transaction (see the class doc)."""
+    def respond(self, response: Response, retransmit: bool = True) -> None:
+        """Send a response through this transaction (see the class doc).
+
+        ``retransmit=False`` (an INVITE's error response under load, e.g. a flood's 503): sent
+        once, as a stateless proxy would answer; a retransmitted INVITE gets it again and the
+        transaction is kept only 8*T1 — the answer never multiplies what a spoofed source sent."""
         code = response.status
         layer = self.layer
         state = self.state
@@ -429,10 +433,10 @@ class ServerTransaction(_Timed):
                     self._send(response)
                     return
                 self.state = "completed"
-                if not self.reliable:
+                if not self.reliable and retransmit:
                     self._interval = layer.T1
                     self._next_retx = now + layer.T1               # Timer G
-                self._deadline = now + 64 * layer.T1               # Timer H
+                self._deadline = now + (64 if retransmit else 8) * layer.T1   # Timer H
                 self._arm()
                 self._send(response)
                 return

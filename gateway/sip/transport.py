@@ -92,6 +92,8 @@ Message = Union[Request, Response]
 UDP_MTU_LIMIT = 1300  # §18.1.1: MTU 1500 - 200
 DEFAULT_SIP_PORT = 5060
 DEFAULT_SIPS_PORT = 5061
+#: bytes of SIP datagrams one reactor read pass takes (then media and timers get their turn)
+UDP_READ_BUDGET = 8192
 
 
 @dataclass(frozen=True)
@@ -314,6 +316,9 @@ class SipTransport:
                 self.port, _UdpProtocol(self), interface=self.bind,
                 maxPacketSize=65536,
             )
+            # one read pass takes at most ~16 datagrams before the loop gets back to the media
+            # clock (Twisted's default, 256 KiB, let a burst of INVITEs hold it for 300 ms)
+            udp.maxThroughput = UDP_READ_BUDGET
             number = udp.getHost().port
             try:
                 factory: Any = _InboundFactory(self)

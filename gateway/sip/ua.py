@@ -82,6 +82,8 @@ class SipCall:
         self.refresher = "uac"
         self.retransmission = None
         self.started = time.time()
+        self.answered_at: float | None = None     # monotonic time of our 200 OK (ACK pending)
+        self.join_on_ack = False                   # the leg joins its room when the ACK comes
 
     # -- set-up ---------------------------------------------------------------------------
     def local_media(self) -> LocalMedia:
@@ -334,7 +336,7 @@ class SipUserAgent:
 
     def _respond(self, stx: ServerTransaction, status: int, reason: str | None = None,
                  extra: list[tuple[str, str]] = (), body: bytes = b"", content_type: str | None = None,
-                 to_tag: str | None = None) -> None:
+                 to_tag: str | None = None, retransmit: bool = True) -> None:
         r = stx.make_response(status, reason, to_tag=to_tag or (new_tag() if status >= 200 else None))
         r.headers.add("Server", USER_AGENT)
         if status >= 400 and reason:
@@ -344,7 +346,7 @@ class SipUserAgent:
         if body:
             r.headers.add("Content-Type", content_type or "application/sdp")
             r.body = body
-        stx.respond(r)
+        stx.respond(r, retransmit=retransmit)
 
     # -- dispatch -------------------------------------------------------------------------
     def on_request(self, request: Request, stx: ServerTransaction | None, peer: Peer) -> None:
@@ -604,17 +606,18 @@ class SipUserAgent:
         call_id = request.call_id
         # calls not yet confirmed by an ACK hold a seat and RTP ports: only a few per address, and a
         # bounded number in all (a flood of never-ACKed INVITEs must not fill rooms or the port range)
-        from gateway.guard import _is_loopback, source_key
+        from gateway.guard import source_key
 
         src = source_key(peer.host)
         early = [c for c in self.calls.values() if c.state == "early"]
-        if len(early) >= MAX_UNCONFIRMED:
-            self._refuse(stx, 503, f"{MAX_UNCONFIRMED} calls are waiting for their ACK", extra=[("Retry-After", "5")])
+        if len(early) >= MAX_UNCONFIRMED and not self._evict_unconfirmed(early, early):
+            self._refuse(stx, 503, f"{MAX_UNCONFIRMED} calls are waiting for their ACK", extra=[("Retry-After", "5")],
+                         retransmit=False)
             return
-        if not _is_loopback(src) and \
-                sum(1 for c in early if source_key(c.peer.host) == src) >= MAX_UNCONFIRMED_PER_SOURCE:
+        if src not in _TRUSTED_LOCAL and \
+                sum(1 for c in early if getattr(c, "source", None) == src) >= MAX_UNCONFIRMED_PER_SOURCE:
             self._refuse(stx, 503, f"{MAX_UNCONFIRMED_PER_SOURCE} calls from {src} are waiting for their ACK",
-                         extra=[("Retry-After", "5")])
+                         extra=[("Retry-After", "5")], retransmit=False)
             return
         room = self.registry.get(spec.id)
         if room is not None and spec.max_participants and len(room.legs) >= spec.max_participants:
@@ -631,6 +634,7 @@ class SipUserAgent:
                 self._refuse(stx, 400, f"bad SDP: {exc.reason}")
                 return
         call = SipCall(self, request, stx, peer)
+        call.source = src
         call.spec = spec
         call.identity = identity
         call.oa = OfferAnswer(self.catalogue, spec.audio_codecs, spec.video_codecs, spec.max_resolution, spec.max_bitrate_kbps)
@@ -668,7 +672,11 @@ class SipUserAgent:
             self._refuse(stx, exc.status if exc.status in (400, 488) else 488, exc.reason, to_tag=call.local_tag,
                          extra=[("Warning", '304 cau "Media type not available"')] if exc.status == 488 else ())
             return
-        if call.leg is not None:
+        if call.leg is not None and not (hold_answer or spec.pin):
+            # the seat is taken when the caller proves to be there (its ACK): never-ACKed INVITEs
+            # fill no room (a PIN room's prompt seats are capped per room and address instead)
+            call.join_on_ack = True
+        elif call.leg is not None:
             try:
                 self._enter_room(call)
             except JoinRefused as exc:
@@ -688,6 +696,25 @@ class SipUserAgent:
             self._answer(call)
         return call
 
+    def _evict_unconfirmed(self, pool: list, early: list) -> bool:
+        """End the oldest call of ``pool`` whose 200 OK has waited EVICT_UNCONFIRMED_AFTER for its
+        ACK (a real caller ACKs within a round trip), quietly: no BYE towards an address that
+        never answered. False when none has waited that long."""
+        now = time.monotonic()
+        stale = [c for c in pool if c.answered_at is not None and now - c.answered_at >= EVICT_UNCONFIRMED_AFTER]
+        if not stale:
+            return False
+        oldest = min(stale, key=lambda c: c.answered_at)
+        self.stats["evicted"] = self.stats.get("evicted", 0) + 1
+        _repeated("evicted", logging.WARNING, "call %s from %s: no ACK after %.1f s while %d calls wait for "
+                  "theirs; ended to make room", oldest.dialog.call_id, oldest.peer.host,
+                  now - oldest.answered_at, len(early))
+        oldest.terminate("no ACK (ended to make room for new calls)")
+        for group in (pool, early):
+            if oldest in group:
+                group.remove(oldest)
+        return True
+
     def _answer(self, call: SipCall) -> None:
         if call.state != "early":
             return
@@ -696,6 +723,7 @@ class SipUserAgent:
         if call.session_expires:
             extra = [("Session-Expires", f"{call.session_expires};refresher={call.refresher}"), ("Require", "timer")]
         ok = call.final(200, None, call.local_sdp.serialize().encode(), extra=extra)
+        call.answered_at = time.monotonic()
         self.stats["answered"] += 1
         call.retransmission = stx.retransmit_2xx_until_ack(ok, lambda: self._ack_timeout(call))
         call_id = call.dialog.call_id
@@ -714,10 +742,12 @@ class SipUserAgent:
         call.gate = admit(self.registry, call.spec, call.leg, reactor=self.reactor, on_joined=joined,
                           on_refused=refused)
 
-    def _refuse(self, stx: ServerTransaction, status: int, reason: str, extra=(), to_tag: str | None = None) -> None:
+    def _refuse(self, stx: ServerTransaction, status: int, reason: str, extra=(), to_tag: str | None = None,
+                retransmit: bool = True) -> None:
         self.stats["refused"] += 1
-        log.info("SIP INVITE refused %d: %s", status, reason)
-        self._respond(stx, status, reason, extra=list(extra), to_tag=to_tag)
+        # the same refusal again and again (a flood, a misdialling site) is one line with a count
+        _repeated(("refused", status, reason), logging.INFO, "SIP INVITE refused %d: %s", status, reason)
+        self._respond(stx, status, reason, extra=list(extra), to_tag=to_tag, retransmit=retransmit)
 
     def _ack_timeout(self, call: SipCall) -> None:
         if call.state == "early":
@@ -745,6 +775,14 @@ class SipUserAgent:
             except (SdpError, JoinRefused) as exc:
                 call.state = "confirmed"
                 call._on_leg_hangup(f"unusable answer in ACK: {getattr(exc, 'reason', exc)}")
+                return
+        if call.join_on_ack:
+            call.join_on_ack = False
+            try:
+                self._enter_room(call)
+            except JoinRefused as exc:          # filled up since the INVITE: the call ends with the reason
+                call.state = "confirmed"
+                call._on_leg_hangup(exc.reason)
                 return
         if call.state == "early":
             call.state = "confirmed"
@@ -920,6 +958,10 @@ def _options(values: list[str]) -> set[str]:
 #: calls answered but not yet ACKed (they hold seats and RTP ports), from one address / in all
 MAX_UNCONFIRMED_PER_SOURCE = 4
 MAX_UNCONFIRMED = 200
+#: with MAX_UNCONFIRMED reached, a call whose 200 OK has waited this long for its ACK is ended
+EVICT_UNCONFIRMED_AFTER = 2.0
+#: the gateway's own host (tests, a local proxy): not limited per address, only in all
+_TRUSTED_LOCAL = ("127.0.0.1", "::/64")   # source_key of ::1 is its /64
 
 #: RTP packets a call's stream may send before the caller's ACK (or its RTP) confirms it: half a second
 #: of audio — an INVITE that names someone else's address in its SDP and never ACKs gets that much,
