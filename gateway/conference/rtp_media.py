@@ -58,6 +58,9 @@ class StreamPlan:
     dtmf_tx_pt: int | None = None
     feedback: frozenset[str] = frozenset()      # RTCP feedback the far end takes ("nack pli", "ccm fir")
     srtp: tuple[str, bytes, bytes] | None = None  # SDES: (suite, our key, the far end's key); None: RTP
+    #: H.235.6 (H.323): ((key, cipher PT, plain PT) we send with, the same we receive with); None per
+    #: direction: that direction is plain
+    h235: tuple[tuple[bytes, int, int] | None, tuple[bytes, int, int] | None] | None = None
 
 
 def rtp_stats(session: RtpSession, audio: AudioStream | None = None) -> StreamStats:
@@ -157,7 +160,12 @@ class RtpMedia:
         The Leg is made with the first audio stream. ``ValueError`` for an unusable address."""
         session = self.open(stream_id, plan.kind)
         old_plan = self.plans.get(stream_id)
-        if plan.srtp is None:
+        if plan.h235 is not None:
+            if old_plan is None or old_plan.h235 != plan.h235 or session.srtp is None:
+                from gateway.h323.h2356 import H235MediaContext
+
+                session.set_srtp(H235MediaContext(*plan.h235))
+        elif plan.srtp is None:
             session.set_srtp(None)
         elif old_plan is None or old_plan.srtp != plan.srtp or session.srtp is None:
             from gateway.media.srtp import SrtpContext

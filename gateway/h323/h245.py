@@ -53,7 +53,7 @@ from gateway.media.codecs import Limits, MediaFormat, NoMatch, rules_for
 from gateway.media.codecs import audio as audio_rules
 from gateway.media.codecs import h264 as h264_rules
 
-from . import asn1
+from . import asn1, h2356
 from .capabilities import RemoteCapability, parse_capabilities, terminal_capability_set
 
 __all__ = [
@@ -164,6 +164,11 @@ class LogicalChannel:
     state: str = "opening"               # opening | open | closing | closed | rejected
     reason: str | None = None            # why it was rejected / closed
     fast_start: bool = False
+    #: H.235.6: the channel is h235Media; its media key (from the master's encryptionSync) and the
+    #: payload type its encrypted packets carry (synchFlag)
+    encrypted: bool = False
+    session_key: bytes | None = None
+    cipher_pt: int | None = None
 
     @property
     def key(self) -> tuple[str, int]:
@@ -320,6 +325,11 @@ class H245Session:
         self._rtd_pending: dict[int, tuple[Any, float]] = {}
         # fast start (caller side): our proposals by channel number
         self._fs_offer: dict[int, LogicalChannel] = {}
+        # H.235.6 media encryption: we declare it (offer_encryption) once the call layer runs the
+        # DH exchange; media_key is the agreed key-encryption key; the far end's TCS says whether it can
+        self.offer_encryption = False
+        self.media_key: bytes | None = None
+        self.remote_encryption = False
         self.ended = False
         self._ready_fired = False
         self.stats: dict[str, int] = {"received": 0, "sent": 0, "malformed": 0, "not_understood": 0}
@@ -370,6 +380,11 @@ class H245Session:
     def ready(self) -> bool:
         return self.tcs_sent_acked and self.remote_tcs_received and self.msd_state == "done"
 
+    @property
+    def encrypting(self) -> bool:
+        """Channels we open are h235Media: both sides declared H.235.6 and the DH key is agreed."""
+        return self.offer_encryption and self.remote_encryption and self.media_key is not None
+
     # ------------------------------------------------------------------ public API
 
     def start(self) -> None:
@@ -384,7 +399,7 @@ class H245Session:
     def send_capabilities(self) -> None:
         """(Re)send our TerminalCapabilitySet with the next sequence number (CESE)."""
         self._tcs_seq = (self._tcs_seq + 1) % _SEQ
-        tcs = dict(self.tcs, sequenceNumber=self._tcs_seq)
+        tcs = dict(_with_security(self.tcs) if self.offer_encryption else self.tcs, sequenceNumber=self._tcs_seq)
         self.tcs_state = "awaiting"
         self.tcs_sent_acked = False
         self._timers.start("T101", self.t101, self._t101_expired)
@@ -458,6 +473,8 @@ class H245Session:
         if remote is None:
             raise ValueError(f"the far end declared no receive capability for {codec_name}")
         data_type, chosen, cap = self._tx_data_type(codec_name, remote, params)
+        if self.encrypting:
+            data_type = _h235_media(data_type)
         ch = self._new_tx_channel(media, codec_name, data_type, chosen, cap, local_rtcp, payload_type)
         self._send_olc(ch)
         return ch
@@ -669,7 +686,9 @@ class H245Session:
             p["mediaControlChannel"] = _addr(control)
         if ch.media == "audio":
             p["silenceSuppression"] = False
-        if self._is_dynamic(ch.codec_name, ch.payload_type):
+        if ch.encrypted and ch.cipher_pt is not None:
+            p["dynamicRTPPayloadType"] = ch.cipher_pt      # H.235.6: what the encrypted packets carry
+        elif self._is_dynamic(ch.codec_name, ch.payload_type):
             p["dynamicRTPPayloadType"] = ch.payload_type
         if isinstance(ch.format.params, h264_rules.H264Params):
             oid = self._h264_packetization_oid(ch.format.params.packetization_mode)
@@ -687,8 +706,18 @@ class H245Session:
         fmt = self._format(codec_name, payload_type, params, cap)
         ch = LogicalChannel(number=number, direction="tx", media=media, format=fmt,
                             capability=data_type, session_id=_SESSION_OF[media], local_rtcp=local_rtcp)
+        if _choice(data_type)[0] == "h235Media":
+            ch.encrypted = True
+            ch.cipher_pt = h2356.cipher_payload_type(media, fmt.payload_type)
+            if self.master:                 # the master makes every channel's key (H.235.6)
+                ch.session_key = h2356.new_session_key()
         self.channels[ch.key] = ch
         return ch
+
+    def _encryption_sync(self, ch: LogicalChannel) -> dict[str, Any]:
+        """EncryptionSync for ``ch``: its payload type and its key under the DH key (H.235.6)."""
+        assert ch.session_key is not None and self.media_key is not None and ch.cipher_pt is not None
+        return {"synchFlag": ch.cipher_pt, "h235Key": h2356.encode_session_key(self.media_key, ch.session_key)}
 
     def _send_olc(self, ch: LogicalChannel) -> None:
         olc = {"forwardLogicalChannelNumber": ch.number,
@@ -696,6 +725,8 @@ class H245Session:
                    "dataType": ch.capability,
                    "multiplexParameters": ("h2250LogicalChannelParameters",
                                            self._h2250_params(ch, control=ch.local_rtcp))}}
+        if ch.encrypted and ch.session_key is not None and self.media_key is not None:
+            olc["encryptionSync"] = self._encryption_sync(ch)
         ch.state = "opening"
         self._timers.start(("T103", ch.number), self.t103, lambda n=ch.number: self._t103_open_expired(n))
         self._send(("request", ("openLogicalChannel", olc)))
@@ -838,6 +869,10 @@ class H245Session:
                         "sequenceNumber": seq, "cause": ("undefinedTableEntryUsed", 0)})))
                     return
         caps = parse_capabilities(v, self.catalogue)
+        self.remote_encryption = any(
+            e.get("capability", ("",))[0] == "h235SecurityCapability"
+            and _offers_aes128(e["capability"][1].get("encryptionAuthenticationAndIntegrity"))
+            for e in v.get("capabilityTable", ()))
         self._send(("response", ("terminalCapabilitySetAck", {"sequenceNumber": seq})))
         empty = "capabilityTable" not in v and "capabilityDescriptors" not in v
         self.remote_tcs = dict(v)
@@ -913,9 +948,19 @@ class H245Session:
         if mux_kind != "h2250LogicalChannelParameters":
             self._reject_olc(number, "unspecified")
             return
-        media, codec_name, rc = self._describe(fwd["dataType"])
+        data_type = fwd["dataType"]
+        encrypted = _choice(data_type)[0] == "h235Media"
+        if encrypted:
+            eai = _choice(data_type)[1]
+            if not self.encrypting or not _offers_aes128(eai.get("encryptionAuthenticationAndIntegrity")):
+                log.info("%s: channel %d is encrypted (h235Media) but %s: refused", self.name, number,
+                         "no H.235.6 key was agreed" if not self.encrypting else "not with AES-128")
+                self._reject_olc(number, "dataTypeNotSupported")
+                return
+            data_type = eai["mediaType"]
+        media, codec_name, rc = self._describe(data_type)
         if media not in ("audio", "video") or codec_name is None:
-            log.info("%s: channel %d: %s data type not supported", self.name, number, _choice(fwd["dataType"])[0])
+            log.info("%s: channel %d: %s data type not supported", self.name, number, _choice(data_type)[0])
             self._reject_olc(number, "dataTypeNotSupported")
             return
         if codec_name not in self._ours(media):
@@ -932,6 +977,25 @@ class H245Session:
         packetization = h2250.get("mediaPacketization")
         if pt is None and packetization and packetization[0] == "rtpPayloadType":
             pt = packetization[1].get("payloadType")
+        cipher_pt = session_key = None
+        if encrypted:
+            sync = v.get("encryptionSync")
+            cipher_pt = int(sync["synchFlag"]) if sync else (int(pt) if pt is not None else None)
+            plain = self._payload_type(codec_name, None)
+            pt = plain if plain is not None and not 96 <= plain <= 127 else cipher_pt
+            try:
+                if sync:
+                    session_key = h2356.decode_session_key(self.media_key, sync["h235Key"])
+                elif self.master:
+                    session_key = h2356.new_session_key()   # the slave's channel: our key, in the Ack
+            except ValueError as exc:
+                log.warning("%s: channel %d: %s: refused", self.name, number, exc)
+                self._reject_olc(number, "unspecified")
+                return
+            if session_key is None or cipher_pt is None:
+                log.warning("%s: channel %d is encrypted but the master sent no key: refused", self.name, number)
+                self._reject_olc(number, "unspecified")
+                return
         old = self.channels.get(("rx", number))
         if old is not None and old.state == "open":   # re-open of an established channel
             old.state, old.reason = "closed", "replaced"
@@ -939,7 +1003,8 @@ class H245Session:
         ch = LogicalChannel(number=number, direction="rx", media=media,
                             format=self._format(codec_name, pt, *_described(rc), _packetization_mode(self, h2250)),
                             capability=fwd["dataType"], session_id=session,
-                            remote_rtcp=parse_h245_address(h2250.get("mediaControlChannel")))
+                            remote_rtcp=parse_h245_address(h2250.get("mediaControlChannel")),
+                            encrypted=encrypted, session_key=session_key, cipher_pt=cipher_pt)
         if self._conflicts(ch):
             log.info("%s: channel %d (%s) conflicts with ours in session %d: masterSlaveConflict",
                      self.name, number, codec_name, session)
@@ -965,9 +1030,11 @@ class H245Session:
             ack_params["dynamicRTPPayloadType"] = h2250["dynamicRTPPayloadType"]
         ch.state = "open"
         self.channels[ch.key] = ch
-        self._send(("response", ("openLogicalChannelAck", {
-            "forwardLogicalChannelNumber": number,
-            "forwardMultiplexAckParameters": ("h2250LogicalChannelAckParameters", ack_params)})))
+        ack: dict[str, Any] = {"forwardLogicalChannelNumber": number,
+                               "forwardMultiplexAckParameters": ("h2250LogicalChannelAckParameters", ack_params)}
+        if encrypted and not v.get("encryptionSync"):
+            ack["encryptionSync"] = self._encryption_sync(ch)       # we are the master: the key we made
+        self._send(("response", ("openLogicalChannelAck", ack)))
         self._after_rx_open(ch)
 
     def _conflicts(self, ch: LogicalChannel) -> bool:
@@ -1007,8 +1074,21 @@ class H245Session:
             ch.remote_rtcp = parse_h245_address(p.get("mediaControlChannel"))
             if p.get("sessionID"):
                 ch.session_id = int(p["sessionID"])
-            if p.get("dynamicRTPPayloadType") is not None:
+            if p.get("dynamicRTPPayloadType") is not None and not ch.encrypted:
                 ch.format = replace(ch.format, payload_type=int(p["dynamicRTPPayloadType"]))
+        if ch.encrypted and ch.session_key is None:
+            sync = v.get("encryptionSync")
+            try:
+                if not sync:
+                    raise ValueError("the master's OpenLogicalChannelAck carries no encryptionSync")
+                ch.session_key = h2356.decode_session_key(self.media_key, sync["h235Key"])
+                ch.cipher_pt = int(sync["synchFlag"])
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("%s: channel %d (%s): no usable media key (%s): closing it", self.name, number,
+                            ch.codec_name, exc)
+                ch.state = "open"
+                self.close_channel(number, "unknown")
+                return
         if ch.remote_media is None:
             log.warning("%s: OpenLogicalChannelAck %d without a mediaChannel", self.name, number)
         ch.state = "open"
@@ -1429,3 +1509,52 @@ def _h2250_capability(catalogue: Catalogue) -> dict[str, Any]:
             "transmitMultipointCapability": dict(none), "receiveAndTransmitMultipointCapability": dict(none),
             "mcCapability": {"centralizedConferenceMC": False, "decentralizedConferenceMC": False},
             "rtcpVideoControlCapability": True, "mediaPacketizationCapability": mpc}
+
+
+# --------------------------------------------------------------------------- H.235.6 helpers
+
+def _encryption_algorithms() -> dict[str, Any]:
+    return {"encryptionCapability": [("algorithm", h2356.AES128_OID)]}
+
+
+def _offers_aes128(eai: Any) -> bool:
+    """An EncryptionAuthenticationAndIntegrity that lists AES-128 among its algorithms."""
+    if not isinstance(eai, Mapping):
+        return False
+    for alg in eai.get("encryptionCapability") or ():
+        try:
+            kind, oid = alg
+        except (TypeError, ValueError):
+            continue
+        if kind == "algorithm" and tuple(oid) == h2356.AES128_OID:
+            return True
+    return False
+
+
+def _h235_media(data_type: Any) -> tuple[str, Any]:
+    """An OpenLogicalChannel DataType made H.235.6: h235Media {AES-128, the media type}."""
+    return ("h235Media", {"encryptionAuthenticationAndIntegrity": _encryption_algorithms(),
+                          "mediaType": data_type})
+
+
+def _with_security(tcs: Mapping[str, Any]) -> dict[str, Any]:
+    """Our TerminalCapabilitySet with an h235SecurityCapability (AES-128) for every audio and
+    video entry, numbered 100 + n and put in the same alternative set as n (H323Plus' layout)."""
+    table = list(tcs.get("capabilityTable", ()))
+    media = [e["capabilityTableEntryNumber"] for e in table
+             if "capability" in e and e["capability"][0] in (
+                 "receiveAudioCapability", "transmitAudioCapability", "receiveAndTransmitAudioCapability",
+                 "receiveVideoCapability", "transmitVideoCapability", "receiveAndTransmitVideoCapability")]
+    base = 100 if max((e["capabilityTableEntryNumber"] for e in table), default=0) < 100 else 1000
+    extra = {n: base + n for n in media}
+    table += [{"capabilityTableEntryNumber": extra[n],
+               "capability": ("h235SecurityCapability", {"encryptionAuthenticationAndIntegrity":
+                                                         _encryption_algorithms(), "mediaCapability": n})}
+              for n in media]
+    descriptors = []
+    for d in tcs.get("capabilityDescriptors", ()):
+        d = dict(d)
+        d["simultaneousCapabilities"] = [list(alt) + [extra[n] for n in alt if n in extra]
+                                         for alt in d.get("simultaneousCapabilities", ())]
+        descriptors.append(d)
+    return dict(tcs, capabilityTable=table, capabilityDescriptors=descriptors)

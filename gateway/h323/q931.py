@@ -764,7 +764,7 @@ def build_setup(call_ref: int, conference_id: bytes, call_identifier: bytes,
                 endpoint_kind: str = "terminal", media_wait_for_connect: bool = False,
                 can_overlap_send: bool = False, calling_number: str | None = None,
                 called_number: str | None = None, endpoint_identifier: str | None = None,
-                create_conference: bool = True) -> Q931Message:
+                create_conference: bool = True, tokens: Sequence[dict[str, Any]] | None = None) -> Q931Message:
     """SETUP (H.225.0 §7.3.1) with Setup-UUIE.
 
     ``fast_start``: PER-encoded OpenLogicalChannel proposals (None: no fastStart).
@@ -798,6 +798,8 @@ def build_setup(call_ref: int, conference_id: bytes, call_identifier: bytes,
         body["fastStart"] = [bytes(x) for x in fast_start]
     if endpoint_identifier:
         body["endpointIdentifier"] = endpoint_identifier
+    if tokens:
+        body["tokens"] = list(tokens)            # H.235 ClearTokens (H.235.6 Diffie-Hellman)
     ies = [(bearer or BearerCapability.unrestricted_digital(384)).to_ie()]
     ies += _common_ies(display)
     calling = calling_number or _first_digits(source_aliases)
@@ -873,10 +875,13 @@ def build_connect(call_ref: int, conference_id: bytes, call_identifier: bytes, *
                   h245_tunnelling: bool = True, h245_address: Address | None = None,
                   fast_start: Sequence[bytes] | None = None, h245_control: Sequence[bytes] = (),
                   endpoint_kind: str = "terminal", display: str | None = None,
-                  bearer: BearerCapability | None = None) -> Q931Message:
-    """CONNECT with Connect-UUIE (conferenceID as in the SETUP)."""
+                  bearer: BearerCapability | None = None,
+                  tokens: Sequence[dict[str, Any]] | None = None) -> Q931Message:
+    """CONNECT with Connect-UUIE (conferenceID as in the SETUP; ``tokens``: H.235 ClearTokens)."""
     body = _answer_body(call_identifier, h245_address, fast_start, endpoint_kind)
     body["conferenceID"] = _guid(conference_id, "conferenceID")
+    if tokens:
+        body["tokens"] = list(tokens)
     ies = [(bearer or BearerCapability.unrestricted_digital(384)).to_ie()] + _common_ies(display)
     ies.append(_user_user(("connect", body), h245_tunnelling=h245_tunnelling, h245_control=h245_control))
     return _message(MessageType.CONNECT, call_ref, True, ies)
