@@ -40,7 +40,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 
 from gateway.catalogue import Catalogue
 
-from . import asn1, q931
+from . import asn1, h2356, q931
 from .h245 import TERMINAL_TYPES, H245Session, LogicalChannel
 from .q931 import MessageType, Q931Error, Q931Message
 from .tpkt import TpktError, TpktFramer, tpkt_frame
@@ -86,6 +86,10 @@ class CallOptions:
     advertise: str = "127.0.0.1"         # the address we put in h245Address / media addresses
     tcs_options: dict[str, Any] = field(default_factory=dict)
     h245_timeout: float = 10.0           # a separate H.245 connection that does not come up
+    #: H.235.6 media encryption (DH in Setup/Connect, AES-128 RTP): "off", "preferred" (when the far
+    #: end does it too) or "required" (a call without it is released); the callee's owner may change
+    #: :attr:`H323Call.media_encryption` in ``on_incoming`` (the room's policy)
+    media_encryption: str = "off"
 
 
 class CallRejected(Exception):
@@ -226,6 +230,10 @@ class H323Call(Protocol):
         self.display: str | None = None
         self.tunnelling = options.tunnelling
         self.fast_start = "none"               # none | offered | active | refused
+        self.media_encryption = options.media_encryption
+        self._dh: h2356.KeyAgreement | None = None
+        #: the H.235.6 key-encryption key once both halfkeys are known (None: media stays plain)
+        self.media_key: bytes | None = None
         self.h245: H245Session | None = None
         self.h245_mode = "none"                # none | tunnelled | separate
         self._h245_started = False
@@ -462,11 +470,18 @@ class H323Call(Protocol):
             return
         if self.state == "released":
             return
+        connect_tokens = self._agree_as_callee(body.get("tokens"))
+        if self.state == "released":
+            return
         self._make_h245()
         if self.tunnelling:
             self._tunnel_in(pdu)
         fs_answer: list[bytes] = []
         offered = [bytes(x) for x in body.get("fastStart") or []]
+        if offered and self.media_key is not None:
+            # fast-start channels would be plain (the keys go in H.245): open them through H.245
+            log.info("%s: fast start declined: H.235.6 media is agreed, channels open encrypted", self.name)
+            offered = []
         if offered and self.options.fast_start:
             local: dict[str, MediaAddress] = {}
             for media in ("audio", "video"):
@@ -501,8 +516,49 @@ class H323Call(Protocol):
         self._send(q931.build_connect(self.call_ref, self.conference_id, self.call_id,
                                       h245_tunnelling=self.tunnelling, h245_address=h245_address,
                                       h245_control=self._take_tunnel() if self.tunnelling else (),
-                                      endpoint_kind=self.options.endpoint_kind, display=self.options.display))
+                                      endpoint_kind=self.options.endpoint_kind, display=self.options.display,
+                                      tokens=connect_tokens))
         self._connected()
+
+    # -- H.235.6 key agreement ------------------------------------------------------------
+
+    def _agree_as_callee(self, tokens: Any) -> list[dict[str, Any]] | None:
+        """The caller's DH halfkey → our own and the key; the CONNECT's tokens (None: plain media).
+        A ``required`` call without them is released."""
+        if self.media_encryption == "off":
+            return None
+        peer = h2356.read_dh_tokens(tokens)
+        if peer is not None:
+            dh = h2356.KeyAgreement()
+            try:
+                self.media_key = dh.master_key(peer)
+            except ValueError as exc:
+                log.warning("%s: %s: no media encryption", self.name, exc)
+                self.media_key = None
+            else:
+                log.info("%s: H.235.6: DH-1024 agreed, media will be AES-128", self.name)
+                return dh.tokens()
+        if self.media_encryption == "required":
+            self.hangup(31, "this room requires encrypted media (H.235.6: DH-1024 and AES-128); the "
+                            "SETUP offered none", reason="securityDenied")
+        return None
+
+    def _agree_as_caller(self, tokens: Any) -> None:
+        peer = h2356.read_dh_tokens(tokens)
+        if peer is not None:
+            try:
+                self.media_key = self._dh.master_key(peer)
+            except ValueError as exc:
+                log.warning("%s: %s: no media encryption", self.name, exc)
+        if self.media_key is not None:
+            log.info("%s: H.235.6: DH-1024 agreed, media will be AES-128", self.name)
+            if self.h245 is not None:
+                self.h245.media_key = self.media_key
+        elif self.media_encryption == "required":
+            self.hangup(31, "the far end does not encrypt its media (no H.235.6 DH token in CONNECT)",
+                        reason="securityDenied")
+        elif self.h245 is not None:
+            self.h245.offer_encryption = False        # plain after all: stop declaring it
 
     # -- caller ------------------------------------------------------------------------
 
@@ -518,8 +574,13 @@ class H323Call(Protocol):
         self.conference_id = self.conference_id or os.urandom(16)
         self.state = "outgoing"
         self._make_h245()
+        tokens = None
+        if self.media_encryption != "off":
+            self._dh = h2356.KeyAgreement()
+            tokens = self._dh.tokens()
+            self.h245.offer_encryption = True
         fs = None
-        if self.options.fast_start:
+        if self.options.fast_start and self.media_encryption != "required":
             local: dict[str, MediaAddress] = {}
             for media in ("audio", "video") if self.options.open_video and self.options.video_codecs else ("audio",):
                 addr = self._hook("media_address", media)
@@ -539,7 +600,7 @@ class H323Call(Protocol):
                 self.call_ref, self.conference_id, self.call_id, self.options.aliases, self._dest_aliases,
                 self._dest_address, (self.options.advertise, local.port), fs, self.options.tunnelling,
                 h245_address, display=self.options.display, endpoint_kind=self.options.endpoint_kind,
-                calling_number=number, called_number=called)
+                calling_number=number, called_number=called, tokens=tokens)
         except Q931Error as exc:
             log.error("%s: cannot build SETUP: %s", self.name, exc.reason)
             self._finish(28, f"cannot build SETUP: {exc.reason}", by="local")
@@ -555,6 +616,11 @@ class H323Call(Protocol):
         body = body if isinstance(body, dict) else {}
         is_answer = mtype in (MessageType.CALL_PROCEEDING, MessageType.ALERTING, MessageType.PROGRESS,
                               MessageType.CONNECT)
+        if self.role == "caller" and mtype == MessageType.CONNECT and self._dh is not None \
+                and self.media_key is None:
+            self._agree_as_caller(body.get("tokens"))   # before the H.245 the CONNECT may carry
+            if self.state == "released":
+                return
         if self.role == "caller" and is_answer:
             if self.tunnelling and not pdu.get("h245Tunnelling", False):
                 log.info("%s: the far end does not tunnel H.245 (%s): falling back", self.name, msg.type_name)
@@ -618,6 +684,8 @@ class H323Call(Protocol):
         s.on_fast_update = lambda n: self._hook("on_fast_update", n)
         s.on_flow_control = lambda n, bitrate: self._hook("on_flow_control", n, bitrate)
         s.on_end_session = self._h245_end_session
+        if self.media_key is not None:                # callee: agreed from the SETUP already
+            s.offer_encryption, s.media_key = True, self.media_key
         s.on_failure = lambda why: log.warning("%s: H.245: %s", self.name, why)
         self.h245 = s
 

@@ -40,6 +40,7 @@ from twisted.internet import defer
 from gateway.catalogue import Catalogue
 from gateway.conference import JoinRefused, Leg, RoomRegistry
 from gateway.conference.rtp_media import RtpMedia, StreamPlan, admit
+from gateway.dialplan.model import combined_encryption
 from gateway.media.ports import PortAllocator, PortsExhausted
 
 from . import q931
@@ -107,10 +108,21 @@ class H323Media:
             tx, rx = call.channel(media, "tx"), call.channel(media, "rx")
             if tx is None or tx.remote_media is None or media not in self.rtp.sessions:
                 continue
+            if media == "audio" and call.media_encryption == "required" and \
+                    not (tx.encrypted and (rx is None or rx.encrypted)):
+                call.hangup(31, "this room requires encrypted media (H.235.6 AES-128); the far end opened "
+                                "a plain channel", reason="securityDenied")
+                return
+            h235 = None
+            if tx.encrypted or (rx is not None and rx.encrypted):
+                h235 = ((tx.session_key, tx.cipher_pt, tx.payload_type) if tx.encrypted and tx.session_key else None,
+                        (rx.session_key, rx.cipher_pt, rx.payload_type)
+                        if rx is not None and rx.encrypted and rx.session_key else None)
             plan = StreamPlan(media, rx.format if rx is not None else None, tx.format,
                               "sendrecv" if rx is not None else "sendonly", tx.remote_media,
                               tx.remote_rtcp[1] if tx.remote_rtcp else None,
-                              DTMF_PT if media == "audio" else None, DTMF_PT if media == "audio" else None)
+                              DTMF_PT if media == "audio" else None, DTMF_PT if media == "audio" else None,
+                              h235=h235)
             if self.rtp.plans.get(media) == plan:
                 continue
             if self.leg is None and media == "audio":
@@ -126,7 +138,10 @@ class H323Media:
         call = self.call
         self.leg = leg
         leg.identity = self.identity.alias if self.identity is not None else None
-        leg.encryption = {"signalling": "H.225.0 (TCP)", "media": None}   # H.235.6 media: not yet
+        tx, rx = call.channel("audio", "tx"), call.channel("audio", "rx")
+        leg.encryption = {"signalling": "H.225.0 (TCP)",
+                          "media": "H.235.6 AES-128" if tx is not None and rx is not None and tx.encrypted
+                          and rx.encrypted else None}
         leg.on("hangup", self._leg_hangup)
         if self._no_media_timer is not None and self._no_media_timer.active():
             self._no_media_timer.cancel()
@@ -344,6 +359,8 @@ class H323Service:
             raise CallRejected(17, f"room {spec.id} is full ({spec.max_participants} participants)", "inConf")
         media.spec = spec
         self._room_codecs(call, spec)
+        call.media_encryption = combined_encryption(getattr(spec, "encryption", None),
+                                                    identity.encryption if identity is not None else None)
         self.stats["answered"] += 1
         log.info("%s: %s calls %r → room %s", call.name, call.caller, call.dialed, spec.id)
 
@@ -369,6 +386,7 @@ class H323Service:
                         name=f"h323-out-{next(self._out)}")
         m = self._attach(call, room_spec)
         self._room_codecs(call, room_spec)
+        call.media_encryption = combined_encryption(getattr(room_spec, "encryption", None), None)
         self.stats["dialled"] += 1
         place_call(call, host, port, [_alias_for(alias)] if alias else [])
 

@@ -227,8 +227,8 @@ class H235MediaContext:
     def protect(self, packet: bytes) -> bytes:
         d = self.tx
         n = _header_len(packet)
-        if d is None or n is None:
-            return packet
+        if d is None or n is None or (packet[1] & 0x7F) != d.plain_pt:
+            return packet            # only the channel's own media is encrypted (H.235.6 keys one PT)
         header = bytearray(packet[:n])
         payload = packet[n:]
         if header[0] & 0x20:                         # our own padding: not expected from the stack

@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from interop_tests.peers.h235_media import decrypt_rtp, encrypt_rtp
 from interop_tests.peers.rtp_participant import CODECS, RtpParticipant, spectrum_peak
 from interop_tests.peers.video_peer import VideoPeer, moving
 
@@ -78,6 +79,11 @@ class EndpointAudio(RtpParticipant):
         self.rx_codec, self.rx_pt, self.rx_rate = codec, self.pt, self.rate
         self.foreign_packets = 0
         self._tone: float | None = None
+        #: H.235.6 per direction: (key, cipher PT) we encrypt with; (key, cipher PT) we decrypt with
+        self.tx_crypt: tuple[bytes, int] | None = None
+        self.rx_crypt: tuple[bytes, int] | None = None
+        self.undecryptable = 0
+        self.sent_wire: list[bytes] = []         # the first packets as they went on the wire
 
     def configure(self, tx_codec: str, tx_pt: int, rx_codec: str, rx_pt: int) -> None:
         if (tx_codec, tx_pt) != (self.codec, self.pt):
@@ -100,7 +106,20 @@ class EndpointAudio(RtpParticipant):
         self._tone = None
         super().play_silence()
 
+    def _send(self, data: bytes) -> None:
+        if self.tx_crypt is not None and len(data) > 12 and data[1] & 0x7F == self.pt:
+            data = encrypt_rtp(data, *self.tx_crypt)
+        if len(self.sent_wire) < 50:
+            self.sent_wire.append(data)
+        super()._send(data)
+
     def _on_rtp(self, data: bytes, addr: Any) -> None:
+        if self.rx_crypt is not None and len(data) >= 2 and not 200 <= data[1] <= 206:
+            clear = decrypt_rtp(data, self.rx_crypt[0], self.rx_crypt[1], self.rx_pt)
+            if clear is None:
+                self.undecryptable += 1
+                return
+            data = clear
         if len(data) >= 2 and not 200 <= data[1] <= 206:
             pt = data[1] & 0x7F
             if pt not in (self.rx_pt, self.dtmf_pt):
@@ -122,7 +141,7 @@ class H323TestEndpoint:
                  fast_start: bool = True, tunnelling: bool = True, separate_h245: bool = False,
                  audio_codec_pref: str | None = None, tone_hz: float | None = None, dtmf_pt: int | None = None,
                  host: str = "127.0.0.1", video: bool = True,
-                 video_colour: tuple[int, int, int] = (128, 128, 128)) -> None:
+                 video_colour: tuple[int, int, int] = (128, 128, 128), media_encryption: str = "off") -> None:
         if profile not in PROFILES:
             raise ValueError(f"profile {profile!r}: one of {', '.join(PROFILES)}")
         audio, vid = PROFILES[profile]
@@ -134,6 +153,7 @@ class H323TestEndpoint:
         self.audio_codecs, self.video_codecs = audio, (vid if video else ())
         self.fast_start, self.tunnelling, self.separate_h245 = fast_start, tunnelling, separate_h245
         self.tone_hz = tone_hz
+        self.media_encryption = media_encryption   # H.235.6: off | preferred | required
         self.dtmf_pt = dtmf_pt if dtmf_pt is not None else 101
         from gateway.catalogue import default_catalogue
 
@@ -163,7 +183,7 @@ class H323TestEndpoint:
                            video_codecs=self.video_codecs, open_video=bool(self.video_codecs),
                            terminal_type=TERMINAL_TYPES["terminal"], endpoint_kind="terminal",
                            aliases=tuple(aliases), display=f"{self.profile} {self.alias}",
-                           bind=self.host, advertise=self.host)
+                           bind=self.host, advertise=self.host, media_encryption=self.media_encryption)
 
     async def _media(self) -> None:
         if self.audio is None:
@@ -207,6 +227,8 @@ class H323TestEndpoint:
             tx_pt = tx.payload_type if tx.payload_type is not None else CODECS[tx.codec_name][4]
             rx_pt = rx.payload_type if rx.payload_type is not None else CODECS[rx.codec_name][4]
             a.configure(tx.codec_name, tx_pt, rx.codec_name, rx_pt)
+            a.tx_crypt = (tx.session_key, tx.cipher_pt) if tx.encrypted and tx.session_key else None
+            a.rx_crypt = (rx.session_key, rx.cipher_pt) if rx.encrypted and rx.session_key else None
             if a._task is None:
                 a.start_sending()
             self._media_event.set()
