@@ -8,8 +8,8 @@ import os
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from gateway.h323 import asn1, h2356
-from tests.test_h323_h245 import CAT, Wire, rx, tx
+from gateway.h323 import h2356
+from tests.test_h323_h245 import Wire, rx, tx
 
 AES128 = (2, 16, 840, 1, 101, 3, 4, 1, 2)
 

@@ -22,6 +22,10 @@ transmit channel, send codec = ours).  Video channels (by fast start or OLC,
 opened before or after the audio) become the Leg's video stream: the room's
 picture goes out on our transmit channel, the far end's picture into the room.
 
+Media encryption (H.235.6, :mod:`gateway.h323.h2356`) follows the room's and the site's
+``encryption`` policy: a caller's DH tokens are answered unless it is ``off``; ``required``
+releases a caller without them (cause 31) or one that opens a plain channel.
+
 H.245 UserInputIndication → ``dtmf`` events on the Leg; videoFastUpdatePicture
 → ``keyframe_request``; FlowControlCommand → ``bitrate_limit(kbps)``.  A leg
 that hangs up (RTP timeout, room closed, kicked) ends the call with
