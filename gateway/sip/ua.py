@@ -620,9 +620,15 @@ class SipUserAgent:
                          extra=[("Retry-After", "5")], retransmit=False)
             return
         room = self.registry.get(spec.id)
-        if room is not None and spec.max_participants and len(room.legs) >= spec.max_participants:
-            self._refuse(stx, 486, f"room {spec.id} is full ({spec.max_participants} participants)")
-            return
+        if spec.max_participants:
+            # seats: the room's legs, and the calls on their way in (answered, ACK not yet come) —
+            # but not one whose 200 OK has waited long for its ACK: that caller is not coming
+            now = time.monotonic()
+            coming = sum(1 for c in early if getattr(c, "join_on_ack", False) and c.spec.id == spec.id
+                         and (c.answered_at is None or now - c.answered_at < EVICT_UNCONFIRMED_AFTER))
+            if (len(room.legs) if room is not None else 0) + coming >= spec.max_participants:
+                self._refuse(stx, 486, f"room {spec.id} is full ({spec.max_participants} participants)")
+                return
         offer = None
         if request.body:
             if request.content_type not in (None, "application/sdp"):
