@@ -275,6 +275,9 @@ class Gateway:
                                                                    idle_timeout=7200.0)
         self._listen("SIP", self.settings.sip_port, "--sip-port", transport.start)
         self._listen("SIP over TLS", self.settings.sip_tls_port, "--sip-tls-port", transport.start_tls)
+        from gateway.netaddr import LocalAddress
+
+        transport.addresses = LocalAddress(bind, self.settings.advertise or None)
         self.sip_transport = transport
         self.sip_transactions = TransactionLayer(transport, reactor=self.reactor)
         self.sip = SipUserAgent(
@@ -304,7 +307,7 @@ class Gateway:
         from gateway.h323.endpoint import H323Service
 
         svc = H323Service(lambda: self.dialplan.current, self.registry, self.ports, self.catalogue,
-                          bind=self.settings.bind, advertise=self.advertised_host(), reactor=self.reactor)
+                          bind=self.settings.bind, advertise=self.settings.advertise or None, reactor=self.reactor)
         svc.video_mtu = self.settings.video_mtu
         # an H.225.0 connection must send its SETUP within 10 s; a call may then be quiet for hours
         svc.wrap_tcp_factory = lambda f: self._guarded("H.323", f, first_data_timeout=10.0)
@@ -331,7 +334,7 @@ class Gateway:
                 if common.isdigit():
                     prefixes.append(common)
         aliases = [("h323-ID", self.settings.register_as)] + [("dialedDigits", n) for n in numbers]
-        client = GatekeeperClient((host, int(port)), aliases, (self.advertised_host(), self.h323.port),
+        client = GatekeeperClient((host, int(port)), aliases, (self.h323.addresses.for_peer(host), self.h323.port),
                                   reactor=self.reactor, prefixes=sorted(set(prefixes)),
                                   password=self.settings.register_password or None)
         d = client.start(self.settings.bind, 0)
@@ -361,8 +364,10 @@ class Gateway:
         gk = Gatekeeper(
             lambda: self.dialplan.current, gatekeeper_id="cau",
             call_signal_address=(host, self.h323.port), reactor=self.reactor,
-            ras_address=(host, self.settings.ras_port) if self.settings.ras_port else None,
+            ras_address=(host, self.settings.ras_port) if self.settings.ras_port and not self.h323.addresses.wildcard
+            or self.settings.ras_port and self.settings.advertise else None,
             neighbours=self.settings.gatekeeper_neighbours, guard=self.password_guard,
+            addresses=self.h323.addresses,
         )
         self._listen("H.323 RAS", self.settings.ras_port, "--ras-port",
                      lambda: gk.start(self.settings.bind, self.settings.ras_port))
@@ -563,6 +568,15 @@ def local_addresses() -> list[str]:
     return sorted(found, key=lambda t: (":" in t, t))
 
 
+def _is_loopback_text(text: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(text).is_loopback
+    except ValueError:
+        return False
+
+
 def banner(gw: Gateway) -> str:
     plan = gw.dialplan.current
     wildcard = gw.settings.bind in ("0.0.0.0", "::")
@@ -583,9 +597,11 @@ def banner(gw: Gateway) -> str:
         addrs = local_addresses()
         lines.append("this machine's addresses: " + (", ".join(addrs) if addrs else "none but loopback"))
         if not gw.settings.advertise:
-            lines.append("WARNING: bound to every address without --advertise: SDP, Contact and the "
-                         f"gatekeeper's answers carry {gw.advertised_host()}, which only this machine can "
-                         "reach; start with --advertise <the address sites call>")
+            lines.append("bound to every address: each site is answered (SDP, Contact, RAS, H.245) with "
+                         "the address its packets come in on; behind NAT start with --advertise <outside address>")
+    if gw.settings.advertise and _is_loopback_text(gw.settings.advertise) and wildcard:
+        lines.append(f"WARNING: --advertise {gw.settings.advertise} is a loopback address while bound to every "
+                     "address: only this machine can reach it")
     for what, where in gw.listening.items():
         lines.append(f"{what} listening on {where}")
     lines.append(f"status page: http://{host}:{gw.http_port()}/")

@@ -427,8 +427,8 @@ def test_dial_out_by_alias_through_the_external_gatekeeper(gateway, tmp_path):
 
 
 def test_the_banner_of_a_gateway_bound_to_every_address_names_them_and_warns(monkeypatch):
-    """Bound to 0.0.0.0 the banner gives addresses people can call (not the host name), and says
-    that without --advertise the answers would carry loopback."""
+    """Bound to 0.0.0.0 the banner gives addresses people can call (not the host name), says each
+    site is answered with the address it reaches, and warns about a loopback --advertise."""
     import asyncio
     from types import SimpleNamespace
 
@@ -445,10 +445,13 @@ def test_the_banner_of_a_gateway_bound_to_every_address_names_them_and_warns(mon
     text = app.banner(gw)
     assert "this machine's addresses: 198.51.100.7, 2001:db8::7" in text
     assert "status page: http://198.51.100.7:8080/" in text
-    assert "WARNING" in text and "--advertise" in text and "127.0.0.1" in text
+    assert "each site is answered" in text and "WARNING" not in text
     gw.settings = Settings(bind="0.0.0.0", advertise="203.0.113.9")
     text = app.banner(gw)
     assert "WARNING" not in text and "status page: http://203.0.113.9:8080/" in text
+    gw.settings = Settings(bind="0.0.0.0", advertise="127.0.0.1")
+    text = app.banner(gw)
+    assert "WARNING: --advertise 127.0.0.1 is a loopback address" in text
 
 
 def test_a_huge_request_body_is_refused_before_it_is_kept(gateway):

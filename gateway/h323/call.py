@@ -84,6 +84,9 @@ class CallOptions:
     display: str | None = None
     bind: str = "127.0.0.1"              # where H.245 listeners bind
     advertise: str = "127.0.0.1"         # the address we put in h245Address / media addresses
+    #: (peer ip) -> our address as that peer reaches it; set once the connection is up (bound to
+    #: every address without --advertise: gateway.netaddr); None: ``advertise`` as given
+    host_for: Callable[[str], str] | None = None
     tcs_options: dict[str, Any] = field(default_factory=dict)
     h245_timeout: float = 10.0           # a separate H.245 connection that does not come up
     #: H.235.6 media encryption (DH in Setup/Connect, AES-128 RTP): "off", "preferred" (when the far
@@ -317,6 +320,8 @@ class H323Call(Protocol):
     def connectionMade(self) -> None:  # noqa: N802
         peer = self.transport.getPeer()
         self.remote = (peer.host, peer.port)
+        if self.options.host_for is not None:
+            self.options.advertise = self.options.host_for(peer.host)
         if self.role == "caller":
             self._send_setup()
         else:

@@ -102,7 +102,7 @@ class H323Media:
         except PortsExhausted as exc:
             log.error("%s: no RTP ports for %s: %s", call.name, media, exc)
             return None
-        host = self.service.advertise
+        host = call.options.advertise           # per call: the address this peer reaches
         return (host, s.local_port), (host, s.local_port + 1)
 
     def on_channels(self, call: H323Call) -> None:
@@ -229,7 +229,7 @@ class H323Service:
     """H.225.0 call signalling for Cầu: incoming calls into rooms, :meth:`dial` for cascades."""
 
     def __init__(self, plan: Callable[[], Any], registry: RoomRegistry, ports: PortAllocator, catalogue: Catalogue,
-                 *, bind: str, advertise: str, gatekeeper: Any = None, reactor: Any = None,
+                 *, bind: str, advertise: str | None, gatekeeper: Any = None, reactor: Any = None,
                  rtp_timeout: float = 30.0, alias: str = "cau") -> None:
         if reactor is None:
             from twisted.internet import reactor as _r
@@ -239,7 +239,11 @@ class H323Service:
         self.ports = ports
         self.catalogue = catalogue
         self.bind = bind
-        self.advertise = advertise or (bind if bind not in ("0.0.0.0", "::") else "127.0.0.1")
+        from gateway.netaddr import LocalAddress
+
+        #: which of our addresses a peer reaches (--advertise wins; per peer when bound to all)
+        self.addresses = LocalAddress(bind, advertise)
+        self.advertise = self.addresses.fallback
         self.gatekeeper = gatekeeper
         self.reactor = reactor
         self.rtp_timeout = rtp_timeout
@@ -257,7 +261,8 @@ class H323Service:
 
     def options(self) -> CallOptions:
         return CallOptions(fast_start=True, tunnelling=True, bind=self.bind, advertise=self.advertise,
-                           aliases=(("h323-ID", self.alias),), display="Cau", endpoint_kind="mcu")
+                           aliases=(("h323-ID", self.alias),), display="Cau", endpoint_kind="mcu",
+                           host_for=self.addresses.for_peer)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self, port: int) -> None:

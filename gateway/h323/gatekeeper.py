@@ -194,7 +194,7 @@ class Gatekeeper(DatagramProtocol):
                  max_bandwidth: int = 40960, expiry_grace: float = 10.0, expiry_check_interval: float = 1.0,
                  reply_cache_seconds: float = 15.0, neighbours: Any = (),
                  max_registrations: int = 2000, max_registrations_per_source: int = 50,
-                 guard: Any = None) -> None:
+                 guard: Any = None, addresses: Any = None) -> None:
         import ipaddress
 
         self._plan = plan
@@ -214,6 +214,10 @@ class Gatekeeper(DatagramProtocol):
         self.gatekeeper_id = gatekeeper_id
         self.call_signal_address = call_signal_address
         self._ras_address = ras_address
+        #: bound to every address without --advertise: our addresses in a reply are the ones the
+        #: requester reaches (gateway.netaddr.LocalAddress); None: the fixed ones above
+        self.addresses = addresses if addresses is not None and addresses.wildcard and \
+            not addresses.advertise else None
         self.routed = routed
         self.time_to_live = time_to_live
         self.multicast_discovery = multicast_discovery
@@ -285,6 +289,24 @@ class Gatekeeper(DatagramProtocol):
     def multicast_listening(self) -> bool:
         return self._mcast_port is not None
 
+    def csa_for(self, ip: str) -> Address:
+        """Cầu's call signalling address as the endpoint at ``ip`` reaches it."""
+        if self.addresses is None:
+            return self.call_signal_address
+        return (self.addresses.for_peer(ip), self.call_signal_address[1])
+
+    def ras_for(self, ip: str) -> Address:
+        """Our RAS address as ``ip`` reaches it."""
+        ras_addr = self.ras_address
+        if self.addresses is None or self._ras_address is not None:
+            return ras_addr
+        return (self.addresses.for_peer(ip), ras_addr[1])
+
+    def is_us(self, target: Address) -> bool:
+        return target == self.call_signal_address or (
+            self.addresses is not None and target[1] == self.call_signal_address[1]
+            and self.addresses.for_peer(target[0]) == target[0])
+
     @property
     def ras_address(self) -> Address:
         """The RAS address we announce (GCF, LCF): the configured one, else where we listen."""
@@ -331,7 +353,7 @@ class Gatekeeper(DatagramProtocol):
         reg = self.registrations.get(endpoint_id)
         if reg is None:
             return False
-        self._send_request(ras.build_irq(self._next_seq(), 0, reply_address=self.ras_address),
+        self._send_request(ras.build_irq(self._next_seq(), 0, reply_address=self.ras_for(reg.ras_address[0])),
                            reg.ras_address, "IRQ")
         return True
 
@@ -432,7 +454,7 @@ class Gatekeeper(DatagramProtocol):
             return ras.build_grj(m.seq, "terminalExcluded", gatekeeper_identifier=self.gatekeeper_id), dest
         if multicast and not self._known_here(m, addr[0]):
             return None             # a multicast GRQ from a stranger: another zone's endpoint, not ours to take
-        gcf = ras.build_gcf(m.seq, self.ras_address, gatekeeper_identifier=self.gatekeeper_id)
+        gcf = ras.build_gcf(m.seq, self.ras_for(addr[0]), gatekeeper_identifier=self.gatekeeper_id)
         offered = m.value.get("algorithmOIDs") or []
         if any(h235.same_oid(o, h235.OID_U) for o in offered):
             # the endpoint can do H.235.1: tell it to (its password is checked from the RRQ on)
@@ -776,7 +798,7 @@ class Gatekeeper(DatagramProtocol):
                 continue
             what, hit = self.resolve(text, caller)
             if what in ("room", "dial"):
-                return self._acf(m, addr, reg, bandwidth, self.call_signal_address, routed_model, text,
+                return self._acf(m, addr, reg, bandwidth, self.csa_for(addr[0]), routed_model, text,
                                  aliases=[(kind, text)])
             if what == "endpoint":
                 return self._acf(m, addr, reg, bandwidth, hit.call_signal_address, "direct", text,
@@ -794,7 +816,7 @@ class Gatekeeper(DatagramProtocol):
                     host, _, port = text.rpartition(":")
                     target = (host.strip("[]"), int(port))
             if target is not None:
-                if target == self.call_signal_address:
+                if self.is_us(target):
                     return self._acf(m, addr, reg, bandwidth, target, routed_model, f"{target[0]}:{target[1]}")
                 owner = next((r for r in self.registrations.values() if target in r.call_signal_addresses), None)
                 if owner is not None:
@@ -864,7 +886,7 @@ class Gatekeeper(DatagramProtocol):
                 continue
             what, hit = self.resolve(text)
             if what == "room":
-                return ras.build_lcf(m.seq, self.call_signal_address, self.ras_address,
+                return ras.build_lcf(m.seq, self.csa_for(addr[0]), self.ras_for(addr[0]),
                                      destination_aliases=[(kind, text)]), dest
             if what == "endpoint":
                 return ras.build_lcf(m.seq, hit.call_signal_address, hit.ras_address,

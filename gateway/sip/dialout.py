@@ -153,7 +153,7 @@ class OutgoingCall(SipCall):
         return uri.user or uri.host
 
     def contact(self) -> str:
-        return self.ua.contact(self.peer.transport)
+        return self.ua.contact(self.peer.transport, peer_host=self.peer.host)
 
     # -- set-up ---------------------------------------------------------------------------
     def start(self) -> Deferred:
@@ -183,7 +183,7 @@ class OutgoingCall(SipCall):
 
     def _make_invite(self, seq: int, auth: tuple[str, str] | None = None) -> Request:
         ua = self.ua
-        host = ua.media_host
+        host = ua.host_for(self.peer.host)
         host = f"[{host}]" if ":" in host else host
         h = Headers()  # the transaction layer adds the top Via
         h.add("Max-Forwards", "70")

@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Union
 
@@ -301,7 +300,10 @@ class SipTransport:
         self.tls_context = tls_context
         self.tls_client_context = tls_client_context
         self._tls: Any = None
-        self._route_cache: dict[str, str] = {}
+        #: which local address a peer reaches us at (``--advertise`` set by the owner wins)
+        from gateway.netaddr import LocalAddress
+
+        self.addresses = LocalAddress(bind)
         #: wraps the inbound TCP factory (the app adds connection caps and idle timeouts)
         self.wrap_tcp_factory: Callable[[Any, str], Any] | None = None
 
@@ -392,25 +394,7 @@ class SipTransport:
     def local_host_for(self, dest_host: str) -> str:
         """The local address the kernel routes ``dest_host`` from (no packet is
         sent). Equals the bind address when bound to a specific one."""
-        if self.bind not in ("", "0.0.0.0", "::"):
-            return self.bind
-        hit = self._route_cache.get(dest_host)
-        if hit is not None:
-            return hit
-        family = socket.AF_INET6 if ":" in dest_host else socket.AF_INET
-        try:
-            s = socket.socket(family, socket.SOCK_DGRAM)
-            try:
-                s.connect((dest_host, DEFAULT_SIP_PORT))
-                addr = s.getsockname()[0]
-            finally:
-                s.close()
-        except OSError:
-            addr = self.local_host
-        if len(self._route_cache) > 1024:
-            self._route_cache.clear()
-        self._route_cache[dest_host] = addr
-        return addr
+        return self.addresses.for_peer(dest_host)
 
     def connection_open(self, peer: Peer) -> bool:
         """True when a TCP or TLS connection to ``peer`` (host, port) is up."""

@@ -88,7 +88,7 @@ class SipCall:
     # -- set-up ---------------------------------------------------------------------------
     def local_media(self) -> LocalMedia:
         m = self.media
-        return LocalMedia(m.local_port("audio"), m.local_port("video"), self.ua.media_host)
+        return LocalMedia(m.local_port("audio"), m.local_port("video"), self.ua.host_for(self.peer.host))
 
     @property
     def has_video(self) -> bool:
@@ -160,7 +160,7 @@ class SipCall:
         return (uri.user or uri.host) if isinstance(uri, SipUri) else str(uri)
 
     def contact(self) -> str:
-        return self.ua.contact(self.peer.transport, sips=self._sips())
+        return self.ua.contact(self.peer.transport, sips=self._sips(), peer_host=self.peer.host)
 
     def _sips(self) -> bool:
         uri = self.invite.uri
@@ -309,7 +309,9 @@ class SipUserAgent:
         self.ports = ports
         self.catalogue = catalogue
         self.media_bind = media_bind
+        #: the address for messages with no particular reader; per peer see :meth:`host_for`
         self.media_host = media_host or (media_bind if media_bind not in ("0.0.0.0", "::") else transport.local_host)
+        self.advertise = media_host
         self.reactor = reactor
         self.config = config or SipConfig()
         self.calls: dict[str, SipCall] = {}  # by Call-ID
@@ -318,10 +320,17 @@ class SipUserAgent:
         transactions.on_stray_2xx = lambda response: None
 
     # -- helpers --------------------------------------------------------------------------
-    def contact(self, transport: str = "UDP", sips: bool = False) -> str:
+    def host_for(self, peer_host: str | None) -> str:
+        """Our address as ``peer_host`` reaches it (SDP, Contact): ``--advertise``, the bound
+        address, else the one the routing table picks for that peer (gateway.netaddr)."""
+        if self.advertise:
+            return self.advertise
+        return self.transport.local_host_for(peer_host) if peer_host else self.media_host
+
+    def contact(self, transport: str = "UDP", sips: bool = False, peer_host: str | None = None) -> str:
         """Our Contact for a dialog over ``transport``: TLS gets our TLS port (``sips:`` when the
         request was for a sips: URI, RFC 3261 §26.2), TCP ``;transport=tcp``."""
-        host = self.media_host
+        host = self.host_for(peer_host)
         host = f"[{host}]" if ":" in host else host
         if transport == "TLS":
             port = self.transport.port_for("TLS")
@@ -424,7 +433,7 @@ class SipUserAgent:
     def _on_options(self, request: Request, stx: ServerTransaction) -> None:
         # capabilities: an SDP offer of what a room with the default policy would take (RFC 3261 §11.2)
         oa = OfferAnswer(self.catalogue)
-        sdp = oa.offer(LocalMedia(0, 0, self.media_host)).serialize().encode()
+        sdp = oa.offer(LocalMedia(0, 0, self.host_for(stx.peer.host if stx.peer else None))).serialize().encode()
         self._respond(stx, 200, None, extra=self._options_headers(), body=sdp)
 
     def _on_options_in_dialog(self, call: SipCall, request: Request, stx: ServerTransaction) -> None:
@@ -871,7 +880,7 @@ class SipUserAgent:
                 self._respond(stx, 488, exc.reason, to_tag=call.local_tag)
                 return
         r = stx.make_response(200, None, to_tag=call.local_tag)
-        r.headers.add("Contact", self.contact())
+        r.headers.add("Contact", call.contact())
         for name, value in self._timer_headers(call):
             r.headers.add(name, value)
         if body:

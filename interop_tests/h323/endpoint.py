@@ -400,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gatekeeper", metavar="HOST:PORT", help="register here first (RRQ) and call through it (ARQ)")
     ap.add_argument("--answer", metavar="PORT", type=int, help="answer calls on this port instead of calling")
     ap.add_argument("--alias", default="lab-ep")
+    ap.add_argument("--host", default="127.0.0.1", help="our own address (signalling and media)")
     ap.add_argument("--number", help="our own E.164 number")
     ap.add_argument("--profile", choices=list(PROFILES), default="HDX")
     ap.add_argument("--no-fast-start", action="store_true")
@@ -423,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     async def go() -> int:
         ep = H323TestEndpoint(args.alias, args.number, args.profile, fast_start=not args.no_fast_start,
                               tunnelling=not args.no_tunnelling, separate_h245=args.separate_h245,
-                              audio_codec_pref=args.codec, tone_hz=args.tone)
+                              audio_codec_pref=args.codec, tone_hz=args.tone, host=args.host)
         try:
             if args.gatekeeper:
                 eid = await ep.register(hostport(args.gatekeeper, 1719))

@@ -67,12 +67,15 @@ class Baresip:
                  sip_port: int | None = None, rtp_port_count: int = 20,
                  extra_config: dict[str, str] | None = None,
                  account_params: str = "", sip_trace: bool = False,
-                 start_timeout: float = 10.0, media_encryption: str | None = None):
+                 start_timeout: float = 10.0, media_encryption: str | None = None,
+                 host: str = LOOPBACK, netns: str | None = None):
         """``register_to=(registrar "host:port", user, password)`` registers the
         account there (AOR ``sip:user@registrar``); otherwise ``regint=0``.
         ``audio_source=("aufile", "/path/to.wav")`` plays a WAV instead of a sine.
         ``video_source=("avformat", "/path/clip.avi")``: a Motion-JPEG .avi runs at full rate.
-        ``media_encryption="srtp-mand"`` (or "srtp"): SDES SRTP with the srtp module."""
+        ``media_encryption="srtp-mand"`` (or "srtp"): SDES SRTP with the srtp module.
+        ``netns``: run inside that network namespace (``ip netns exec``), listening on ``host``
+        (an address of the namespace the test process can reach, e.g. a veth end)."""
         self.binary = require_binary("baresip")
         if not Path(MODULE_DIR, "ctrl_tcp.so").exists():
             raise RuntimeError(f"{MODULE_DIR}/ctrl_tcp.so missing: install baresip-core "
@@ -82,6 +85,7 @@ class Baresip:
             raise RuntimeError("baresip avcodec.so missing: install baresip-ffmpeg "
                                "(scripts/install-test-deps.sh)")
         self.user = user
+        self.host = host
         self._tmp = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix=f"cau-baresip-{user}-")
@@ -114,8 +118,8 @@ class Baresip:
         app = {"account.so", "menu.so", "ctrl_tcp.so"}
         cfg = {
             "poll_method": "epoll",
-            "sip_listen": f"{LOOPBACK}:{self.sip_port}",
-            "net_interface": LOOPBACK,
+            "sip_listen": f"{host}:{self.sip_port}",
+            "net_interface": host,
             "call_local_timeout": "120",
             "call_max_calls": "4",
             "audio_player": "alsa,null",
@@ -130,7 +134,7 @@ class Baresip:
             "video_display": "fakevideo,nil",
             "avcodec_h264enc": "libx264",
             "module_path": MODULE_DIR,
-            "ctrl_tcp_listen": f"{LOOPBACK}:{self.ctrl_port}",
+            "ctrl_tcp_listen": f"{host}:{self.ctrl_port}",
             "snd_path": str(self.dir / "snd"),
         }
         if video_source:
@@ -151,7 +155,7 @@ class Baresip:
             aor = f"<sip:{reg_user}@{registrar}>"
             params += [f"auth_pass={password}", "regint=3600"]
         else:
-            aor = f"<sip:{user}@{LOOPBACK}:{self.sip_port}>"
+            aor = f"<sip:{user}@{host}:{self.sip_port}>"
             params.append("regint=0")
         if media_encryption:
             params.append(f"mediaenc={media_encryption}")
@@ -160,6 +164,8 @@ class Baresip:
         (self.dir / "accounts").write_text(aor + ";" + ";".join(params) + "\n")
 
         argv = [self.binary, "-f", str(self.dir)] + (["-s"] if sip_trace else [])
+        if netns is not None:
+            argv = [require_binary("ip"), "netns", "exec", netns] + argv
         self.proc = PeerProcess(argv, cwd=self.dir, name=f"baresip-{user}",
                                 log_path=self.dir / "stdout.log")
         try:
@@ -174,14 +180,14 @@ class Baresip:
     @property
     def uri(self) -> str:
         """The URI another peer dials to reach this instance directly."""
-        return f"sip:{self.user}@{LOOPBACK}:{self.sip_port}"
+        return f"sip:{self.user}@{self.host}:{self.sip_port}"
 
     # ------------------------------------------------------------------ ctrl_tcp
     def _connect(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self._sock = socket.create_connection((LOOPBACK, self.ctrl_port), timeout=1)
+                self._sock = socket.create_connection((self.host, self.ctrl_port), timeout=1)
                 break
             except OSError:
                 if time.monotonic() > deadline or not self.proc.alive():
