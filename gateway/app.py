@@ -72,6 +72,10 @@ class Gateway:
 
         #: wrong passwords (SIP digest on REGISTER and INVITE, H.235 tokens) per source and account
         self.password_guard = FailureGuard("password", per_source=10, per_target=20, window=300.0)
+        from gateway.metrics import GatewayMetrics
+
+        self.metrics = GatewayMetrics(self)
+        self.registry.on("roster", self._roster_metrics)
         self.gk_client = None
 
     # -- dial plan -------------------------------------------------------
@@ -89,6 +93,7 @@ class Gateway:
         def done(ok: bool, message: str) -> None:
             now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
             self.last_reload = ReloadRecord(ok, message, now)
+            self.metrics.reloads.labels("ok" if ok else "refused").inc()
             if ok:
                 log.info("dial plan reloaded (%s): %s", why, message)
             else:
@@ -176,6 +181,11 @@ class Gateway:
             self._watch = task.LoopingCall(self._watch_tick)
             self._watch.clock = self.reactor
             self._watch.start(self.settings.watch_interval, now=False)
+
+    def _roster_metrics(self, room: Any, event: str, *args: Any) -> None:
+        if event == "joined" and args:
+            leg = args[0]
+            self.metrics.joined(leg.protocol, time.monotonic() - leg.started)
 
     def ice_hosts(self) -> list[str]:
         """The host candidate addresses offered to browsers: the settings' ``ice_hosts``, else the

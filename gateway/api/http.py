@@ -39,6 +39,22 @@ class Health(resource.Resource):
     render_HEAD = render_GET
 
 
+class Metrics(resource.Resource):
+    """``/metrics``: the Prometheus text exposition (gateway.metrics)."""
+    isLeaf = True
+
+    def __init__(self, gateway: "Gateway"):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_GET(self, request: server.Request) -> bytes:
+        from gateway.metrics import CONTENT_TYPE
+
+        request.setHeader(b"content-type", CONTENT_TYPE.encode())
+        request.setHeader(b"cache-control", b"no-store")
+        return self.gateway.metrics.render()
+
+
 class Status(resource.Resource):
     isLeaf = True
 
@@ -377,6 +393,7 @@ def build_site(gateway: "Gateway", secure: bool = False) -> server.Site:
         api.putChild(b"status", Status(gateway))
         api.putChild(b"rooms", RoomActions(gateway))
         root.putChild(b"api", api)
+        root.putChild(b"metrics", Metrics(gateway))
     browser = {b"whip": WhipEndpoint(gateway.webrtc, viewer=False), b"whep": WhipEndpoint(gateway.webrtc, viewer=True),
                b"join": join_page(), b"static": static_files(), b"webrtc-config.json": WebRtcConfig(gateway)}
     for name, child in browser.items():

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal
 
@@ -163,6 +164,9 @@ class Leg(Observable):
         #: how the call is protected: {"signalling": "TLS"|"TCP"|"UDP"|"H.225"|"DTLS",
         #: "media": "SRTP AES_CM_128_HMAC_SHA1_80"|"DTLS-SRTP"|None (plain RTP)}
         self.encryption: dict[str, Any] = {}
+        #: monotonic time the call began (its first message, when the protocol layer knows it):
+        #: call set-up time is measured from here to joining the room
+        self.started = time.monotonic()
 
     def __repr__(self) -> str:
         return f"<Leg {self.id} {self.protocol} {self.display_name!r} {self.remote} {self.state}>"

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,6 +218,7 @@ class H323Call(Protocol):
             from twisted.internet import reactor as _r
             reactor = _r
         self.role = role
+        self.created = time.monotonic()        # the connection (a SETUP follows): call set-up time
         self.options = options
         self.catalogue = catalogue
         self.reactor = reactor

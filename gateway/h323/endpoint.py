@@ -141,6 +141,7 @@ class H323Media:
     def _on_leg(self, leg: Leg) -> None:
         call = self.call
         self.leg = leg
+        leg.started = getattr(call, "created", leg.started)
         leg.identity = self.identity.alias if self.identity is not None else None
         tx, rx = call.channel("audio", "tx"), call.channel("audio", "rx")
         leg.encryption = {"signalling": "H.225.0 (TCP)",

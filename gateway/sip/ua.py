@@ -82,6 +82,7 @@ class SipCall:
         self.refresher = "uac"
         self.retransmission = None
         self.started = time.time()
+        self.started_mono = time.monotonic()      # the INVITE's arrival (call set-up time)
         self.answered_at: float | None = None     # monotonic time of our 200 OK (ACK pending)
         self.join_on_ack = False                   # the leg joins its room when the ACK comes
 
@@ -142,6 +143,7 @@ class SipCall:
 
     def _on_leg(self, leg: Leg) -> None:
         self.leg = leg
+        leg.started = getattr(self, "started_mono", leg.started)
         leg.identity = self.identity.alias if self.identity is not None else None
         self._note_encryption()
         leg.on("hangup", self._on_leg_hangup)
