@@ -167,6 +167,7 @@ class Gateway:
         from gateway.api.http import build_site
 
         self._start_token()
+        self._start_records()
         self._start_webrtc()
         self._start_limits()
         self._listen_tcp("HTTP", self.settings.http_port, self._guarded("HTTP", build_site(self)), "--http-port")
@@ -186,6 +187,43 @@ class Gateway:
         if event == "joined" and args:
             leg = args[0]
             self.metrics.joined(leg.protocol, time.monotonic() - leg.started)
+        cdr = getattr(self, "cdr", None)
+        if cdr is None or not args:
+            return
+        from gateway.conference.room import _quality
+
+        if event == "joined":
+            cdr.joined(room, args[0])
+        elif event == "left":
+            leg = args[0]
+            cdr.left(room, leg, args[1] if len(args) > 1 else None, _quality(leg))
+
+    def _start_records(self) -> None:
+        """Call records in SQLite (gateway.cdr); a database that cannot be opened is logged and
+        shown in the status, and the gateway runs without records."""
+        from twisted.internet import task
+
+        from gateway.cdr import CallRecords, CdrError
+
+        self.cdr = None
+        self.cdr_error: str | None = None
+        path = self.settings.database or (self.state_dir() / "cau.sqlite")
+        try:
+            self.cdr = CallRecords(path, retention_days=self.settings.cdr_retention_days)
+        except CdrError as exc:
+            self.cdr_error = str(exc)
+            log.error("%s; running without call records", exc)
+            return
+        self._cdr_sampler = task.LoopingCall(self._sample_quality)
+        self._cdr_sampler.clock = self.reactor
+        self._cdr_sampler.start(60.0, now=False)
+
+    def _sample_quality(self) -> None:
+        from gateway.conference.room import _quality
+
+        for room in list(self.registry.rooms.values()):
+            for leg in list(room.legs.values()):
+                self.cdr.sample(leg, _quality(leg))
 
     def ice_hosts(self) -> list[str]:
         """The host candidate addresses offered to browsers: the settings' ``ice_hosts``, else the
@@ -386,6 +424,9 @@ class Gateway:
         self.listening["H.323 RAS (gatekeeper)"] = f"{self.settings.bind}:{gk.port}/udp"
 
     def stop(self) -> None:
+        sampler = getattr(self, "_cdr_sampler", None)
+        if sampler is not None and sampler.running:
+            sampler.stop()
         if getattr(self, "gk_client", None) is not None:
             self.gk_client.stop()
             self.gk_client = None
@@ -407,6 +448,9 @@ class Gateway:
                 if session.peer.leg is not None:
                     session.peer.leg.hangup("gateway shutting down")
         self.registry.close_all("gateway shutting down")
+        if getattr(self, "cdr", None) is not None:
+            self.cdr.close()             # the calls just ended are written before we go
+            self.cdr = None
         self.plane.stop()
         if self._watch is not None and self._watch.running:
             self._watch.stop()
@@ -551,6 +595,8 @@ class Gateway:
                 "gatekeeper": self.settings.register_with, "state": self.gk_client.state,
                 "endpoint_id": self.gk_client.endpoint_id, "last_error": self.gk_client.last_error,
             },
+            "call_records": self.cdr.info() if getattr(self, "cdr", None) is not None else
+            {"error": getattr(self, "cdr_error", None)},
             "media": {
                 "rtp_ports": f"{self.ports.low}-{self.ports.high}",
                 "rtp_ports_in_use": self.ports.in_use * 2,

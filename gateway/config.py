@@ -82,12 +82,15 @@ class Settings:
     ice_hosts: tuple[str, ...] = ()   # host candidate addresses; empty: the advertised/bind address
     gatekeeper_neighbours: tuple[str, ...] = ()   # gatekeepers (addresses / networks) whose LRQs are answered
     ice_servers: tuple[tuple[tuple[str, str], ...], ...] = ()   # each: (("urls", …), ("username", …), …)
+    database: Path | None = None   # call records (SQLite); None: state_dir/cau.sqlite
+    cdr_retention_days: float = 90.0   # call records older than this are deleted (0: kept for ever)
 
 
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port", "https_port", "sip_tls_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
          "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "register_password", "api_token", "video_mtu",
-         "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers", "gatekeeper_neighbours")
+         "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers", "gatekeeper_neighbours",
+         "database", "cdr_retention_days")
 #: keys whose value may be a YAML list / mapping
 _STRUCTURED = ("ice_hosts", "ice_servers", "gatekeeper_neighbours")
 
@@ -232,7 +235,7 @@ def load_settings(path: str | Path) -> Settings:
                 values[key] = check_bind(value)
             elif key == "rtp_ports":
                 values[key] = parse_port_range(value)
-            elif key in ("tls_cert", "tls_key", "state_dir"):
+            elif key in ("tls_cert", "tls_key", "state_dir", "database"):
                 if not isinstance(value, str) or not value:
                     raise ValueError(f"{key} must be a file path")
                 p = Path(value)
@@ -289,6 +292,10 @@ def load_settings(path: str | Path) -> Settings:
                     raise ValueError("api_token must be a secret of at least 16 characters without spaces "
                                      "(e.g. the output of: openssl rand -hex 24)")
                 values[key] = value
+            elif key == "cdr_retention_days":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 36500:
+                    raise ValueError(f"cdr_retention_days must be 0 (keep) to 36500 days, not {value!r}")
+                values[key] = float(value)
             elif key == "video_mtu":
                 if isinstance(value, bool) or not isinstance(value, int) or not 300 <= value <= 1452:
                     raise ValueError(f"video_mtu must be 300 to 1452 bytes of RTP payload, not {value!r}")

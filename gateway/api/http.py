@@ -39,6 +39,81 @@ class Health(resource.Resource):
     render_HEAD = render_GET
 
 
+def _when(text: str, what: str) -> float:
+    """A query's time: unix seconds, or an ISO date / date-time (UTC when no zone is given)."""
+    import datetime as dt
+
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{what}={text[:40]!r} is not a date (2026-12-01, 2026-12-01T08:00) "
+                         "or unix seconds") from None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.timestamp()
+
+
+class Calls(resource.Resource):
+    """``GET /api/calls?from=&to=&room=&site=&limit=`` (JSON, newest first; ``format=csv`` or
+    ``Accept: text/csv`` for a spreadsheet) and ``/api/calls/<id>/quality`` (the minute series)."""
+    isLeaf = True
+
+    def __init__(self, gateway: "Gateway"):
+        super().__init__()
+        self.gateway = gateway
+
+    def render_GET(self, request: server.Request) -> Any:
+        from twisted.internet import threads
+
+        cdr = getattr(self.gateway, "cdr", None)
+        if cdr is None:
+            return _json(request, {"error": "call records are off: "
+                                   + (getattr(self.gateway, "cdr_error", None) or "no database")}, 503)
+        parts = [p.decode("utf-8", "replace") for p in request.postpath if p]
+        args = {k.decode("ascii", "replace"): v[0].decode("utf-8", "replace")[:200]
+                for k, v in (request.args or {}).items() if v}
+        try:
+            if parts and len(parts) == 2 and parts[0].isdigit() and parts[1] == "quality":
+                work = lambda: {"call": int(parts[0]), "series": cdr.series(int(parts[0]))}  # noqa: E731
+                as_csv = False
+            elif parts:
+                return _json(request, {"error": "try /api/calls or /api/calls/<id>/quality"}, 404)
+            else:
+                query = {"start": _when(args["from"], "from") if "from" in args else None,
+                         "end": _when(args["to"], "to") if "to" in args else None,
+                         "room": args.get("room") or None, "site": args.get("site") or None,
+                         "limit": int(args["limit"]) if args.get("limit", "").isdigit() else 1000}
+                work = lambda: cdr.query(**query)  # noqa: E731
+                accept = (request.getHeader("accept") or "").lower()
+                as_csv = args.get("format") == "csv" or ("text/csv" in accept and "json" not in accept)
+        except ValueError as exc:
+            return _json(request, {"error": str(exc)}, 400)
+
+        def done(result: Any) -> None:
+            if request.finished or getattr(request, "_disconnected", False):
+                return
+            if as_csv:
+                request.setHeader(b"content-type", b"text/csv; charset=utf-8")
+                request.setHeader(b"content-disposition", b'attachment; filename="cau-calls.csv"')
+                request.write(cdr.to_csv(result).encode("utf-8"))
+            else:
+                request.write(_json(request, {"calls": result} if isinstance(result, list) else result))
+            request.finish()
+
+        def failed(f: Any) -> None:
+            if not request.finished:
+                request.write(_json(request, {"error": f"the call records cannot be read: {f.getErrorMessage()}"}, 500))
+                request.finish()
+
+        threads.deferToThread(work).addCallbacks(done, failed)   # the query never holds the event loop
+        return server.NOT_DONE_YET
+
+
 class Metrics(resource.Resource):
     """``/metrics``: the Prometheus text exposition (gateway.metrics)."""
     isLeaf = True
@@ -394,6 +469,7 @@ def build_site(gateway: "Gateway", secure: bool = False) -> server.Site:
         api.putChild(b"rooms", RoomActions(gateway))
         root.putChild(b"api", api)
         root.putChild(b"metrics", Metrics(gateway))
+        api.putChild(b"calls", Calls(gateway))
     browser = {b"whip": WhipEndpoint(gateway.webrtc, viewer=False), b"whep": WhipEndpoint(gateway.webrtc, viewer=True),
                b"join": join_page(), b"static": static_files(), b"webrtc-config.json": WebRtcConfig(gateway)}
     for name, child in browser.items():

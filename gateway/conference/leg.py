@@ -167,6 +167,8 @@ class Leg(Observable):
         #: monotonic time the call began (its first message, when the protocol layer knows it):
         #: call set-up time is measured from here to joining the room
         self.started = time.monotonic()
+        #: what the far end says it is (SIP User-Agent, H.323 display), for call records
+        self.user_agent: str | None = None
 
     def __repr__(self) -> str:
         return f"<Leg {self.id} {self.protocol} {self.display_name!r} {self.remote} {self.state}>"

@@ -142,6 +142,8 @@ class H323Media:
         call = self.call
         self.leg = leg
         leg.started = getattr(call, "created", leg.started)
+        if call.display:
+            leg.user_agent = "H.323 " + "".join(c for c in call.display if c.isprintable())[:120]
         leg.identity = self.identity.alias if self.identity is not None else None
         tx, rx = call.channel("audio", "tx"), call.channel("audio", "rx")
         leg.encryption = {"signalling": "H.225.0 (TCP)",

@@ -144,6 +144,10 @@ class SipCall:
     def _on_leg(self, leg: Leg) -> None:
         self.leg = leg
         leg.started = getattr(self, "started_mono", leg.started)
+        invite = self.invite if getattr(self, "stx", None) is not None else None    # their INVITE, not ours
+        agent = invite.headers.get("User-Agent") if invite is not None else None
+        if agent:
+            leg.user_agent = "".join(c for c in agent if c.isprintable())[:128]
         leg.identity = self.identity.alias if self.identity is not None else None
         self._note_encryption()
         leg.on("hangup", self._on_leg_hangup)
