@@ -512,3 +512,19 @@ def test_an_endpoint_may_set_its_own_encryption() -> None:
           - {alias: a, protocol: sip, password: "x", encryption: always}
     """)
     assert p.line == 3 and "encryption of endpoint" in p.message and "required" in p.message
+
+
+def test_an_endpoint_may_name_its_group() -> None:
+    plan = parse_dialplan(textwrap.dedent("""
+        version: 1
+        endpoints:
+          - {alias: a, protocol: sip, group: "huyen-01"}
+          - {alias: b, protocol: sip}
+    """), "plan.yaml")
+    assert plan.endpoint("a").group == "huyen-01" and plan.endpoint("b").group is None
+    p = only("""
+        version: 1
+        endpoints:
+          - {alias: a, protocol: sip, group: ""}
+    """)
+    assert p.line == 3 and "group of endpoint" in p.message

@@ -49,11 +49,18 @@ class RoomClosed(JoinRefused):
     q850_cause = 18
 
 
+class RoomLocked(JoinRefused):
+    """The operator locked the room (SIP 403 Forbidden, Q.850 21 call rejected)."""
+
+    sip_status = 403
+    q850_cause = 21
+
+
 class Room(Observable):
     """One meeting. Roster events: ``joined``(leg), ``left``(leg, reason),
     ``speaking``(leg, bool), ``dominant``(leg | None), ``closed``(reason)."""
 
-    EVENTS = frozenset({"joined", "left", "speaking", "dominant", "closed"})
+    EVENTS = frozenset({"joined", "left", "speaking", "dominant", "closed", "locked"})
 
     def __init__(self, spec: RoomSpecLike, *, mixer: AudioMixer | None = None,
                  video: VideoMixer | None = None) -> None:
@@ -79,6 +86,7 @@ class Room(Observable):
         self.created_at = time.time()
         self.closed = False
         self.close_reason: str | None = None
+        self.locked = False          # the operator's lock: nobody new joins
         self._joined_at: dict[str, float] = {}
         self._unsubs: dict[str, list[Callable[[], None]]] = {}
         self._muted: dict[str, list[bool]] = {}  # leg id -> [in, out]
@@ -114,6 +122,8 @@ class Room(Observable):
         limit = self.max_participants
         if limit is not None and len(self.legs) >= limit:
             raise RoomFull(self.id, f"full ({limit} participants)")
+        if self.locked:
+            raise RoomLocked(self.id, "locked by the operator: nobody new may join")
         audio = leg.audio
         if audio is not None and audio.source is not None and audio.sink is not None:
             self.mixer.add(leg.id, audio.source, audio.sink)
@@ -240,6 +250,12 @@ class Room(Observable):
         if s is not None and s.kind == "video":
             self.video.bitrate_limit(leg.id, kbps if isinstance(kbps, int) and kbps > 0 else None)
 
+    def set_locked(self, locked: bool) -> None:
+        """Lock (no one new joins; those in stay) or unlock the room."""
+        self.locked = bool(locked)
+        log.info("room %s: %s by the operator", self.id, "locked" if self.locked else "unlocked")
+        self._emit("locked", self.locked)
+
     def set_layout(self, layout: str) -> None:
         """Change the video layout while the room runs (ValueError for an unknown one)."""
         self.video.set_layout(layout)
@@ -301,6 +317,7 @@ class Room(Observable):
             "speakers": list(self.mixer.speakers),
             "dominant": self.mixer.dominant,
             "closed": self.closed,
+            "locked": self.locked,
             "mixer": self.mixer.stats.as_dict(),
             "video": self.video.info(),
         }

@@ -26,7 +26,7 @@ MATCH_KEYS = ("number", "prefix", "pattern")
 ACTION_KEYS = ("room", "template", "dial", "reject")
 ROUTE_KEYS = (*MATCH_KEYS, "where", "from", "protocol", *ACTION_KEYS, "description")
 ENDPOINT_KEYS = ("alias", "name", "number", "protocol", "username", "password", "networks", "prefixes", "identity",
-                 "encryption")
+                 "encryption", "group")
 IDENTITY_POLICIES = ("password", "network", "registration")
 AUDIO_KEYS = ("codecs",)
 VIDEO_KEYS = ("codecs", "max_resolution", "max_bitrate", "labels")
@@ -430,6 +430,12 @@ class _Builder:
         encryption = None
         if "encryption" in m:
             encryption = r.choice(m["encryption"][1], f"encryption of {what}", ENCRYPTION)
+        group = None
+        if "group" in m:
+            group = r.text(m["group"][1], f"group of {what}")
+            if group is not None and not (0 < len(group.strip()) <= 64 and group.isprintable()):
+                r.at(m["group"][1], f"group of {what} must be 1 to 64 printable characters")
+                group = None
         if alias is None or protocol is None:
             return None
         return EndpointSpec(alias=alias, number=number, protocol=protocol, username=username or alias,
@@ -437,7 +443,7 @@ class _Builder:
                             name=name or alias, prefixes=tuple(prefixes),
                             identity=identity or ("password" if password is not None
                                                   else "network" if networks else "registration"),
-                            encryption=encryption)
+                            encryption=encryption, group=group.strip() if group else None)
 
     def networks(self, node: Node, what: str) -> list[Any]:
         """A list of CIDR networks (one may be written alone)."""

@@ -108,6 +108,8 @@ class EndpointSpec:
     identity: str = "registration"
     #: media encryption for this site's calls (required | preferred | off); None: the room's
     encryption: str | None = None
+    #: where the site belongs for the operator (e.g. its district): the console groups by it
+    group: str | None = None
 
     def allows(self, address: str) -> bool:
         """May a request from ``address`` (an IP, optionally ``ip:port`` / ``[v6]:port``) come from here?"""
