@@ -297,11 +297,64 @@ class RoomActions(resource.Resource):
             # a cross-site form can only send form or text types: JSON alone keeps them out
             return _json(request, {"error": "send the request body as Content-Type: application/json"}, 415)
         parts = [p.decode("utf-8", "replace") for p in request.postpath]
-        if len(parts) != 2 or parts[1] not in ("dial", "layout") or not parts[0]:
-            return _json(request, {"error": "use POST /api/rooms/<room>/dial or /api/rooms/<room>/layout"}, 404)
+        if len(parts) == 4 and parts[1] == "participants" and parts[3] in ("mute", "remove"):
+            return self._participant(request, parts[0], parts[2], parts[3])
+        if len(parts) != 2 or parts[1] not in ("dial", "layout", "lock", "end") or not parts[0]:
+            return _json(request, {"error": "use POST /api/rooms/<room>/dial | layout | lock | end, or "
+                                            "/api/rooms/<room>/participants/<id>/mute | remove"}, 404)
         if parts[1] == "layout":
             return self._layout(request, parts[0])
+        if parts[1] in ("lock", "end"):
+            return self._room_state(request, parts[0], parts[1])
         return self._dial(request, parts)
+
+    def _body(self, request: server.Request) -> dict:
+        try:
+            body = json.loads(request.content.read(65536) or b"{}")
+        except ValueError:
+            raise ValueError("the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise ValueError("send a JSON object")
+        return body
+
+    def _room_state(self, request: server.Request, room_id: str, what: str) -> bytes:
+        room = self.gateway.registry.get(room_id)
+        if room is None:
+            return _json(request, {"error": f"room {room_id!r} is not running"}, 404)
+        try:
+            body = self._body(request)
+        except ValueError as exc:
+            return _json(request, {"error": str(exc)}, 400)
+        if what == "lock":
+            locked = body.get("locked", True)
+            if not isinstance(locked, bool):
+                return _json(request, {"error": 'send {"locked": true} or {"locked": false}'}, 400)
+            room.set_locked(locked)
+            return _json(request, {"room": room.id, "locked": room.locked})
+        n = len(room.legs)
+        self.gateway.registry.close(room.id, "ended by the operator")
+        return _json(request, {"room": room_id, "ended": True, "participants": n})
+
+    def _participant(self, request: server.Request, room_id: str, leg_id: str, what: str) -> bytes:
+        room = self.gateway.registry.get(room_id)
+        if room is None or leg_id not in room.legs:
+            return _json(request, {"error": f"no participant {leg_id[:40]!r} in a running room {room_id[:40]!r}"}, 404)
+        try:
+            body = self._body(request)
+        except ValueError as exc:
+            return _json(request, {"error": str(exc)}, 400)
+        if what == "remove":
+            room.kick(leg_id)
+            return _json(request, {"room": room.id, "removed": leg_id})
+        direction = body.get("direction", "in")
+        muted = body.get("muted", True)
+        if direction not in ("in", "out") or not isinstance(muted, bool):
+            return _json(request, {"error": 'send {"direction": "in" | "out", "muted": true | false} '
+                                            '("in": the room stops hearing them; "out": they stop hearing it)'}, 400)
+        room.set_mute(leg_id, **({"mute_in": muted} if direction == "in" else {"mute_out": muted}))
+        entry = next(p for p in room.roster() if p["id"] == leg_id)
+        return _json(request, {"room": room.id, "participant": leg_id, "muted": entry["muted"],
+                               "muted_out": entry["muted_out"]})
 
     def _layout(self, request: server.Request, room_id: str) -> bytes:
         from gateway.media.video_mixer import LAYOUT_NAMES

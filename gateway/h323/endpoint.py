@@ -369,6 +369,9 @@ class H323Service:
         if room is not None and spec.max_participants and len(room.legs) >= spec.max_participants:
             self.stats["refused"] += 1
             raise CallRejected(17, f"room {spec.id} is full ({spec.max_participants} participants)", "inConf")
+        if room is not None and room.locked:
+            self.stats["refused"] += 1
+            raise CallRejected(21, f"room {spec.id} is locked by the operator")
         media.spec = spec
         self._room_codecs(call, spec)
         call.media_encryption = combined_encryption(getattr(spec, "encryption", None),

@@ -635,6 +635,9 @@ class SipUserAgent:
                          extra=[("Retry-After", "5")], retransmit=False)
             return
         room = self.registry.get(spec.id)
+        if room is not None and room.locked:
+            self._refuse(stx, 403, f"room {spec.id} is locked by the operator")
+            return
         if spec.max_participants:
             # seats: the room's legs, and the calls on their way in (answered, ACK not yet come) —
             # but not one whose 200 OK has waited long for its ACK: that caller is not coming
