@@ -550,13 +550,27 @@ def _ulaw_to_pcm(data: bytes):
     return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
 
 
+def _srtp_rows(pcap, display: str, home) -> list[list[str]]:
+    """The captured G.711 SRTP packets matching ``display``: (udp.length, data) rows, each 12 + 160 + 10
+    octets long (the 80-bit authentication tag), at least 100 of them."""
+    import os
+    import subprocess
+
+    out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y", display, "-T", "fields", "-e", "udp.length",
+                          "-e", "data.data"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "HOME": str(home)})
+    rows = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
+    assert len(rows) > 100, out.stdout[-2000:] + out.stderr
+    assert {int(n) for n, _ in rows} == {8 + 12 + 160 + 10}, sorted({n for n, _ in rows})
+    return rows
+
+
 def test_baresip_with_mandatory_srtp_over_tls_meets_a_plain_caller_and_the_wire_carries_no_audio(
         cau, baresip_factory, tmp_path):
     """SDES SRTP (RFC 4568 keys over TLS, AES_CM_128_HMAC_SHA1_80): baresip with srtp-mand and a
     plain-RTP baresip hear each other in one room; on the wire the encrypted caller's RTP carries
     an authentication tag and no trace of its 440 Hz tone (μ-law would show it in the clear)."""
     import json
-    import subprocess
     import urllib.request
 
     from interop_tests.peers.capture import LoopbackCapture
@@ -589,13 +603,8 @@ def test_baresip_with_mandatory_srtp_over_tls_meets_a_plain_caller_and_the_wire_
     freq, level = wav_peak(b.received_audio())
     assert abs(freq - 440) < 20, f"the plain caller heard {freq:.0f} Hz at {level:.1f} dBFS, not 440 Hz"
     # the wire: RTP from baresip-a's ports is 12 + 160 + 10 octets (the 80-bit tag; RTCP is shorter)
-    out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y", f"udp.srcport >= {a.rtp_lo} and udp.srcport <= {a.rtp_hi} and udp.length > 100",
-                          "-T", "fields", "-e", "udp.length", "-e", "data.data"],
-                         capture_output=True, text=True, timeout=60,
-                         env={**__import__("os").environ, "HOME": str(tmp_path)})
-    rows = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
-    assert len(rows) > 100, out.stdout[-2000:] + out.stderr
-    assert {int(n) for n, _ in rows} == {8 + 12 + 160 + 10}, sorted({n for n, _ in rows})
+    rows = _srtp_rows(pcap, f"udp.srcport >= {a.rtp_lo} and udp.srcport <= {a.rtp_hi} and udp.length > 100",
+                      tmp_path)
     payload = b"".join(bytes.fromhex(d)[12:12 + 160] for _, d in rows[10:110])
     assert band_level_db(_ulaw_to_pcm(payload), 8000, 440) < -30, "the 440 Hz tone is readable on the wire"
 
@@ -606,7 +615,6 @@ def test_pjsip_over_tls_with_mandatory_srtp_hears_the_room_and_its_rtp_is_encryp
     keys only on a secure hop; it and a plain baresip hear each other, the roster shows its
     protection, and its packets on the wire are G.722 plus an 80-bit tag with no clear tone."""
     import json
-    import subprocess
     import threading
     import urllib.request
 
@@ -648,11 +656,4 @@ def test_pjsip_over_tls_with_mandatory_srtp_hears_the_room_and_its_rtp_is_encryp
     assert abs(freq - 1000) < 20, f"baresip heard {freq:.0f} Hz at {level:.1f} dBFS, not PJSIP's 1000 Hz"
     enc = [p["encryption"] for p in roster if p["encryption"]["signalling"] == "TLS"]
     assert enc == [{"signalling": "TLS", "media": "SRTP AES_CM_128_HMAC_SHA1_80"}], roster
-    out = subprocess.run(["tshark", "-n", "-r", str(pcap), "-Y",
-                          f"udp.srcport == {rtp_lo}",          # its RTP port (RTCP is on the next)
-                          "-T", "fields", "-e", "udp.length", "-e", "data.data"],
-                         capture_output=True, text=True, timeout=60,
-                         env={**__import__("os").environ, "HOME": str(tmp_path)})
-    rows = [line.split("\t") for line in out.stdout.splitlines() if "\t" in line]
-    assert len(rows) > 100, out.stdout[-2000:] + out.stderr
-    assert {int(n) for n, _ in rows} == {8 + 12 + 160 + 10}, sorted({n for n, _ in rows})
+    _srtp_rows(pcap, f"udp.srcport == {rtp_lo}", tmp_path)     # its RTP port (RTCP is on the next)
