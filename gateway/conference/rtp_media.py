@@ -162,7 +162,7 @@ class RtpMedia:
         old_plan = self.plans.get(stream_id)
         if plan.h235 is not None:
             if old_plan is None or old_plan.h235 != plan.h235 or session.srtp is None:
-                from gateway.h323.h2356 import H235MediaContext
+                from gateway.media.h235_rtp import H235MediaContext
 
                 session.set_srtp(H235MediaContext(*plan.h235))
         elif plan.srtp is None:
