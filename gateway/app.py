@@ -166,8 +166,16 @@ class Gateway:
 
         from gateway.api.http import build_site
 
+        from gateway.api.console import EventHub
+
         self._start_token()
         self._start_records()
+        self.events = EventHub(self)
+        from gateway.alerts import Alerts
+
+        st = self.settings
+        self.alerts = Alerts(self, mos_below=st.alert_mos_below, loss_above=st.alert_loss_above,
+                             after=st.alert_after, webhook=st.alert_webhook)
         self._start_webrtc()
         self._start_limits()
         self._listen_tcp("HTTP", self.settings.http_port, self._guarded("HTTP", build_site(self)), "--http-port")
@@ -400,10 +408,14 @@ class Gateway:
 
         def h323_dial(target: str, spec: Any, room: Any) -> None:
             d = self.dial_h323(target, spec)
-            d.addErrback(lambda f: log.warning("room %s: H.323 cascade to %s failed: %s", room.id, target,
-                                               f.getErrorMessage()))
+            def failed(f: Any) -> None:
+                log.warning("room %s: H.323 cascade to %s failed: %s", room.id, target, f.getErrorMessage())
+                self.alerts.cascade(room.id, target, False, f"failed: {f.getErrorMessage()}")
+
+            d.addCallbacks(lambda leg: self.alerts.cascade(room.id, target, True), failed)
 
         self.cascade = enable_cascade(self.sip, self.registry, lambda: self.dialplan.current, h323_dial=h323_dial)
+        self.cascade.on_state = self.alerts.cascade
 
     def _start_gatekeeper(self) -> None:
         from gateway.h323.gatekeeper import Gatekeeper
@@ -424,6 +436,10 @@ class Gateway:
         self.listening["H.323 RAS (gatekeeper)"] = f"{self.settings.bind}:{gk.port}/udp"
 
     def stop(self) -> None:
+        if getattr(self, "alerts", None) is not None:
+            self.alerts.stop()
+        if getattr(self, "events", None) is not None:
+            self.events.stop()
         sampler = getattr(self, "_cdr_sampler", None)
         if sampler is not None and sampler.running:
             sampler.stop()
@@ -595,6 +611,7 @@ class Gateway:
                 "gatekeeper": self.settings.register_with, "state": self.gk_client.state,
                 "endpoint_id": self.gk_client.endpoint_id, "last_error": self.gk_client.last_error,
             },
+            "alerts": self.alerts.info() if getattr(self, "alerts", None) is not None else None,
             "call_records": self.cdr.info() if getattr(self, "cdr", None) is not None else
             {"error": getattr(self, "cdr_error", None)},
             "media": {

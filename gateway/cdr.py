@@ -256,6 +256,11 @@ class CallRecords:
         self._thread.join(timeout=5)
 
     # -- queries (any thread) -----------------------------------------------------------
+    def call_id(self, leg_id: str) -> int | None:
+        """The record of a call still in progress (None until the writer has inserted it)."""
+        with self._lock:
+            return self._rows.get(leg_id)
+
     def query(self, *, start: float | None = None, end: float | None = None, room: str | None = None,
               site: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         where, args = [], []

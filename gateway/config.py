@@ -84,13 +84,17 @@ class Settings:
     ice_servers: tuple[tuple[tuple[str, str], ...], ...] = ()   # each: (("urls", …), ("username", …), …)
     database: Path | None = None   # call records (SQLite); None: state_dir/cau.sqlite
     cdr_retention_days: float = 90.0   # call records older than this are deleted (0: kept for ever)
+    alert_webhook: str = ""            # http(s) URL that gets each alert as a JSON POST ("" = none)
+    alert_mos_below: float = 3.6       # a site's audio MOS below this ...
+    alert_loss_above: float = 3.0      # ... or its loss above this (%) ...
+    alert_after: float = 15.0          # ... for this many seconds raises a quality alert
 
 
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port", "https_port", "sip_tls_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
          "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "register_password", "api_token", "video_mtu",
          "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers", "gatekeeper_neighbours",
-         "database", "cdr_retention_days")
+         "database", "cdr_retention_days", "alert_webhook", "alert_mos_below", "alert_loss_above", "alert_after")
 #: keys whose value may be a YAML list / mapping
 _STRUCTURED = ("ice_hosts", "ice_servers", "gatekeeper_neighbours")
 
@@ -295,6 +299,20 @@ def load_settings(path: str | Path) -> Settings:
             elif key == "cdr_retention_days":
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 36500:
                     raise ValueError(f"cdr_retention_days must be 0 (keep) to 36500 days, not {value!r}")
+                values[key] = float(value)
+            elif key == "alert_webhook":
+                from urllib.parse import urlsplit
+
+                u = urlsplit(str(value)) if isinstance(value, str) else None
+                if u is None or u.scheme not in ("http", "https") or not u.hostname or u.username or u.password:
+                    raise ValueError(f"alert_webhook must be an http:// or https:// URL (no user:password@), "
+                                     f"not {value!r}")
+                values[key] = value
+            elif key in ("alert_mos_below", "alert_loss_above", "alert_after"):
+                limits = {"alert_mos_below": (1.0, 4.5), "alert_loss_above": (0.0, 100.0), "alert_after": (1.0, 3600.0)}
+                lo, hi = limits[key]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+                    raise ValueError(f"{key} must be a number from {lo:g} to {hi:g}, not {value!r}")
                 values[key] = float(value)
             elif key == "video_mtu":
                 if isinstance(value, bool) or not isinstance(value, int) or not 300 <= value <= 1452:

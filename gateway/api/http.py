@@ -503,28 +503,35 @@ class BoundedRequest(server.Request):
 
 
 def build_site(gateway: "Gateway", secure: bool = False) -> server.Site:
-    """The web server. The plain HTTP site (``secure=False``) has the status page, ``/api`` and
-    ``/healthz``, and the browser side (join page, WHIP/WHEP) for loopback clients only, sending
-    others to the HTTPS site, where browsers allow camera and microphone. The HTTPS site has the
-    browser side and ``/healthz`` only: the roster and the operator's actions are not on the port
-    every browser must reach."""
+    """The web server. The plain HTTP site (``secure=False``) has the status page, ``/api``,
+    ``/metrics`` and ``/healthz``, and the browser side (join page, WHIP/WHEP, the console) for
+    loopback clients only, sending others to the HTTPS site, where browsers allow camera and
+    microphone. The HTTPS site has the browser side, the console and ``/healthz``, and ``/api`` for
+    requests with the API token only: the roster is not for every browser that reaches the port."""
     from gateway.webrtc.pages import join_page, static_files
     from gateway.webrtc.whip import WhipEndpoint
 
+    from gateway.api.console import ConsolePage, Endpoints, Events, NeedsToken, RoomsRead
+
     root = resource.Resource()
     root.putChild(b"healthz", Health(gateway))
-    if not secure:   # the status page and the operator API stay on the plain (management) port
+    api = resource.Resource()
+    api.putChild(b"status", Status(gateway))
+    api.putChild(b"rooms", RoomsRead(gateway, RoomActions(gateway)))
+    api.putChild(b"calls", Calls(gateway))
+    api.putChild(b"endpoints", Endpoints(gateway))
+    api.putChild(b"events", Events(gateway))
+    if not secure:   # the status page, the metrics and the open reads stay on the plain (management) port
         page = StatusPage(gateway)
         root.putChild(b"", page)
         root.putChild(b"index.html", page)
-        api = resource.Resource()
-        api.putChild(b"status", Status(gateway))
-        api.putChild(b"rooms", RoomActions(gateway))
         root.putChild(b"api", api)
         root.putChild(b"metrics", Metrics(gateway))
-        api.putChild(b"calls", Calls(gateway))
+    else:            # every browser reaches the HTTPS port: there the roster is read with the token only
+        root.putChild(b"api", NeedsToken(gateway, api))
     browser = {b"whip": WhipEndpoint(gateway.webrtc, viewer=False), b"whep": WhipEndpoint(gateway.webrtc, viewer=True),
-               b"join": join_page(), b"static": static_files(), b"webrtc-config.json": WebRtcConfig(gateway)}
+               b"join": join_page(), b"static": static_files(), b"webrtc-config.json": WebRtcConfig(gateway),
+               b"console": ConsolePage()}
     for name, child in browser.items():
         root.putChild(name, child if secure else SecureOnly(gateway, child))
     site = server.Site(root, requestFactory=BoundedRequest, timeout=60)   # an idle connection: 60 s

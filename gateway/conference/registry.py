@@ -98,7 +98,7 @@ class RoomRegistry(Observable):
         mixer = self.mixer_factory(spec) if self.mixer_factory else None
         room = Room(spec, mixer=mixer)
         self.rooms[room.id] = room
-        for ev in ("joined", "left", "speaking", "dominant", "locked"):
+        for ev in ("joined", "left", "speaking", "dominant", "locked", "muted", "layout"):
             room.on(ev, lambda *args, _ev=ev, _room=room: self._on_roster(_room, _ev, *args))
         room.on("closed", lambda reason="", _room=room: self._on_closed(_room, reason))
         if self.clock is not None:

@@ -60,7 +60,7 @@ class Room(Observable):
     """One meeting. Roster events: ``joined``(leg), ``left``(leg, reason),
     ``speaking``(leg, bool), ``dominant``(leg | None), ``closed``(reason)."""
 
-    EVENTS = frozenset({"joined", "left", "speaking", "dominant", "closed", "locked"})
+    EVENTS = frozenset({"joined", "left", "speaking", "dominant", "closed", "locked", "muted", "layout"})
 
     def __init__(self, spec: RoomSpecLike, *, mixer: AudioMixer | None = None,
                  video: VideoMixer | None = None) -> None:
@@ -211,6 +211,7 @@ class Room(Observable):
             kw["mute_out"] = on
         if leg.id in self.mixer.members:
             self.mixer.set_mute(leg.id, **kw)
+        self._emit("muted", leg, flags[0], flags[1])
 
     # --------------------------------------------------------------- mixer
     def _on_speaking(self, member_id: str, on: bool) -> None:
@@ -260,6 +261,7 @@ class Room(Observable):
         """Change the video layout while the room runs (ValueError for an unknown one)."""
         self.video.set_layout(layout)
         log.info("room %s: layout %s", self.id, layout)
+        self._emit("layout", layout)
 
     # ----------------------------------------------------------------- state
     def close(self, reason: str = "") -> None:

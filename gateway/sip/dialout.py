@@ -467,6 +467,7 @@ class _Link:
         self.pending: Deferred | None = None
         self.leg: Leg | None = None
         self.done = False
+        self.target: str | None = None
 
 
 class Cascade:
@@ -483,6 +484,8 @@ class Cascade:
         self.timeout = timeout
         self.h323_dial = h323_dial
         self.links: dict[str, _Link] = {}
+        #: ``on_state(room_id, target, up, why)``: the link came up, failed or dropped (alerts)
+        self.on_state: Callable[[str, str, bool, str], Any] | None = None
         self._unsubs = [registry.on("room_opened", self._on_opened), registry.on("room_closed", self._on_closed),
                         registry.on("roster", self._on_roster)]
 
@@ -526,6 +529,7 @@ class Cascade:
                 self.h323_dial(target, room.spec, room)
             link.done = True
             return
+        link.target = target
         log.info("room %s: cascading into %s (number %s, attempt %d)", room.id, target, link.number,
                  link.failures + 1)
         d = dial(self.ua, target, room.spec, display_name=getattr(room.spec, "name", "Cầu") or "Cầu",
@@ -533,10 +537,15 @@ class Cascade:
         link.pending = d
         d.addCallbacks(lambda leg: self._connected(link, leg), lambda f: self._failed(link, target, f))
 
+    def _state(self, link: _Link, up: bool, why: str = "") -> None:
+        if self.on_state is not None:
+            self.on_state(link.room.id, link.target or link.number, up, why)
+
     def _connected(self, link: _Link, leg: Leg) -> None:
         link.pending = None
         link.failures = 0
         link.leg = leg
+        self._state(link, True)
         leg.cascade = True  # type: ignore[attr-defined]
         leg.on("hangup", lambda reason="": self._dropped(link, leg, reason))
         if not any(not getattr(other, "cascade", False) for other in link.room.legs.values()):
@@ -552,10 +561,12 @@ class Cascade:
         if link.failures >= self.max_attempts:
             log.error("room %s: cascade into %s failed %d times (last: %s); giving up", link.room.id, target,
                       link.failures, why)
+            self._state(link, False, f"failed {link.failures} times (last: {why}); given up")
             link.done = True
             return None
         log.warning("room %s: cascade into %s failed (%s); retrying in %g s", link.room.id, target, why,
                     self.retry_delay)
+        self._state(link, False, f"failed ({why}); retrying")
         link.timer = self.ua.reactor.callLater(self.retry_delay, self._attempt, link)
         return None
 
@@ -568,6 +579,7 @@ class Cascade:
             return  # nobody local left: no reason to reconnect
         log.warning("room %s: cascade call ended (%s); reconnecting in %g s", link.room.id, reason,
                     self.retry_delay)
+        self._state(link, False, f"dropped ({reason}); reconnecting")
         if link.timer is None:
             link.timer = self.ua.reactor.callLater(self.retry_delay, self._attempt, link)
 
