@@ -436,11 +436,15 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 host, port = hostport(args.to, 1720) if args.to else (None, None)
                 await ep.call(args.call, host, port)
-            print(f"connected; channels: {ep.channels}")
+            print(f"connected; channels: {ep.channels}", flush=True)
             await ep.wait_media()
             if args.dtmf:
                 ep.send_dtmf(args.dtmf)
-            await asyncio.sleep(args.seconds)
+            try:                             # the far end may release first (an operator removed us)
+                await ep.wait_released(timeout=args.seconds)
+                print(f"released by the far end: cause {ep.release_cause}", flush=True)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
             freq, level = spectrum_peak(ep.heard(1.0), ep.rx_rate)
             print(f"heard {freq:.0f} Hz at {level:.1f} dBFS; user input {''.join(ep.user_input) or '-'}")
             if args.record:
@@ -451,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
                     w.setsampwidth(2)
                     w.setframerate(ep.rx_rate)
                     w.writeframes(ep.heard().astype("<i2").tobytes())
-            await ep.hangup()
-            print(f"released: cause {ep.release_cause}")
+            if ep.connected:
+                await ep.hangup()
+                print(f"released: cause {ep.release_cause}")
             return 0
         except RuntimeError as exc:
             print(f"call failed: {exc}")
