@@ -7,7 +7,6 @@ pytest's own code through (0 all passed, 1 failures).
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +37,8 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rtp-ports", metavar="LO-HI", help="UDP port range for media (default 16384-32767)")
     run.add_argument("--no-watch", action="store_true", help="do not reload the dial plan when its file changes (SIGHUP still does)")
     run.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    run.add_argument("--log-format", choices=("text", "json"), default="text",
+                     help="stderr log lines as text (default) or one JSON object per line (journald, Loki, ELK)")
 
     dp = sub.add_parser("dialplan", help="check a dial plan or try a number against it", description="Dial plan tools.")
     dsub = dp.add_subparsers(dest="dialplan_command", metavar="SUBCOMMAND")
@@ -91,11 +92,9 @@ def _settings_from_args(args: argparse.Namespace):
 def _cmd_run(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from gateway import logs
+
+    logs.setup(args.log_format, args.verbose)
     try:
         settings = _settings_from_args(args)
     except ConfigError as exc:

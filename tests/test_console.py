@@ -184,9 +184,7 @@ def test_the_https_port_shows_the_console_but_reads_the_roster_only_with_the_tok
 
     gw = gateway("--no-watch")
     status = json.loads(gw.get("/api/status")[2])
-    https = int(status["listening"]["HTTPS (join page, WHIP/WHEP)"].split(":")[-1].split("/")[0]) \
-        if "HTTPS (join page, WHIP/WHEP)" in status["listening"] else \
-        int(next(v for k, v in status["listening"].items() if k.startswith("HTTPS")).split(":")[-1].split("/")[0])
+    https = int(status["listening"]["HTTPS"].split(":")[-1].split("/")[0])
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE

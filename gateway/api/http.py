@@ -245,7 +245,8 @@ class StatusPage(resource.Resource):
 <style>body{{font-family:sans-serif;margin:2em;max-width:60em}}td,th{{padding:.2em .8em;text-align:left}}
 table{{border-collapse:collapse}}tr:nth-child(even){{background:#f2f2f2}}pre{{background:#fff3f3}}</style></head>
 <body><h1>Cầu {e(st['version'])}</h1>
-<p>Up {st['uptime_s']:.0f} s on {e(st['hostname'])}; event loop {e(st['event_loop'])}.</p>
+<p>Up {st['uptime_s']:.0f} s on {e(st['hostname'])}; event loop {e(st['event_loop'])}.
+<a href="/console/">Bàn điều khiển / console</a></p>
 <h2>Dial plan</h2><p><code>{e(st['dialplan']['path'])}</code>: {e(st['dialplan']['summary'])}
 (sha256 {e(st['dialplan']['sha256'][:12])}…)</p>{reload_line}
 <h2>Numbers to dial</h2><table><tr><th>Number</th><th>Goes to</th></tr>{rows}</table>

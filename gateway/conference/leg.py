@@ -51,7 +51,7 @@ from typing import Any, Callable, Literal
 from gateway.conference.events import Observable
 from gateway.media.codecs import MediaFormat
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 LegState = Literal["new", "joined", "left"]
 MUTE_DIRECTIONS = ("in", "out", "both")

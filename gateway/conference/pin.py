@@ -31,7 +31,7 @@ import numpy as np
 
 from gateway.conference.leg import Leg
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 RATE = 16000
 FRAME = RATE // 50  # 20 ms

@@ -17,7 +17,7 @@ from gateway.conference.room import Room, RoomSpecLike
 from gateway.media.clock import MediaClock
 from gateway.media.mixer import AudioMixer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 
 class RoomRegistry(Observable):

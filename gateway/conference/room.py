@@ -11,7 +11,7 @@ from gateway.media.mixer import AudioMixer
 from gateway.media.quality import leg_quality
 from gateway.media.video_mixer import VideoMixer
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 
 class RoomSpecLike(Protocol):

@@ -38,7 +38,7 @@ from gateway.media.rtp import RtpSession, open_rtp_session
 from gateway.media.video_stream import VideoReceiver, VideoSender
 from gateway.media.video_stream import supported as video_supported
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 #: RTCP feedback (RFC 4585 / RFC 5104) values we act on
 FEEDBACK = ("nack", "nack pli", "ccm fir")

@@ -86,7 +86,7 @@ from .ras import RasError, RasMessage
 
 __all__ = ["AdmittedCall", "Gatekeeper", "Registration", "RAS_PORT", "RAS_DISCOVERY_PORT", "RAS_MULTICAST_GROUP"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 RAS_PORT = 1719
 RAS_DISCOVERY_PORT = 1718

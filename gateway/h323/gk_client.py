@@ -40,7 +40,7 @@ from .ras import RasError, RasMessage
 
 __all__ = ["AdmissionResult", "GatekeeperClient", "RasTimeout", "RegistrationFailed"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 Address = tuple[str, int]
 Alias = tuple[str, str]

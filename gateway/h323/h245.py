@@ -67,7 +67,7 @@ __all__ = [
     "parse_h245_address",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 AUDIO_SESSION = 1   # H.225.0 / H.323: primary audio RTP session
 VIDEO_SESSION = 2   # primary video

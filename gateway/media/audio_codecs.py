@@ -50,7 +50,7 @@ __all__ = [
     "ulaw_encode",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 MIX_RATE = 16000
 FADE_FRAMES = 3  # repeat-and-fade reaches silence after this many lost frames

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 
 @dataclass

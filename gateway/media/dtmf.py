@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 __all__ = ["DIGITS", "DtmfReceiver", "DtmfSender", "DtmfStats", "TelephoneEvent", "digit_event", "parse_event"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 DIGITS = "0123456789*#ABCD"      # event codes 0..15 (RFC 4733 §3.2, Table 7)
 _EVENT_OF = {d: i for i, d in enumerate(DIGITS)}

@@ -56,7 +56,7 @@ import numpy as np
 
 from gateway.repeated import RepeatedLog
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 RATE = 16000
 FRAME_MS = 20

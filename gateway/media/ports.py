@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 
 class PortsExhausted(Exception):

@@ -59,7 +59,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from gateway.media.ports import PortAllocator, PortsExhausted
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 __all__ = [
     "RtpStats",

@@ -44,7 +44,7 @@ from gateway.media.video_codecs import (CODEC_POOL, DecodeError, EncoderSettings
                                         encoder_settings)
 from gateway.media.video_stream import VideoReceiver, VideoSender, packetizer_for
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 #: the dial plan's names for layouts, as the compositor knows them
 LAYOUT_ALIASES = {"voice-switched": "vas", "vas": "vas"}

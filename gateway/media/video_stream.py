@@ -34,7 +34,7 @@ from gateway.media.payload.frames import Frame, FrameAssembler
 from gateway.media.rtp import RtpSession
 from gateway.media.video_codecs import TIERS_KBPS, EncoderSettings, encoder_settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 #: we ask one sender for a keyframe at most this often (seconds)
 KEYFRAME_ASK_INTERVAL = 0.5

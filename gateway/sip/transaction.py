@@ -73,7 +73,7 @@ __all__ = [
     "new_tag",
 ]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 _EPS = 1e-6
 

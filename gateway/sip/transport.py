@@ -79,7 +79,7 @@ from gateway.sip.message import (
 
 __all__ = ["Peer", "SipTransport", "TransportStats", "response_destination", "UDP_MTU_LIMIT"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 #: the same failure again and again (one peer's bad packets): logged once, then with a count
 _repeated = RepeatedLog(log)
 

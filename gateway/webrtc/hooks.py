@@ -50,7 +50,7 @@ from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RTP_HISTORY_SIZE, RtpPacket
 from aiortc.utils import random16, random32
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 #: the aiortc release whose internals this module was written against (setup.cfg pins it)
 AIORTC_VERSION = "1.16.0"

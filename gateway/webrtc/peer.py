@@ -42,7 +42,7 @@ from gateway.sip.sdp import SessionDescription
 from gateway.webrtc import hooks
 from gateway.webrtc.offer import PreparedOffer, candidate_fields
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 #: seconds a REMB-driven tier must wait before going up again (browsers' estimates wander)
 REMB_HOLD = 4.0

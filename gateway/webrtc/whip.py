@@ -39,7 +39,7 @@ from gateway.webrtc.offer import OfferError, candidate_fields, prepare_offer
 if TYPE_CHECKING:  # pragma: no cover
     from gateway.app import Gateway
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 MAX_OFFER = 64 * 1024
 MAX_PATCH = 16 * 1024

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 #: a frame of more packets is given up (2048 × 1200 bytes ≈ 2.4 MB, far above any frame we take):
 #: a sender that never ends a frame cannot make us hold its packets without bound

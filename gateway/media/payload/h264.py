@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from .frames import Frame, FrameAssembler
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 START_CODE = b"\x00\x00\x00\x01"
 NAL_IDR, NAL_SEI, NAL_SPS, NAL_PPS, NAL_AUD = 5, 6, 7, 8, 9
