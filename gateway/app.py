@@ -351,6 +351,7 @@ class Gateway:
         self.sip.config.answer_delay = self.settings.sip_answer_delay
         self.sip.config.video_mtu = self.settings.video_mtu
         self.sip.call_endpoint = lambda endpoint, spec, room: self.call_endpoint(endpoint, spec, room)
+        self.sip.bridge_out = lambda target, spec, room: self.dial_target(target, spec, room)
         self.listening["SIP"] = f"{bind}:{transport.port}/udp+tcp"
         self.listening["SIP over TLS"] = f"{bind}:{transport.tls_port}/tls"
 
@@ -370,6 +371,7 @@ class Gateway:
         self._listen("H.323 call signalling", self.settings.h323_port, "--h323-port",
                      lambda: svc.start(self.settings.h323_port))
         self.h323 = svc
+        svc.bridge_out = lambda target, spec, room: self.dial_target(target, spec, room)
         self.listening["H.323 call signalling"] = f"{self.settings.bind}:{svc.port}/tcp"
 
     def _start_gk_client(self) -> None:
@@ -490,14 +492,21 @@ class Gateway:
             return defer.fail(ValueError(f"no room {room_id!r} in the dial plan"))
         target = target.strip()
         scheme = target.split(":", 1)[0].lower() if ":" in target else ""
-        if scheme in ("sip", "sips"):
-            return sip_dial(self.sip, target, spec, display_name=spec.name, from_user=spec.id, room=room)
-        if scheme == "h323":
-            return self.dial_h323(target, spec)
+        if scheme in ("sip", "sips", "h323"):
+            return self.dial_target(target, spec, room)
         endpoint = plan.endpoint(target)
         if endpoint is None:
             return defer.fail(ValueError(f"{target!r} is neither a sip:/h323: URI nor an endpoint of the dial plan"))
         return self.call_endpoint(endpoint, spec, room)
+
+    def dial_target(self, target: str, spec: Any, room: Any = None) -> Any:
+        """Call a ``sip:``/``sips:``/``h323:`` URI into ``spec``'s room (the operator's invite, and a
+        caller bridged out by a dial route); a Deferred firing with the Leg."""
+        from gateway.sip.dialout import dial as sip_dial
+
+        if target.split(":", 1)[0].lower() == "h323":
+            return self.dial_h323(target, spec)
+        return sip_dial(self.sip, target, spec, display_name=spec.name, from_user=spec.id, room=room)
 
     def dial_h323(self, target: str, spec: Any) -> Any:
         """H.323 dial-out: ``h323:alias@ip[:port]`` directly; ``h323:alias`` (no address) through the

@@ -528,3 +528,47 @@ def test_an_endpoint_may_name_its_group() -> None:
           - {alias: a, protocol: sip, group: ""}
     """)
     assert p.line == 3 and "group of endpoint" in p.message
+
+
+def test_callers_are_for_dial_routes_and_must_be_aliases_groups_or_networks() -> None:
+    p = only("""
+        version: 1
+        rooms: [{id: r, numbers: ["1"]}]
+        routes:
+          - prefix: "2"
+            room: r
+            callers: ["xa-*"]
+        """)
+    assert (p.line, p.col) == (6, 14) and "'callers' of route #1 is for dial routes" in p.message
+    p = only("""
+        version: 1
+        routes:
+          - prefix: "00"
+            dial: "h323:{rest}@192.0.2.10"
+            callers: ["10.21.0.1/16"]
+        """)
+    assert p.line == 5 and "caller network '10.21.0.1/16'" in p.message and "host bits" in p.message
+
+
+def test_who_a_dial_route_bridges() -> None:
+    plan = parse_dialplan(textwrap.dedent("""
+        version: 1
+        routes:
+          - prefix: "00"
+            dial: "h323:{rest}@192.0.2.10"
+            callers: ["huyen-01", "tinh", "10.30.0.0/16"]
+          - prefix: "01"
+            dial: "sip:{rest}@192.0.2.11"
+        endpoints:
+          - {alias: xa-a, number: "5101", protocol: sip, password: "mat-khau-5101", group: huyen-01}
+          - {alias: xa-b, number: "5201", protocol: sip, password: "mat-khau-5201", group: huyen-02}
+          - {alias: tinh, number: "5000", protocol: h323}
+        """).lstrip("\n"), "plan.yaml", CODECS)
+    r = plan.route("0090001")
+    assert plan.may_bridge(r, "xa-a", "192.0.2.99")           # by its group
+    assert plan.may_bridge(r, "5000", None)                   # by alias, given as its number
+    assert not plan.may_bridge(r, "xa-b", "192.0.2.99")       # another district
+    assert not plan.may_bridge(r, None, "192.0.2.99")         # anonymous, from elsewhere
+    assert plan.may_bridge(r, None, "10.30.4.5")              # from the listed network
+    assert not plan.may_bridge(plan.route("0190001"), "tinh", "10.30.4.5")   # no callers: nobody
+    assert dict(plan.dialable())["00…"] == "dial out (for huyen-01, tinh, 10.30.0.0/16) to h323:{rest}@192.0.2.10"

@@ -24,7 +24,7 @@ ROOM_KEYS = ("id", "name", "numbers", *SETTING_KEYS, "cascade")
 TEMPLATE_KEYS = ("id", "name", *SETTING_KEYS, "cascade")
 MATCH_KEYS = ("number", "prefix", "pattern")
 ACTION_KEYS = ("room", "template", "dial", "reject")
-ROUTE_KEYS = (*MATCH_KEYS, "where", "from", "protocol", *ACTION_KEYS, "description")
+ROUTE_KEYS = (*MATCH_KEYS, "where", "from", "protocol", "callers", *ACTION_KEYS, "description")
 ENDPOINT_KEYS = ("alias", "name", "number", "protocol", "username", "password", "networks", "prefixes", "identity",
                  "encryption", "group")
 IDENTITY_POLICIES = ("password", "network", "registration")
@@ -525,6 +525,34 @@ class _Builder:
             items = r.sequence(m["protocol"][1], f"protocol of {what}", True) or []
             protocols = tuple(p for p in (r.choice(n, f"protocol in {what}", PROTOCOLS) for n in items) if p)
 
+        bridge: tuple[str, ...] = ()
+        bridge_nets: tuple[Any, ...] = ()
+        if "callers" in m:
+            cnode = m["callers"][1]
+            if actions != ["dial"]:
+                r.at(cnode, f"'callers' of {what} is for dial routes: who may be bridged out to the target "
+                            "(use 'from' to choose whom a route applies to)")
+                ok = False
+            globs, nets, bad = [], [], False
+            for item in r.sequence(cnode, f"'callers' of {what}", True) or []:
+                text = (r.text(item, f"'callers' of {what}") or "").strip()
+                if not text:
+                    continue
+                if "/" in text or _looks_like_address(text):
+                    try:
+                        nets.append(ipaddress.ip_network(text, strict=True))
+                    except ValueError as exc:
+                        r.at(item, f"caller network '{text}' of {what} is not a valid CIDR network ({exc}); "
+                                   "expected e.g. 10.21.0.0/16")
+                        ok, bad = False, True
+                else:
+                    globs.append(text)
+            bridge, bridge_nets = tuple(globs), tuple(nets)
+            if not bridge and not bridge_nets and not bad:
+                r.at(cnode, f"'callers' of {what} is empty: list endpoint aliases or groups (globs like 'xa-*'), "
+                            "or networks (10.21.0.0/16)")
+                ok = False
+
         spec: dict[str, Any] = {}
         if len(actions) == 1:
             action = actions[0]
@@ -560,7 +588,8 @@ class _Builder:
         if not ok or matcher is None or not spec:
             return None
         return RouteSpec(index=index, line=node.start_mark.line + 1, matcher=matcher, where=where,
-                         callers=callers, protocols=protocols, description=description, **spec), nodes
+                         callers=callers, protocols=protocols, description=description,
+                         bridge_callers=bridge, bridge_networks=bridge_nets, **spec), nodes
 
     def matcher(self, key: str, node: Node, what: str) -> Matcher | None:
         r = self.r
@@ -792,3 +821,11 @@ def _suggest_id(text: str) -> str:
     folded = unicodedata.normalize("NFKD", text.replace("đ", "d").replace("Đ", "D"))
     folded = "".join(c for c in folded if not unicodedata.combining(c)).lower()
     return re.sub(r"[^a-z0-9_-]+", "-", folded).strip("-") or "room-1"
+
+
+def _looks_like_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False

@@ -70,6 +70,10 @@ class RouteSpec:
     callers: tuple[str, ...] = ()     # glob patterns; empty = any caller
     protocols: tuple[str, ...] = ()   # empty = any protocol
     description: str = ""
+    # ``callers:`` of a dial route: who is bridged out to its target (checked endpoints by alias,
+    # number or group glob; source networks); nobody when both are empty
+    bridge_callers: tuple[str, ...] = ()
+    bridge_networks: tuple[Any, ...] = ()
 
     def where_ok(self, captures: dict[str, str]) -> bool:
         for name, ranges in self.where.items():
@@ -161,6 +165,7 @@ class RouteResult:
     status: int | None = None
     reason: str = ""
     captures: dict[str, str] = field(default_factory=dict)
+    route: "RouteSpec | None" = None     # the route that decided (None: a room number, or nothing)
 
 
 _SCHEME = re.compile(r"(?:sips?|h323|tel):", re.IGNORECASE)

@@ -115,8 +115,27 @@ class DialPlan:
         if r.action == "dial":
             target = substitute(r.dial or "", captures)
             return RouteResult("dial", rule, r.line, target=target, reason=f"dial out to {target}",
-                               captures=captures)
+                               captures=captures, route=r)
         return RouteResult("reject", rule, r.line, status=r.status, reason=r.reason, captures=captures)
+
+    def may_bridge(self, result: RouteResult, caller: str | None, source: str | None) -> bool:
+        """May this caller (a *checked* endpoint alias or None; the call's source address) be bridged
+        out by the dial route that decided ``result``? Only what its ``callers:`` lists: endpoints by
+        alias, number or group (globs), or source networks."""
+        r = result.route
+        if result.kind != "dial" or r is None:
+            return False
+        if r.bridge_networks and source:
+            ip = parse_address(source)
+            if ip is not None and any(ip.version == n.version and ip in n for n in r.bridge_networks):
+                return True
+        if r.bridge_callers and caller:
+            names = self._caller_names(caller)
+            ep = self.endpoint(caller)
+            if ep is not None and ep.group:
+                names.append(ep.group.casefold())
+            return any(fnmatch.fnmatchcase(n, g.casefold()) for n in names for g in r.bridge_callers)
+        return False
 
     def _instantiate(self, t: TemplateSpec, captures: dict[str, str], numbers: tuple[str, ...]) -> RoomSpec:
         low = {k: v.lower() for k, v in captures.items()}
@@ -216,7 +235,9 @@ class DialPlan:
                 t = self._templates_by_id[r.template or ""]
                 what = f"rooms '{t.id}': {t.name}"
             else:
-                what = f"dial out to {r.dial}"
+                who = ", ".join([*r.bridge_callers, *map(str, r.bridge_networks)])
+                what = f"dial out (for {who}) to {r.dial}" if who else \
+                    f"dial out to {r.dial} (cascades and the operator only)"
             if r.description:
                 what = f"{what} ({r.description})"
             out.append((shown, what))

@@ -265,6 +265,9 @@ class H323Call(Protocol):
         # hooks
         self.media_address: Callable[[H323Call, str], MediaAddress | None] = lambda call, media: None
         self.on_incoming: Callable[[H323Call], None] | None = None
+        #: set by ``on_incoming`` to answer later: a Deferred; Alerting now, Connect when it fires,
+        #: release with its CallRejected's cause when it fails
+        self.hold_connect: defer.Deferred | None = None
         self.on_channels: Callable[[H323Call], None] | None = None
         self.on_connected: Callable[[H323Call], None] | None = None
         self.on_released: Callable[[H323Call], None] | None = None
@@ -519,6 +522,31 @@ class H323Call(Protocol):
             h245_address = self._listen_h245()
         if self.state == "released":
             return
+        hold = self.hold_connect
+        if hold is not None:
+            # the owner answers later (a caller bridged out: Connect when the far end answers)
+            self._send(q931.build_alerting(self.call_ref, self.call_id, h245_tunnelling=self.tunnelling,
+                                           h245_control=self._take_tunnel() if self.tunnelling else (),
+                                           endpoint_kind=self.options.endpoint_kind, display=self.options.display))
+
+            def go(_: Any) -> None:
+                if self.state == "answering":
+                    self._send_connect(h245_address, connect_tokens)
+
+            def refused(f: Any) -> None:
+                if self.state == "released":
+                    return
+                if f.check(CallRejected):
+                    self.hangup(f.value.cause, f.value.text, reason=f.value.reason)
+                else:
+                    log.warning("%s: answering failed: %s", self.name, f.getErrorMessage())
+                    self.hangup(41, "temporary failure")
+
+            hold.addCallbacks(go, refused)
+            return
+        self._send_connect(h245_address, connect_tokens)
+
+    def _send_connect(self, h245_address: Any, connect_tokens: Any) -> None:
         self.state = "connected"
         self._send(q931.build_connect(self.call_ref, self.conference_id, self.call_id,
                                       h245_tunnelling=self.tunnelling, h245_address=h245_address,

@@ -77,6 +77,7 @@ class H323Media:
         self.call = call
         self.spec: Any = None
         self.identity: Any = None        # the checked dial-plan endpoint (H323Service.identify)
+        self.bridge: Any = None          # a caller bridged out: the Deferred of the call out
         self.rtp = RtpMedia(service.ports, bind=service.bind, rtp_timeout=service.rtp_timeout,
                             reactor=service.reactor, protocol="h323", unconfirmed_budget=UNCONFIRMED_PACKETS)
         self.rtp.on_leg = self._on_leg
@@ -215,6 +216,9 @@ class H323Media:
             call.hangup(cause, reason)
 
     def on_released(self, call: H323Call) -> None:
+        bridge = self.bridge
+        if bridge is not None and not bridge.called:
+            bridge.cancel()          # the caller gave up: stop calling the far end
         if self._no_media_timer is not None and self._no_media_timer.active():
             self._no_media_timer.cancel()
         self._no_media_timer = None
@@ -255,6 +259,8 @@ class H323Service:
         self.alias = alias
         #: wraps the call signalling listener's factory (the app adds connection caps, gateway.netguard)
         self.wrap_tcp_factory: Callable[[Any], Any] | None = None
+        #: set by the app: (target URI, spec, room) -> Deferred; a caller a dial route's ``callers`` allows
+        self.bridge_out: Callable[[str, Any, Any], Any] | None = None
         self.port: int | None = None
         self._listener: Any = None
         self.calls: dict[str, H323Call] = {}
@@ -360,9 +366,13 @@ class H323Service:
             status = result.status or 403
             raise CallRejected(q931.sip_to_cause(status), result.reason or f"rejected ({status})")
         if result.kind == "dial":
+            ip = call.remote[0] if call.remote else None
+            if self.bridge_out is not None and plan.may_bridge(result, identity.alias if identity else None, ip):
+                self._bridge(call, media, result, identity)
+                return
             self.stats["refused"] += 1
-            log.info("%s: %r routes out to %s, and callers are not bridged out", call.name, call.dialed,
-                     result.target)
+            log.info("%s: %r routes out to %s, and this caller is not among the route's callers", call.name,
+                     call.dialed, result.target)
             raise CallRejected(21, f"{str(call.dialed)[:32]!r} is not open to callers")
         spec = result.room
         room = self.registry.get(spec.id)
@@ -378,6 +388,45 @@ class H323Service:
                                                     identity.encryption if identity is not None else None)
         self.stats["answered"] += 1
         log.info("%s: %s calls %r → room %s", call.name, call.caller, call.dialed, spec.id)
+
+    def _bridge(self, call: H323Call, media: H323Media, result: Any, identity: Any) -> None:
+        """A caller a dial route's ``callers`` allows: a two-seat room with the far end (called now);
+        the caller hears alerting until it answers, then Connect; a far end that fails releases the
+        caller (cause from its answer, the target not named)."""
+        import secrets
+
+        from gateway.dialplan.model import RoomSpec
+
+        who = identity.alias if identity is not None else str(call.caller or "caller")
+        spec = RoomSpec(id=f"call-{secrets.token_hex(4)}", name=f"{who} → {call.dialed}", numbers=(), pin=None,
+                        max_participants=2, layout="voice-switched", audio_codecs=(), video_codecs=(),
+                        max_resolution=None, max_bitrate_kbps=None, cascade=None, template=None, line=0,
+                        encryption="preferred")
+        media.spec = spec
+        self._room_codecs(call, spec)
+        call.media_encryption = combined_encryption("preferred", identity.encryption if identity is not None else None)
+        log.info("%s: %s calls %r → bridged out to %s (%s)", call.name, call.caller, call.dialed, result.target,
+                 result.rule)
+        d = self.bridge_out(result.target, spec, None)
+        media.bridge = d
+        self.stats["bridged"] += 1
+
+        def answered(leg: Any) -> Any:
+            room = self.registry.get(spec.id)
+            if room is not None:       # a two-party room ends when either party leaves
+                room.on("left", lambda *_: self.registry.close(spec.id, "the other party hung up"))
+            return leg
+
+        def failed(f: Any) -> Any:
+            err = f.value
+            status = getattr(err, "status", None)
+            cause = q931.sip_to_cause(status) if isinstance(status, int) and 400 <= status < 700 else \
+                getattr(err, "cause", None) or 16
+            log.info("%s: the call out for %r did not connect: %s", call.name, call.dialed, f.getErrorMessage())
+            self.registry.close(spec.id, "the call did not connect")
+            raise CallRejected(int(cause), f"{str(call.dialed)[:32]!r}: the call out did not connect")
+
+        call.hold_connect = d.addCallbacks(answered, failed)
 
     def _room_codecs(self, call: H323Call, spec: Any) -> None:
         audio = _codecs(tuple(getattr(spec, "audio_codecs", ()) or ()), H245_AUDIO) or H245_AUDIO

@@ -550,10 +550,19 @@ class SipUserAgent:
             self._refuse(stx, result.status or 403, result.reason)
             return
         if result.kind == "dial":
+            if self.bridge_out is not None and self.plan().may_bridge(
+                    result, identity.alias if identity else None, peer.host):
+                target = result.target
+                log.info("SIP INVITE for %r from %s: bridged out to %s (%s)", dialed,
+                         identity.alias if identity else peer.host, target, result.rule)
+                self._on_invite_bridged(request, stx, peer, dialed, "preferred",
+                                        lambda spec, room: self.bridge_out(target, spec, room), identity,
+                                        reveal=False)
+                return
             # the caller learns that it is refused, not where the number leads (a dial-out target is
             # the province's own business: the national MCU's address, a trunk)
-            log.info("SIP INVITE for %r refused: it routes out to %s, and callers are not bridged out",
-                     dialed, result.target)
+            log.info("SIP INVITE for %r from %s refused: it routes out to %s, and this caller is not among "
+                     "the route's callers", dialed, identity.alias if identity else peer.host, result.target)
             self._refuse(stx, 403, f"{dialed[:32]!r} is not open to callers")
             return
         self._invite_into(request, stx, peer, result.room, se_value, se_refresher, required, identity=identity)
@@ -561,9 +570,20 @@ class SipUserAgent:
     # A call to a registered endpoint's number: both parties meet in a two-seat room of their own,
     # so codecs are bridged by the media plane like any room. The caller rings until the callee answers.
     call_endpoint: Callable[[Any, Any, Any], Any] | None = None  # set by the app: (endpoint, spec, room) -> Deferred
+    #: set by the app: (target URI, spec, room) -> Deferred; a caller a dial route's ``callers`` allows
+    bridge_out: Callable[[str, Any, Any], Any] | None = None
 
     def _on_invite_endpoint(self, request: Request, stx: ServerTransaction, peer: Peer, endpoint: Any,
                             identity: Any = None) -> None:
+        self._on_invite_bridged(request, stx, peer, endpoint.alias, endpoint.encryption or "preferred",
+                                lambda spec, room: self.call_endpoint(endpoint, spec, room), identity)
+
+    def _on_invite_bridged(self, request: Request, stx: ServerTransaction, peer: Peer, label: str,
+                           encryption: str, dial_out: Callable[[Any, Any], Any], identity: Any = None, *,
+                           reveal: bool = True) -> None:
+        """The caller and the far end meet in a two-seat room of their own (the media plane bridges
+        codecs and protocols); the caller rings until the far end answers. ``reveal=False``: a
+        refusal names only the number dialed, not where it leads."""
         import secrets
 
         try:
@@ -575,15 +595,15 @@ class SipUserAgent:
         caller = identity.alias if identity is not None else "caller"
         from gateway.dialplan.model import RoomSpec
 
-        spec = RoomSpec(id=f"call-{secrets.token_hex(4)}", name=f"{caller} → {endpoint.alias}", numbers=(), pin=None,
+        spec = RoomSpec(id=f"call-{secrets.token_hex(4)}", name=f"{caller} → {label}", numbers=(), pin=None,
                         max_participants=2, layout="voice-switched", audio_codecs=(), video_codecs=(),
                         max_resolution=None, max_bitrate_kbps=None, cascade=None, template=None, line=0,
-                        encryption=endpoint.encryption or "preferred")
+                        encryption=encryption)
         call = self._invite_into(request, stx, peer, spec, se_value, se_refresher, required, hold_answer=True,
                                  identity=identity)
         if call is None:
             return
-        d = self.call_endpoint(endpoint, spec, call.room)
+        d = dial_out(spec, call.room)
         call._endpoint_dial = d
         cancelled = stx.on_cancel
 
@@ -595,7 +615,7 @@ class SipUserAgent:
         stx.on_cancel = on_cancel
 
         def answered(leg: Any) -> None:
-            log.info("call %s: %s answered", call.dialog.call_id, endpoint.alias)
+            log.info("call %s: %s answered", call.dialog.call_id, label)
             room = self.registry.get(spec.id)
             if room is not None:  # a two-party room ends when either party leaves
                 room.on("left", lambda *_: self.registry.close(spec.id, "the other party hung up"))
@@ -609,8 +629,9 @@ class SipUserAgent:
             status = status if 400 <= status < 700 else 480
             reason = getattr(err, "reason", None) or str(err) or "the endpoint did not answer"
             call.stop_retransmission()
-            self._refuse(call.stx, status, f"{endpoint.alias}: {reason}", to_tag=call.local_tag)
-            call.terminate(f"the call to {endpoint.alias} failed: {reason}")
+            told = f"{label}: {reason}" if reveal else f"{label[:32]}: the call out did not connect"
+            self._refuse(call.stx, status, told, to_tag=call.local_tag)
+            call.terminate(f"the call to {label} failed: {reason}")
             self.registry.close(spec.id, "the call did not connect")
 
         d.addCallbacks(answered, failed)
