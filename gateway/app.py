@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import gc
 import logging
+import re
 import signal
 import socket
 import sys
@@ -55,7 +56,7 @@ class Gateway:
         self.catalogue = default_catalogue()
         self.codec_names = self.catalogue.names()
         # May raise DialPlanError: the caller reports it and exits 2.
-        self.dialplan = DialPlanHolder(settings.dialplan, codec_names=self.codec_names)
+        self.dialplan = DialPlanHolder(settings.dialplan, codec_names=self.codec_names, dns=settings.dns)
         self.last_reload: ReloadRecord | None = None
         self._reloading: Any = None
         self._reload_again: str | None = None
@@ -352,6 +353,10 @@ class Gateway:
         self.sip.config.video_mtu = self.settings.video_mtu
         self.sip.call_endpoint = lambda endpoint, spec, room: self.call_endpoint(endpoint, spec, room)
         self.sip.bridge_out = lambda target, spec, room: self.dial_target(target, spec, room)
+        if self.settings.dns:           # SIP targets by name (RFC 3263)
+            from gateway.sip.dns import SipResolver, make_resolver
+
+            self.sip.resolver = SipResolver(make_resolver(self.settings.dns_servers))
         self.listening["SIP"] = f"{bind}:{transport.port}/udp+tcp"
         self.listening["SIP over TLS"] = f"{bind}:{transport.tls_port}/tls"
 
@@ -519,7 +524,30 @@ class Gateway:
         text = target[5:] if target.lower().startswith("h323:") else target
         alias, at, host = text.rpartition("@")
         if at:
-            return self.h323.dial(target, spec)
+            from gateway.h323.call import parse_destination
+            from gateway.sip.dns import is_ip
+
+            try:
+                _alias, name, _port = parse_destination(target)
+            except ValueError as exc:
+                return defer.fail(exc)
+            if is_ip(name):
+                return self.h323.dial(target, spec)
+            resolver = getattr(self.sip, "resolver", None) if self.sip is not None else None
+            if resolver is None:
+                return defer.fail(ValueError(f"{name!r} is a host name and DNS is off (dns: false)"))
+            port = _port if re.search(r":\d+$", host) else None
+
+            async def by_name() -> Any:
+                found = await resolver.locate_h323(name, port)
+                if not found:
+                    raise ValueError(f"{name!r} has no H.323 address in DNS (no _h323cs._tcp SRV, A or AAAA record)")
+                ip, p = found[0]
+                log.info("dial %s: %s → %s:%d", target, name, ip, p)
+                ip_text = f"[{ip}]" if ":" in ip else ip
+                return await self.h323.dial(f"{alias}@{ip_text}:{p}", spec)
+
+            return defer.ensureDeferred(by_name())
         alias = text
         if self.gk_client is None:
             return defer.fail(ValueError(f"{target!r} has no address and Cầu is not registered with a gatekeeper "

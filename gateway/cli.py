@@ -44,6 +44,9 @@ def _build_parser() -> argparse.ArgumentParser:
     dsub = dp.add_subparsers(dest="dialplan_command", metavar="SUBCOMMAND")
     chk = dsub.add_parser("check", help="validate a dial plan", description="Validate a dial plan: exit 0 with a summary, or every problem as FILE:LINE:COL: message and exit 2.")
     chk.add_argument("file", metavar="FILE")
+    chk.add_argument("--config", metavar="FILE", help="the settings the gateway runs with (dns: false makes host "
+                                                      "names in dial targets an error)")
+    chk.add_argument("--no-dns", action="store_true", help="check as for a gateway with dns: false")
     rt = dsub.add_parser("route", help="dry-run a dialed number", description="Show which rule a dialed number matches and where it goes.")
     rt.add_argument("file", metavar="FILE")
     rt.add_argument("dialed", metavar="DIALED", help="number, alias or URI (sip:8000@host)")
@@ -117,8 +120,19 @@ def _cmd_dialplan(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     if args.dialplan_command is None:
         parser.parse_args(["dialplan", "--help"])
         return 2
+    dns = True
+    if getattr(args, "no_dns", False):
+        dns = False
+    elif getattr(args, "config", None):
+        from gateway.config import ConfigError, load_settings
+
+        try:
+            dns = load_settings(args.config).dns
+        except ConfigError as exc:
+            print(f"cau: settings are not valid:\n{exc}", file=sys.stderr)
+            return 2
     try:
-        plan = load_dialplan(args.file, codec_names=_codec_names())
+        plan = load_dialplan(args.file, codec_names=_codec_names(), dns=dns)
     except DialPlanError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -84,6 +84,8 @@ class Settings:
     ice_servers: tuple[tuple[tuple[str, str], ...], ...] = ()   # each: (("urls", …), ("username", …), …)
     database: Path | None = None   # call records (SQLite); None: state_dir/cau.sqlite
     cdr_retention_days: float = 90.0   # call records older than this are deleted (0: kept for ever)
+    dns: bool = True                   # SIP targets by name (RFC 3263: NAPTR/SRV/A/AAAA); false: IP addresses only
+    dns_servers: tuple[str, ...] = ()  # "IP" or "IP:PORT"; empty: the system's (/etc/hosts, /etc/resolv.conf)
     alert_webhook: str = ""            # http(s) URL that gets each alert as a JSON POST ("" = none)
     alert_mos_below: float = 3.6       # a site's audio MOS below this ...
     alert_loss_above: float = 3.0      # ... or its loss above this (%) ...
@@ -94,9 +96,10 @@ _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port", "https_port", "s
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
          "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "register_password", "api_token", "video_mtu",
          "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers", "gatekeeper_neighbours",
-         "database", "cdr_retention_days", "alert_webhook", "alert_mos_below", "alert_loss_above", "alert_after")
+         "database", "cdr_retention_days", "alert_webhook", "alert_mos_below", "alert_loss_above", "alert_after",
+         "dns", "dns_servers")
 #: keys whose value may be a YAML list / mapping
-_STRUCTURED = ("ice_hosts", "ice_servers", "gatekeeper_neighbours")
+_STRUCTURED = ("ice_hosts", "ice_servers", "gatekeeper_neighbours", "dns_servers")
 
 
 def _address_list(value: Any, parse: Any, problem: str) -> tuple[str, ...]:
@@ -300,6 +303,30 @@ def load_settings(path: str | Path) -> Settings:
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 36500:
                     raise ValueError(f"cdr_retention_days must be 0 (keep) to 36500 days, not {value!r}")
                 values[key] = float(value)
+            elif key == "dns":
+                if not isinstance(value, bool):
+                    raise ValueError(f"dns must be true or false, not {value!r}")
+                values[key] = value
+            elif key == "dns_servers":
+                items = value if isinstance(value, list) else str(value or "").split(",")
+                servers = []
+                for item in items:
+                    text = str(item).strip()
+                    host, port = text, "53"
+                    if text.startswith("["):
+                        host, _, rest = text[1:].partition("]")
+                        port = rest.lstrip(":") or "53"
+                    elif text.count(":") == 1:
+                        host, _, port = text.partition(":")
+                    try:
+                        check_bind(host)
+                        if not port.isdigit() or not 0 < int(port) < 65536:
+                            raise ValueError
+                    except ValueError:
+                        raise ValueError(f"dns_servers: {text!r} is not an IP address or IP:PORT "
+                                         "(e.g. 10.21.0.2 or 127.0.0.1:5353)") from None
+                    servers.append(text)
+                values[key] = tuple(servers)
             elif key == "alert_webhook":
                 from urllib.parse import urlsplit
 

@@ -31,6 +31,7 @@ from interop_tests.peers.browser import chromium_path
 from interop_tests.peers.capture import LoopbackCapture
 from interop_tests.peers.rtp_participant import band_level_db
 from interop_tests.peers.sipp import Sipp
+from tests.conftest import LOOP
 from tests.test_run import REPO, gateway  # noqa: F401 - the fixture
 
 RED, BLUE = (220, 30, 30), (30, 40, 220)
@@ -312,7 +313,7 @@ def test_the_operator_runs_a_meeting_from_the_console(gateway, tmp_path):  # noq
             return out
 
         try:
-            out = asyncio.run(drive())
+            out = LOOP.run_until_complete(drive())   # the suite's one loop (asyncio.run would unset it)
         finally:
             capture.__exit__(None, None, None)
         t.join(timeout=20)

@@ -572,3 +572,21 @@ def test_who_a_dial_route_bridges() -> None:
     assert plan.may_bridge(r, None, "10.30.4.5")              # from the listed network
     assert not plan.may_bridge(plan.route("0190001"), "tinh", "10.30.4.5")   # no callers: nobody
     assert dict(plan.dialable())["00…"] == "dial out (for huyen-01, tinh, 10.30.0.0/16) to h323:{rest}@192.0.2.10"
+
+
+def test_a_host_name_target_is_an_error_when_dns_is_off() -> None:
+    text = """
+        version: 1
+        routes:
+          - prefix: "00"
+            dial: "h323:{rest}@national.example.vn"
+          - prefix: "01"
+            dial: "sip:{rest}@[2001:db8::1]:5060"
+          - prefix: "02"
+            dial: "sip:{rest}@192.0.2.7"
+        """
+    parse_dialplan(textwrap.dedent(text).lstrip("\n"), "plan.yaml", CODECS)          # DNS on: fine
+    with pytest.raises(DialPlanError) as info:
+        parse_dialplan(textwrap.dedent(text).lstrip("\n"), "plan.yaml", CODECS, dns=False)
+    (p,) = info.value.problems
+    assert p.line == 4 and "names the host 'national.example.vn', and DNS is off" in p.message

@@ -30,12 +30,14 @@ class DialPlanHolder:
     old plan when the new file has problems, so a typo never takes rooms away.
     """
 
-    def __init__(self, path: str | os.PathLike[str], codec_names: set[str] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str], codec_names: set[str] | None = None, *,
+                 dns: bool = True) -> None:
         self.path = os.fspath(path)
         self.codec_names = codec_names
+        self.dns = dns
         self._lock = threading.Lock()
         stamp = self._stamp()
-        self._current = load_dialplan(self.path, codec_names)
+        self._current = load_dialplan(self.path, codec_names, dns=dns)
         self._seen = stamp
         #: the last reload was refused (a file put back to the running plan's content clears it)
         self.refused = False
@@ -53,7 +55,7 @@ class DialPlanHolder:
         """Read and validate the file (any thread; changes nothing): (its stamp, the plan or the error)."""
         stamp = self._stamp()
         try:
-            return stamp, load_dialplan(self.path, self.codec_names)
+            return stamp, load_dialplan(self.path, self.codec_names, dns=self.dns)
         except DialPlanError as exc:
             return stamp, exc
 

@@ -67,12 +67,15 @@ def number_problem(text: str, what: str) -> str | None:
     return None
 
 
-def parse_dialplan(text: str, filename: str = "<string>", codec_names: set[str] | None = None) -> DialPlan:
-    """Validate a dial plan given as text; raise DialPlanError listing every problem."""
-    return _Builder(filename, codec_names).build(text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+def parse_dialplan(text: str, filename: str = "<string>", codec_names: set[str] | None = None, *,
+                   dns: bool = True) -> DialPlan:
+    """Validate a dial plan given as text; raise DialPlanError listing every problem. ``dns=False``:
+    the gateway does not look names up, so a dial target must name an IP address."""
+    return _Builder(filename, codec_names, dns).build(text, hashlib.sha256(text.encode("utf-8")).hexdigest())
 
 
-def load_dialplan(path: str | os.PathLike[str], codec_names: set[str] | None = None) -> DialPlan:
+def load_dialplan(path: str | os.PathLike[str], codec_names: set[str] | None = None, *,
+                  dns: bool = True) -> DialPlan:
     """Read and validate a dial plan file; raise DialPlanError listing every problem."""
     p = os.fspath(path)
     try:
@@ -86,7 +89,7 @@ def load_dialplan(path: str | os.PathLike[str], codec_names: set[str] | None = N
         line = data.count(b"\n", 0, exc.start) + 1
         col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
         raise DialPlanError([Problem(p, line, col, "the file is not valid UTF-8; save it with UTF-8 encoding")]) from None
-    return _Builder(p, codec_names).build(text, hashlib.sha256(data).hexdigest())
+    return _Builder(p, codec_names, dns).build(text, hashlib.sha256(data).hexdigest())
 
 
 @dataclass
@@ -100,8 +103,9 @@ class _RouteNodes:
 
 
 class _Builder:
-    def __init__(self, filename: str, codec_names: set[str] | None) -> None:
+    def __init__(self, filename: str, codec_names: set[str] | None, dns: bool = True) -> None:
         self.file = filename
+        self.dns = dns
         self.short = os.path.basename(filename) or filename
         self.r = Reporter(filename, [])
         self.codecs = None if codec_names is None else {c.lower(): c for c in codec_names}
@@ -575,6 +579,11 @@ class _Builder:
                     r.at(anode, f"dial target '{uri}' of {what} has a malformed placeholder; "
                                 "expected {name} with a capture name, like {rest}")
                     uri = None
+                host = _target_host(uri) if uri is not None else None
+                if host is not None and not self.dns and not _looks_like_address(host.strip("[]")):
+                    r.at(anode, f"dial target '{uri}' of {what} names the host '{host}', and DNS is off "
+                                "(dns: false in the settings): write its IP address, or turn dns on")
+                    uri = None
                 ok = ok and uri is not None
                 spec["dial"] = uri.strip() if uri else None
             else:
@@ -829,3 +838,16 @@ def _looks_like_address(text: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _target_host(uri: str) -> str | None:
+    """The host of a dial target (``sip:x@host:port;…``, ``h323:x@host``), None without one; a
+    placeholder in the host is not a name."""
+    rest = uri.strip().split(":", 1)[-1]
+    if "@" not in rest:
+        return None
+    host = rest.rsplit("@", 1)[1].split(";", 1)[0]
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return None if "{" in host or not host else host

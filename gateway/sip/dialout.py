@@ -70,18 +70,14 @@ class DialFailed(Exception):
 
 
 def parse_target(text: str) -> tuple[SipUri, Peer]:
-    """``sip:user@IP[:port][;transport=tcp]`` → (Request-URI, where to send). DialFailed otherwise."""
+    """``sip:user@host[:port][;transport=tcp]`` → (Request-URI, where to send when host is an IP
+    address; for a name, :func:`dial` asks DNS, RFC 3263). DialFailed otherwise."""
     try:
         uri = parse_uri(text.strip())
     except SipParseError as exc:
         raise DialFailed(484, f"cannot read the target URI: {exc.reason}", text) from None
     if not isinstance(uri, SipUri):
         raise DialFailed(416, f"only sip: targets can be dialed by the SIP adapter, not {uri.scheme}:", text)
-    try:
-        ipaddress.ip_address(uri.host)
-    except ValueError:
-        raise DialFailed(503, f"DNS not supported yet: {uri.host!r} is a host name; dial an IP address",
-                         text) from None
     transport = (uri.params.get("transport") or ("tls" if uri.scheme == "sips" else "udp")).upper()
     if transport not in ("UDP", "TCP", "TLS"):
         raise DialFailed(503, f"transport={transport.lower()} is not supported (udp, tcp or tls)", text)
@@ -122,6 +118,7 @@ class OutgoingCall(SipCall):
         self.oa.encryption = combined_encryption(getattr(spec, "encryption", None), encryption)
         self.oa.secure_signalling = peer.transport == "TLS"
         self.plain_retry = False      # a "preferred" room's SRTP offer was refused: tried once with RTP
+        self.answered_at_all = False  # any response came (else DNS's next target may be tried)
         self.media = None
         self.local_sdp: SessionDescription | None = None
         self.offer: SessionDescription | None = None
@@ -202,6 +199,8 @@ class OutgoingCall(SipCall):
 
     # -- responses to our INVITE ----------------------------------------------------------
     def _on_response(self, response: Response | None, tx: ClientTransaction) -> None:
+        if response is not None:
+            self.answered_at_all = True
         try:
             self._handle(response, tx)
         except Exception as exc:  # a bad answer must never take the UA down
@@ -447,13 +446,77 @@ def dial(ua: SipUserAgent, target: str, spec: Any, *, display_name: str = "Cầu
         d: Deferred = Deferred()
         d.errback(exc)
         return d
-    call = OutgoingCall(ua, target, uri, peer, spec, display_name=display_name, from_user=from_user,
-                        credentials=credentials, timeout=timeout, video=video, room=room,
-                        encryption=encryption)
-    call.start()
-    d = call.deferred
-    d.call = call  # type: ignore[attr-defined]  (tests and the cascade reach the call)
-    return d
+
+    def attempt(p: Peer) -> Deferred:
+        call = OutgoingCall(ua, target, uri, p, spec, display_name=display_name, from_user=from_user,
+                            credentials=credentials, timeout=timeout, video=video, room=room,
+                            encryption=encryption)
+        call.start()
+        call.deferred.call = call  # type: ignore[attr-defined]
+        return call.deferred
+
+    from gateway.sip.dns import is_ip
+
+    if is_ip(uri.host):
+        d = attempt(peer)
+        return d
+    return _dial_by_name(ua, target, uri, attempt)
+
+
+class _NamedDial(Deferred):
+    """The Deferred of a dial to a host name: ``.call`` is the call under way (None while DNS is
+    asked); cancelling it cancels that call or the lookup."""
+
+    call: Any = None
+
+
+def _dial_by_name(ua: SipUserAgent, target: str, uri: SipUri, attempt: Callable[[Peer], Deferred]) -> Deferred:
+    """RFC 3263: the host's targets from DNS, tried in order while one gives no response at all."""
+    resolver = getattr(ua, "resolver", None)
+    out = _NamedDial(lambda d: d.call.cancel("cancelled") if d.call is not None else None)
+    if resolver is None:
+        out.errback(DialFailed(503, f"{uri.host!r} is a host name and DNS is off (dns: false); dial an IP "
+                                    "address", target))
+        return out
+    secure = uri.scheme == "sips"
+    given = uri.params.get("transport")
+    d = resolver.resolve(uri.host, uri.port, given.upper() if given else None, secure)
+
+    def located(targets: list) -> None:
+        if out.called:
+            return
+        log.info("dial %s: %s", target, "; ".join(f"{t.via} → {t.transport} {t.host}:{t.port}" for t in targets))
+        go(list(targets))
+
+    def go(left: list) -> None:
+        t = left.pop(0)
+        call_d = attempt(Peer(t.transport, t.host, t.port))
+        out.call = call_d.call
+
+        def done(leg: Any) -> None:
+            if not out.called:
+                out.callback(leg)
+
+        def failed(f: Any) -> None:
+            if out.called:
+                return
+            silent = f.check(DialFailed) and f.value.status in (408, 503) and not out.call.answered_at_all
+            if silent and left:
+                log.warning("dial %s: %s:%d gave no answer (%s); trying the next target", target, t.host, t.port,
+                            f.value.reason)
+                go(left)
+                return
+            out.errback(f)
+
+        call_d.addCallbacks(done, failed)
+
+    def not_found(f: Any) -> None:
+        if not out.called:
+            log.warning("dial %s refused: 503 %s", target, f.getErrorMessage())
+            out.errback(DialFailed(503, f.getErrorMessage(), target))
+
+    d.addCallbacks(located, not_found)
+    return out
 
 
 # --------------------------------------------------------------------------- cascade
@@ -603,7 +666,11 @@ class Cascade:
             link.timer.cancel()
         link.timer = None
         if link.pending is not None and not link.pending.called:
-            link.pending.call.cancel("the room closed")  # type: ignore[attr-defined]
+            call = getattr(link.pending, "call", None)
+            if call is not None:
+                call.cancel("the room closed")
+            else:                                   # still asking DNS
+                link.pending.cancel()
         if link.leg is not None and not link.leg.hung_up:
             link.leg.hangup("the room closed")
 

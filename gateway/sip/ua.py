@@ -572,6 +572,8 @@ class SipUserAgent:
     call_endpoint: Callable[[Any, Any, Any], Any] | None = None  # set by the app: (endpoint, spec, room) -> Deferred
     #: set by the app: (target URI, spec, room) -> Deferred; a caller a dial route's ``callers`` allows
     bridge_out: Callable[[str, Any, Any], Any] | None = None
+    #: RFC 3263 lookups for targets by name (gateway.sip.dns.SipResolver); None: DNS is off
+    resolver: Any = None
 
     def _on_invite_endpoint(self, request: Request, stx: ServerTransaction, peer: Peer, endpoint: Any,
                             identity: Any = None) -> None:
