@@ -208,6 +208,7 @@ def test_the_plain_http_port_sends_browsers_to_https_and_serves_loopback(cau):
     assert status == 200 and "RTCPeerConnection" in body and h["content-type"].startswith("text/javascript")
     status, _h, _b = http("GET", f"https://{cau.host}:{cau.https_port}/static/")
     assert status == 404, "the static folder lists its files"
-    for path in ("/api/status", "/"):
-        status, _h, _b = http("GET", f"https://{cau.host}:{cau.https_port}{path}")
-        assert status == 404, f"the HTTPS port every browser reaches serves {path}"
+    status, _h, _b = http("GET", f"https://{cau.host}:{cau.https_port}/")
+    assert status == 404, "the HTTPS port every browser reaches serves the status page"
+    status, _h, _b = http("GET", f"https://{cau.host}:{cau.https_port}/api/status")
+    assert status == 401, "the HTTPS port every browser reaches serves the roster without the API token"
