@@ -146,3 +146,81 @@ def test_sites_on_a_namespace_network_and_on_loopback_meet_with_audio_both_ways(
     m = re.search(r"heard (\d+) Hz at (-?[\d.]+) dBFS", text)
     assert m and float(m.group(2)) > -40, f"the H.323 system in the namespace heard nothing:\n{text}"
     assert h323.returncode == 0, text
+
+
+@pytest.fixture
+def netns6():
+    """A namespace reached over IPv6 only (documentation prefix 2001:db8::/32, no DAD wait)."""
+    if shutil.which("ip") is None:
+        pytest.fail("iproute2 (ip) is not installed (scripts/install-test-deps.sh installs it)")
+    if os.geteuid() != 0:
+        pytest.fail("network namespaces need root")
+    tag = f"{os.getpid() % 1000}{random.randrange(100)}"
+    ns, here, there = f"cau-6{tag}", f"cau{tag}c", f"cau{tag}d"
+    net = f"{random.randrange(0, 0xffff):x}"
+    outer, inner = f"2001:db8:{net}::1", f"2001:db8:{net}::2"
+    _ip("netns", "add", ns)
+    try:
+        _ip("link", "add", here, "type", "veth", "peer", "name", there)
+        _ip("link", "set", there, "netns", ns)
+        _ip("-6", "addr", "add", f"{outer}/64", "dev", here, "nodad")
+        _ip("link", "set", here, "up")
+        _ip("-6", "addr", "add", f"{inner}/64", "dev", there, "nodad", ns=ns)
+        _ip("link", "set", there, "up", ns=ns)
+        _ip("link", "set", "lo", "up", ns=ns)
+        yield ns, outer, inner
+    finally:
+        subprocess.run(["ip", "link", "del", here], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+
+
+def test_bound_to_every_ipv6_address_a_site_on_an_ipv6_network_is_answered_with_its_address(netns6, tmp_path):
+    ns, outer, inner = netns6
+    (tmp_path / "plan.yaml").write_text(PLAN)
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--bind", "::", "--http-port", "0", "--sip-port", "0",
+         "--ras-port", "0", "--h323-port", "0", "--https-port", "0", "--sip-tls-port", "0",
+         "--rtp-ports", "41200-41399", "--dialplan", str(tmp_path / "plan.yaml"), "--no-watch"],
+        cwd=tmp_path, stdout=out.open("w"), stderr=err.open("w"),
+        env={**os.environ, "PYTHONPATH": str(REPO), "XDG_STATE_HOME": str(tmp_path / "state")})
+    local = away = None
+    try:
+        deadline = time.monotonic() + 20
+        sip = None
+        while time.monotonic() < deadline and sip is None:
+            m = re.search(r"\nSIP listening on [0-9a-f:.]*:(\d+)/", "\n" + out.read_text())
+            sip = int(m.group(1)) if m else None
+            assert proc.poll() is None, err.read_text()
+            time.sleep(0.05)
+        assert sip, out.read_text() + err.read_text()
+        assert outer in out.read_text(), out.read_text()               # the banner names the address
+        local = Baresip("here6", workdir=tmp_path / "here", audio_codecs=("PCMU/8000/1",), host="::1",
+                        audio_source=("ausine", 440))
+        away = Baresip("away6", workdir=tmp_path / "away", audio_codecs=("PCMU/8000/1",), host=inner, netns=ns,
+                       audio_source=("ausine", 1000), sip_trace=True)
+        local.dial(f"sip:1000@[::1]:{sip}")
+        local.wait_established(timeout=10)
+        away.dial(f"sip:1000@[{outer}]:{sip}")
+        away.wait_established(timeout=10)
+        time.sleep(3.0)
+        local.hangup()
+        away.hangup()
+        local.wait_closed(timeout=10)
+        away.wait_closed(timeout=10)
+    finally:
+        for b in (local, away):
+            if b is not None:
+                b.stop()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    trace = (tmp_path / "away" / "stdout.log").read_text(errors="replace")
+    assert f"c=IN IP6 {outer}" in trace and "c=IN IP6 ::1" not in trace, trace[-3000:]
+    assert re.search(rf"Contact: <sip:cau@\[{re.escape(outer)}\]:", trace), trace[-3000:]
+    freq, _ = wav_peak(away.received_audio())
+    assert abs(freq - 440) < 20, f"the IPv6 site heard {freq:.0f} Hz: no audio reached it"
+    freq, _ = wav_peak(local.received_audio())
+    assert abs(freq - 1000) < 20, f"the ::1 site heard {freq:.0f} Hz"

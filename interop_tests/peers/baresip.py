@@ -116,9 +116,10 @@ class Baresip:
         if media_encryption:
             modules.add("srtp.so")
         app = {"account.so", "menu.so", "ctrl_tcp.so"}
+        hp = f"[{host}]" if ":" in host else host      # an IPv6 address in host:port
         cfg = {
             "poll_method": "epoll",
-            "sip_listen": f"{host}:{self.sip_port}",
+            "sip_listen": f"{hp}:{self.sip_port}",
             "net_interface": host,
             "call_local_timeout": "120",
             "call_max_calls": "4",
@@ -134,7 +135,7 @@ class Baresip:
             "video_display": "fakevideo,nil",
             "avcodec_h264enc": "libx264",
             "module_path": MODULE_DIR,
-            "ctrl_tcp_listen": f"{host}:{self.ctrl_port}",
+            "ctrl_tcp_listen": f"{hp}:{self.ctrl_port}",
             "snd_path": str(self.dir / "snd"),
         }
         if video_source:
@@ -155,7 +156,7 @@ class Baresip:
             aor = f"<sip:{reg_user}@{registrar}>"
             params += [f"auth_pass={password}", "regint=3600"]
         else:
-            aor = f"<sip:{user}@{host}:{self.sip_port}>"
+            aor = f"<sip:{user}@{hp}:{self.sip_port}>"
             params.append("regint=0")
         if media_encryption:
             params.append(f"mediaenc={media_encryption}")
@@ -180,7 +181,8 @@ class Baresip:
     @property
     def uri(self) -> str:
         """The URI another peer dials to reach this instance directly."""
-        return f"sip:{self.user}@{self.host}:{self.sip_port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"sip:{self.user}@{host}:{self.sip_port}"
 
     # ------------------------------------------------------------------ ctrl_tcp
     def _connect(self, timeout: float) -> None:
