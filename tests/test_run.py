@@ -508,6 +508,11 @@ def test_a_room_under_pin_attack_raises_an_alarm_on_the_status_page(gateway):
     page = gw.get("/")[2].decode()
     assert "Security alarms" in page and "<code>meeting</code>" in page and "30 wrong" in page
     assert "ALARM: 30 wrong PINs" in gw.stdout.read_text() + gw.stderr.read_text()
+    deadline = time.monotonic() + 5       # the alerts look once a second
+    while not re.search(r"ALERT security: 30 wrong PINs for target meeting from \d+ source", gw.stderr.read_text()):
+        assert time.monotonic() < deadline, gw.stderr.read_text()[-2000:]
+        time.sleep(0.1)
+    assert [a["kind"] for a in json.loads(gw.get("/api/status")[2])["alerts"]["active"]] == ["security"]
     assert gw.stop() == 0
 
 

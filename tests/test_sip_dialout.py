@@ -557,10 +557,14 @@ def test_cascade_failures_are_logged_and_retried_a_bounded_number_of_times(gw, c
         port = int(busy.uri.rsplit(":", 1)[1])
         g = gw(mcu_port=port)
         cascade = enable_cascade(g.ua, g.registry, g.ua.plan, retry_delay=0.5, max_attempts=2)
+        states: list = []
+        cascade.on_state = lambda *a: states.append(a)        # what raises the operator's alert
         with caplog.at_level(logging.WARNING, logger="cau.sip.dialout"):
             p, pleg, room = g.participant("tinh")
             assert poll(lambda: "giving up" in caplog.text, 15), caplog.text
         assert "486" in caplog.text and "retrying in 0.5 s" in caplog.text
+        assert [(r, up) for r, _t, up, _w in states] == [("tinh", False), ("tinh", False)], states
+        assert "retrying" in states[0][3] and "given up" in states[1][3] and "486" in states[1][3], states
         assert len(room.legs) == 1 and g.ports.in_use == 1
         assert len(busy.wait_calls(2, timeout=5)) == 2
         run_for(1.0)
