@@ -63,6 +63,15 @@ def _build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--room", metavar="NUMBER", help="a room without PIN on the target (default 1000)")
     conf.add_argument("--pin-room", metavar="NUMBER", help="a room with a PIN on the target (default 2000)")
     conf.add_argument("--pin", metavar="DIGITS", help="that room's PIN (default 2468)")
+    conf.add_argument("--profile", default="cau",
+                      choices=("sip-ua", "sip-registrar", "sip-mcu", "h323-terminal", "h323-gatekeeper", "h323-mcu",
+                               "whip-server", "cau"),
+                      help="the kind of system under test; chooses the cases (default cau: every case, against "
+                           "a Cầu the suite starts)")
+    conf.add_argument("--h323-target", metavar="HOST:PORT", help="an H.323 system's call signalling address")
+    conf.add_argument("--gatekeeper", metavar="HOST:PORT", help="an H.323 gatekeeper's RAS address")
+    conf.add_argument("--whip-target", metavar="URL", help="a WHIP server's base URL")
+    conf.add_argument("--video-room", metavar="NUMBER", help="a video room in 2x2 continuous presence (default 6000)")
     return p
 
 
@@ -191,12 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.conformance import run_conformance
 
         target = []
-        for flag in ("sip_target", "room", "pin_room", "pin"):
+        for flag in ("sip_target", "room", "pin_room", "pin", "h323_target", "gatekeeper", "whip_target", "video_room"):
             value = getattr(args, flag)
             if value:
                 target += ["--" + flag.replace("_", "-"), value]
         return run_conformance(list_only=args.list, keyword=args.keyword, report_dir=args.report, extra=target,
-                               peers_check=args.peers_check)
+                               peers_check=args.peers_check, profile=args.profile)
     parser.error(f"unknown command {args.command}")
     return 2
 

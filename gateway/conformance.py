@@ -13,8 +13,12 @@ import os
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+import json
+import re
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gateway import __version__
 
@@ -26,6 +30,35 @@ class CaseResult:
     outcome: str  # passed | failed | error | skipped
     seconds: float
     detail: str
+    props: dict = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL, NOT APPLICABLE or INCONCLUSIVE (an error in the suite itself is a FAIL that
+        says so)."""
+        if self.outcome == "passed":
+            return "PASS"
+        if self.outcome == "skipped":
+            text = self.detail.split("Skipped: ", 1)[-1]
+            return "INCONCLUSIVE" if "INCONCLUSIVE: " in text[:200] else "NOT APPLICABLE"
+        return "FAIL"
+
+    @property
+    def reason(self) -> str:
+        """Why: for a FAIL the observed and the expected (the first lines of the assertion)."""
+        text = self.detail.strip()
+        for marker in ("NOT APPLICABLE: ", "INCONCLUSIVE: "):
+            if marker in text:
+                return text.split(marker, 1)[1].split("\n", 1)[0].strip().strip("')\"")
+        return text.split("\n", 1)[0][:600]
+
+    @property
+    def observed_expected(self) -> tuple[str, str] | None:
+        m = re.search(r"assert (.+?) (==|!=|<=|>=|<|>|in|not in) (.+?)(?:\n|$)", self.detail)
+        if not m:
+            return None
+        ops = {"==": "", "!=": "not ", "in": "in ", "not in": "not in ", "<": "< ", ">": "> ", "<=": "≤ ", ">=": "≥ "}
+        return m.group(1).strip(), ops[m.group(2)] + m.group(3).strip()
 
 
 #: the independent peers the suite drives: (name, how it is found, what it is for, how to install it)
@@ -84,60 +117,191 @@ def read_junit(path: Path) -> list[CaseResult]:
                 outcome = {"failure": "failed"}.get(tag, tag)
                 detail = (el.get("message") or "") + ("\n" + el.text if el.text else "")
                 break
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
         results.append(
-            CaseResult(case.get("classname", ""), case.get("name", ""), outcome, float(case.get("time", 0) or 0), detail)
+            CaseResult(case.get("classname", ""), case.get("name", ""), outcome, float(case.get("time", 0) or 0), detail,
+                       props)
         )
     return results
 
 
-def write_html(results: list[CaseResult], path: Path, exit_code: int, selection: str,
-               evidence: Path | None = None) -> None:
+def peer_versions() -> dict[str, str]:
+    """Each peer's version, as it reports it (empty when missing)."""
+    import shutil
+
+    def first(argv: list[str], pattern: str) -> str:
+        if shutil.which(argv[0]) is None:
+            return ""
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        m = re.search(pattern, out.stdout + out.stderr)
+        return m.group(1) if m else ""
+
+    def dist(name: str) -> str:
+        import importlib.metadata as md
+
+        try:
+            return md.version(name)
+        except md.PackageNotFoundError:
+            return ""
+
+    return {"cau": __version__, "sipp": first(["sipp", "-v"], r"SIPp (v[\w.\-]*\w)"),
+            "baresip": first(["baresip", "-h"], r"baresip (v[\d.]+)"),
+            "pjsua2": dist("pjsua2-python"), "tshark": first(["tshark", "--version"], r"TShark \(Wireshark\) ([\d.]+)"),
+            "chromium": first(["chromium", "--version"], r"Chromium ([\d.]+)"), "playwright": dist("playwright"),
+            "python": sys.version.split()[0]}
+
+
+def catalogue_rows(profile: str | None = None) -> list[Any]:
+    from interop_tests.catalogue import CASES
+
+    return [c for c in sorted(CASES.values(), key=lambda c: c.id) if profile is None or profile in c.applies]
+
+
+def print_catalogue(profile: str | None = None) -> None:
+    rows = catalogue_rows(profile)
+    for c in rows:
+        print(f"{c.id:15s} {c.title}")
+        print(f"{'':15s} {c.clause}  [{', '.join(c.applies)}]")
+    print(f"{len(rows)} case(s)" + (f" for profile {profile}" if profile else ""))
+
+
+def catalogue_markdown() -> str:
+    """docs/conformance.md (generated: ``python -m gateway.conformance --markdown``)."""
+    from interop_tests.catalogue import AREAS, PROFILES
+
+    rows = catalogue_rows()
+    out = ["# Conformance cases", "",
+           "Generated from `interop_tests/catalogue.py` by `python -m gateway.conformance --markdown`;",
+           "`cau conformance --list [--profile P]` prints the same. Run the cases for one kind of system:", "",
+           "```sh", "cau conformance --profile sip-ua --sip-target 192.0.2.20:5060 --room 1000 --report lab-report",
+           "cau conformance --profile h323-terminal --h323-target 192.0.2.30:1720 --room 1000",
+           "cau conformance                      # profile cau: every case, against a Cầu the suite starts", "```", "",
+           "Verdicts: **PASS**; **FAIL** (with what was observed and what was expected); **NOT APPLICABLE** (the",
+           "target does not offer what the case checks, with why); **INCONCLUSIVE** (the case could not judge: the",
+           "machine stalled through every retry, a peer did not start). Against Cầu (profile `cau`) only PASS counts.",
+           "", "| profile | cases |", "|---|---|"]
+    out += [f"| `{p}` | {sum(p in c.applies for c in rows)} |" for p in PROFILES]
+    for area, title in AREAS.items():
+        cases = [c for c in rows if c.area == area]
+        if not cases:
+            continue
+        out += ["", f"## {title}", "", "| id | case | clause | applies to |", "|---|---|---|---|"]
+        for c in cases:
+            out.append(f"| `{c.id}` | **{c.title}**. {c.checks} | {c.clause} | {', '.join(c.applies)} |")
+    return "\n".join(out) + "\n"
+
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def write_reports(results: list[CaseResult], folder: Path, exit_code: int, meta: dict[str, Any],
+                  evidence: Path | None = None) -> dict[str, Any]:
+    """report.html and report.json in ``folder``; returns the JSON document."""
+    from interop_tests.catalogue import AREAS
+
     counts: dict[str, int] = {}
+    by_area: dict[str, dict[str, int]] = {}
     for r in results:
-        counts[r.outcome] = counts.get(r.outcome, 0) + 1
-    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no case ran"
-    colour = {"passed": "#dff0d8", "failed": "#f2dede", "error": "#f2dede", "skipped": "#fcf8e3"}
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+        a = by_area.setdefault(r.props.get("area", "?"), {})
+        a[r.verdict] = a.get(r.verdict, 0) + 1
+    verdict = ("NO CASES" if not results else "FAIL" if counts.get("FAIL") else
+               "INCONCLUSIVE" if counts.get("INCONCLUSIVE") else "PASS")
+    doc = {"verdict": verdict, "exit_code": exit_code, **meta, "counts": counts, "areas": by_area,
+           "cases": [{"id": r.props.get("case_id"), "title": r.props.get("title"), "clause": r.props.get("clause"),
+                      "area": r.props.get("area"), "test": f"{r.classname}::{r.name}", "verdict": r.verdict,
+                      "seconds": round(r.seconds, 2), "reason": None if r.verdict == "PASS" else r.reason,
+                      "observed_expected": r.observed_expected if r.verdict == "FAIL" else None,
+                      "detail": r.detail or None} for r in results]}
+    (folder / "report.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    colour = {"PASS": "#dff0d8", "FAIL": "#f2dede", "NOT APPLICABLE": "#eef1f5", "INCONCLUSIVE": "#fcf8e3"}
     rows = []
-    for r in results:
-        detail = f"<details><summary>detail</summary><pre>{html.escape(r.detail)}</pre></details>" if r.detail else ""
-        rows.append(
-            f'<tr style="background:{colour.get(r.outcome, "#fff")}"><td>{html.escape(r.classname)}</td>'
-            f"<td>{html.escape(r.name)}</td><td>{r.outcome}</td><td>{r.seconds:.2f}</td><td>{detail}</td></tr>"
-        )
-    when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    for r, c in zip(results, doc["cases"]):
+        why = ""
+        if c["observed_expected"]:
+            obs, exp = c["observed_expected"]
+            why = f"<div class=oe>observed <code>{_esc(obs)}</code>, expected <code>{_esc(exp)}</code></div>"
+        elif c["reason"]:
+            why = f"<div class=oe>{_esc(c['reason'])}</div>"
+        detail = f"<details><summary>detail</summary><pre>{_esc(r.detail)}</pre></details>" if r.detail and \
+            r.verdict == "FAIL" else ""
+        param = f'<br><small>{_esc(r.name.split("[", 1)[1].rstrip("]"))}</small>' if "[" in r.name else ""
+        rows.append(f'<tr style="background:{colour.get(r.verdict, "#fff")}"><td><code>{_esc(c["id"])}</code>{param}</td>'
+                    f'<td><b>{_esc(c["title"])}</b><br><small>{_esc(r.props.get("checks", ""))}</small>{why}{detail}</td>'
+                    f'<td>{_esc(c["clause"])}</td><td class=v>{r.verdict}</td><td>{r.seconds:.1f}</td></tr>')
+    area_rows = "".join(f"<tr><td>{_esc(AREAS.get(a, a))}</td>" + "".join(
+        f"<td>{n.get(v, 0)}</td>" for v in ("PASS", "FAIL", "NOT APPLICABLE", "INCONCLUSIVE")) + "</tr>"
+        for a, n in sorted(by_area.items()))
     shots = sorted(evidence.glob("*.png")) if evidence is not None and evidence.is_dir() else []
-    pictures = "".join(f'<figure><img src="{html.escape(p.parent.name)}/{html.escape(p.name)}" style="max-width:48em" '
-                       f'alt="{html.escape(p.stem)}"><figcaption>{html.escape(p.stem)}</figcaption></figure>'
-                       for p in shots)
-    if pictures:
-        pictures = "<h2>Screenshots</h2>" + pictures
-    verdict = "PASS" if exit_code == 0 else ("NO CASES" if exit_code == 5 else "FAIL")
-    path.write_text(
-        f"""<!doctype html><html><head><meta charset="utf-8"><title>Cầu conformance report</title>
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em .6em;text-align:left;vertical-align:top}}
-table{{border-collapse:collapse}}</style></head><body>
-<h1>Cầu conformance report: {verdict}</h1>
-<p>cau {__version__}, run {when}{', selection ' + html.escape(selection) if selection else ''}: {summary}.</p>
-<table><tr><th>Group</th><th>Case</th><th>Result</th><th>Seconds</th><th></th></tr>
-{''.join(rows)}</table>{pictures}</body></html>
-""",
-        encoding="utf-8",
-    )
+    pictures = "".join(f'<figure><img src="{_esc(p.parent.name)}/{_esc(p.name)}" alt="{_esc(p.stem)}">'
+                       f"<figcaption>{_esc(p.stem)}</figcaption></figure>" for p in shots)
+    versions = ", ".join(f"{k} {v or 'missing'}" for k, v in meta.get("versions", {}).items())
+    t = meta.get("target", {})
+    (folder / "report.html").write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Conformance report: {_esc(t.get("name", "target"))} — {verdict}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:80em}}td,th{{padding:.3em .6em;text-align:left;
+vertical-align:top}}table{{border-collapse:collapse}}.oe{{margin-top:.3em;color:#7a1f1f}}td.v{{font-weight:600;white-space:nowrap}}
+dl{{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}}dt{{font-weight:600}}img{{max-width:48em}}</style></head><body>
+<h1>Conformance report: {verdict}</h1>
+<dl id="header"><dt>Target</dt><dd>{_esc(t.get("name", ""))} <code>{_esc(t.get("address", ""))}</code></dd>
+<dt>Identifies as</dt><dd>{_esc(t.get("server") or "—")}</dd>
+<dt>Profile</dt><dd>{_esc(meta.get("profile", ""))}{(" (selection " + _esc(meta["selection"]) + ")") if meta.get("selection") else ""}</dd>
+<dt>Suite and peers</dt><dd>{_esc(versions)}</dd>
+<dt>Run</dt><dd>{_esc(meta.get("started", ""))}, {meta.get("duration_s", 0):.0f} s</dd>
+<dt>Result</dt><dd>{", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "no case ran"}</dd></dl>
+<h2>By area</h2><table id="areas"><tr><th>Area</th><th>PASS</th><th>FAIL</th><th>NOT APPLICABLE</th><th>INCONCLUSIVE</th></tr>
+{area_rows}</table>
+<h2>Cases</h2><table id="cases"><tr><th>Id</th><th>Case</th><th>Clause</th><th>Verdict</th><th>s</th></tr>
+{''.join(rows)}</table>{"<h2>Screenshots</h2>" + pictures if pictures else ""}
+<p>Machine-readable: <a href="report.json">report.json</a>, <a href="junit.xml">junit.xml</a>.</p></body></html>
+""", encoding="utf-8")
+    return doc
+
+
+def identify_target(options: list[str]) -> dict[str, str]:
+    """Name the system under test: its address and what its OPTIONS answer calls it."""
+    opts = dict(zip(options[::2], options[1::2]))
+    sip = opts.get("--sip-target")
+    h323 = opts.get("--h323-target") or opts.get("--gatekeeper")
+    whip = opts.get("--whip-target")
+    if not (sip or h323 or whip):
+        return {"name": f"Cầu {__version__} (started by the suite on loopback)", "address": "127.0.0.1",
+                "server": f"Cầu/{__version__}"}
+    out = {"name": "system under test", "address": ", ".join(x for x in (sip and f"SIP {sip}", h323 and f"H.323 {h323}",
+                                                                            whip and f"WHIP {whip}") if x), "server": ""}
+    if sip:
+        from interop_tests.conftest import probe_sip
+
+        host, _, port = sip.rpartition(":")
+        try:
+            caps = probe_sip(host or sip, int(port or 5060))
+            out["server"] = caps.server or (f"answered OPTIONS {caps.status}, no Server header" if caps.status
+                                            else "did not answer OPTIONS")
+            out["name"] = caps.server.split()[0] if caps.server else out["name"]
+        except (OSError, ValueError) as exc:
+            out["server"] = f"OPTIONS failed: {exc}"
+    return out
 
 
 def run_conformance(list_only: bool = False, keyword: str | None = None, report_dir: str | None = None,
-                    extra: list[str] | None = None, peers_check: bool = False) -> int:
+                    extra: list[str] | None = None, peers_check: bool = False, profile: str = "cau") -> int:
     """Run the suite (see the module docstring). ``peers_check``: only check the peers (exit 0
     when all are there, 3 otherwise). A run starts with the same check; a missing peer is said
     there, and the cases that need it fail saying so."""
     if peers_check:
         return 0 if print_peers() else 3
+    if list_only:
+        print_catalogue(profile if profile != "cau" else None)
+        return 0
     suite = suite_dir()
-    cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider", "--rootdir", str(suite), *(extra or [])]
+    cmd = [sys.executable, "-m", "pytest", str(suite), "-p", "no:cacheprovider", "--rootdir", str(suite),
+           "--profile", profile, *(extra or [])]
     if keyword:
         cmd += ["-k", keyword]
-    if list_only:
-        return subprocess.call(cmd + ["--collect-only", "-q"])
     print("cau conformance: the peers the suite drives:")
     if not print_peers():
         print("cau conformance: some peers are missing: the cases that need them will fail, saying so")
@@ -145,9 +309,24 @@ def run_conformance(list_only: bool = False, keyword: str | None = None, report_
     report.mkdir(parents=True, exist_ok=True)
     junit = report / "junit.xml"
     evidence = report / "evidence"
-    code = subprocess.call(cmd + ["-v", f"--junitxml={junit}", f"--evidence-dir={evidence}"],
+    started = _dt.datetime.now(_dt.timezone.utc)
+    meta = {"profile": profile, "selection": keyword or "", "target": identify_target(list(extra or [])),
+            "versions": peer_versions(), "started": started.isoformat(timespec="seconds")}
+    t0 = time.monotonic()
+    code = subprocess.call(cmd + ["-v", "-rs", f"--junitxml={junit}", "-o", "junit_logging=no",
+                                  f"--evidence-dir={evidence}"],
                            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    meta["duration_s"] = round(time.monotonic() - t0, 1)
     results = read_junit(junit) if junit.exists() else []
-    write_html(results, report / "report.html", code, keyword or "", evidence)
-    print(f"cau conformance: {len(results)} case(s); report in {report}/report.html and {junit}")
+    doc = write_reports(results, report, code, meta, evidence)
+    print(f"cau conformance: {len(results)} case(s), {doc['verdict']}; report in {report}/report.html "
+          f"(and report.json, junit.xml)")
     return code
+
+
+if __name__ == "__main__":   # python -m gateway.conformance --markdown > docs/conformance.md
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(catalogue_markdown())
+    else:
+        print("usage: python -m gateway.conformance --markdown", file=sys.stderr)
+        raise SystemExit(2)

@@ -27,7 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from interop_tests.catalogue import PROFILES, case_for
+
 HERE = Path(__file__).resolve().parent
+#: the --profile of this run (interop_tests.verdicts reads it)
+PROFILE = "cau"
 DIALPLAN = HERE / "dialplan.yaml"
 
 
@@ -41,10 +45,39 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                 "cau conformance puts it in the report folder")
     g.addoption("--video-room", default="6000",
                 help="a room number without PIN whose video layout is cp-2x2, filled in join order (default 6000)")
+    g.addoption("--profile", default="cau", choices=PROFILES,
+                help="the kind of system under test: chooses the cases (interop_tests/catalogue.py); default cau")
+    g.addoption("--h323-target", metavar="HOST:PORT", help="an H.323 system's call signalling address")
+    g.addoption("--gatekeeper", metavar="HOST:PORT", help="an H.323 gatekeeper's RAS address")
+    g.addoption("--whip-target", metavar="URL", help="a WHIP server's base URL (https://host:port)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cau_only: needs the Cầu started by the suite (looks at its status or logs)")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    """Every case must be in the catalogue; the profile chooses which run. Each case's id, title,
+    clause and area go into the JUnit XML as properties (the report reads them)."""
+    ours = [it for it in items if HERE in Path(str(it.path)).parents]    # not tests/ in the same session
+    mine = {id(it) for it in ours}
+    missing = sorted({it.originalname for it in ours if case_for(it.originalname) is None})
+    if missing:
+        raise pytest.UsageError("cases missing from interop_tests/catalogue.py: " + ", ".join(missing))
+    global PROFILE
+    profile = PROFILE = config.getoption("--profile")
+    keep, drop = [], []
+    for it in items:
+        c = case_for(it.originalname) if id(it) in mine else None
+        if c is None:
+            keep.append(it)
+            continue
+        (keep if profile in c.applies else drop).append(it)
+        it.user_properties += [("case_id", c.id), ("title", c.title), ("clause", c.clause), ("area", c.area),
+                               ("checks", c.checks)]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @dataclass
@@ -145,6 +178,13 @@ def _start_cau(tmp: Path) -> Target:
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest):
     opt = request.config.getoption("--sip-target")
+    h323_opt = request.config.getoption("--h323-target") or request.config.getoption("--gatekeeper")
+    if not opt and (h323_opt or request.config.getoption("--whip-target")):
+        # another system, reached by H.323 or WHIP only: no Cầu is started; SIP cases do not apply
+        host = (h323_opt or "").rpartition(":")[0] or "127.0.0.1"
+        yield Target(host, 0, request.config.getoption("--room"), request.config.getoption("--pin-room"),
+                     request.config.getoption("--pin"), request.config.getoption("--video-room"))
+        return
     if opt:
         host, _, port = opt.rpartition(":")
         yield Target(host or opt, int(port or 5060), request.config.getoption("--room"),
@@ -177,3 +217,65 @@ def cau(target: Target) -> Target:
     if not target.is_local_cau:
         pytest.fail("this case inspects Cầu itself (status/logs); it cannot run against --sip-target")
     return target
+
+
+@dataclass
+class SipCapabilities:
+    """What the target's answer to OPTIONS says about it (RFC 3261 §11)."""
+
+    status: int | None
+    allow: set[str]
+    supported: set[str]
+    accept: set[str]
+    server: str
+
+    def offers(self, option: str) -> bool:
+        return option.lower() in self.supported
+
+
+def probe_sip(host: str, port: int, timeout: float = 3.0) -> SipCapabilities:
+    import socket
+
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind(("", 0))
+        lport = s.getsockname()[1]
+        me = "127.0.0.1" if host.startswith("127.") else socket.gethostbyname(socket.gethostname())
+        msg = (f"OPTIONS sip:{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me}:{lport};rport;branch=z9hG4bKcap{lport}\r\n"
+               f"Max-Forwards: 70\r\nFrom: <sip:lab@{me}>;tag=cap{lport}\r\nTo: <sip:{host}:{port}>\r\n"
+               f"Call-ID: cap{lport}@{me}\r\nCSeq: 1 OPTIONS\r\nAccept: application/sdp\r\n"
+               f"User-Agent: cau-conformance\r\nContent-Length: 0\r\n\r\n").encode()
+        s.settimeout(timeout / 3)
+        for _ in range(3):
+            s.sendto(msg, (host, port))
+            try:
+                data = s.recv(65535).decode("utf-8", "replace")
+            except OSError:
+                continue
+            if not data.startswith("SIP/2.0 1"):
+                break
+        else:
+            return SipCapabilities(None, set(), set(), set(), "")
+    finally:
+        s.close()
+
+    def header(*names: str) -> list[str]:
+        out = []
+        for line in data.split("\r\n")[1:]:
+            k, _, v = line.partition(":")
+            if k.strip().lower() in names:
+                out += [x.strip() for x in v.split(",") if x.strip()]
+        return out
+
+    status = int(data.split(" ", 2)[1]) if data.startswith("SIP/2.0 ") else None
+    server = ", ".join(header("server", "user-agent"))
+    return SipCapabilities(status, {m.upper() for m in header("allow")}, {o.lower() for o in header("supported", "k")},
+                           {a.lower() for a in header("accept")}, server)
+
+
+@pytest.fixture(scope="session")
+def sip_caps(target) -> SipCapabilities:
+    """The target's OPTIONS answer, asked once (cases use it to decide NOT APPLICABLE)."""
+    if not target.sip_port:
+        pytest.skip("NOT APPLICABLE: the target has no SIP address (--sip-target)")
+    return probe_sip(target.host, target.sip_port)

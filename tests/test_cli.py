@@ -1,6 +1,7 @@
 """The `cau` command's sub-commands and exit codes, run as a user runs them."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -98,10 +99,17 @@ def test_check_missing_file_is_an_error():
     assert "/nonexistent/plan.yaml" in r.stderr
 
 
-def test_conformance_lists_cases():
+def test_conformance_lists_the_catalogue_and_the_docs_are_generated_from_it():
     r = cau("conformance", "--list")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "test_options_answers_with_capabilities" in r.stdout
+    assert "SIP-OPT-001     OPTIONS is answered 200 with Allow and Accept" in r.stdout
+    assert "RFC 3261 §11  [sip-ua, sip-mcu, cau]" in r.stdout and "58 case(s)" in r.stdout
+    ua = cau("conformance", "--list", "--profile", "sip-ua")
+    assert "SIP-OPT-001" in ua.stdout and "REG-002" not in ua.stdout and "for profile sip-ua" in ua.stdout
+    from gateway.conformance import catalogue_markdown
+
+    assert (REPO / "docs" / "conformance.md").read_text() == catalogue_markdown(), \
+        "docs/conformance.md is stale: python -m gateway.conformance --markdown > docs/conformance.md"
 
 
 def test_conformance_runs_a_case_and_writes_junit_and_html(tmp_path):
@@ -112,7 +120,11 @@ def test_conformance_runs_a_case_and_writes_junit_and_html(tmp_path):
     cases = list(ET.parse(junit).getroot().iter("testcase"))
     assert len(cases) == 1 and not any(c.find(t) is not None for c in cases for t in ("failure", "error", "skipped"))
     page = html.read_text()
-    assert "Cầu conformance report: PASS" in page and "test_options_answers_with_capabilities" in page
+    assert "Conformance report: PASS" in page and "SIP-OPT-001" in page and "RFC 3261 §11" in page
+    assert f"Cầu {__import__('gateway').__version__} (started by the suite on loopback)" in page
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert doc["verdict"] == "PASS" and doc["profile"] == "cau" and doc["versions"]["sipp"].startswith("v3")
+    assert [(c["id"], c["verdict"]) for c in doc["cases"]] == [("SIP-OPT-001", "PASS")]
 
 
 def test_conformance_peers_check_says_what_is_missing_and_how_to_install_it(tmp_path):

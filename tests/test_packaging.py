@@ -38,6 +38,15 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
     assert "gateway/_data/dialplans/province.yaml" in names
     for page in ("join.html", "join.js", "join.css"):    # the join page browsers are served
         assert f"gateway/webrtc/static/{page}" in names, page
+    for page in ("console.html", "console.js", "console.css", "vendor/uplot/uPlot.iife.min.js",
+                 "vendor/uplot/LICENSE"):                  # the operator's console and its chart library
+        assert f"gateway/api/static/{page}" in names, page
+    # the suite's data: RFC 4475's messages, byte for byte
+    torture = sorted(n for n in names if n.startswith("interop_tests/data/rfc4475/") and n.endswith(".dat"))
+    assert len(torture) == 49, torture
+    zf = zipfile.ZipFile(wheel)
+    assert zf.read("interop_tests/data/rfc4475/wsinv.dat") == (REPO / "interop_tests/data/rfc4475/wsinv.dat").read_bytes()
+    assert b"\r\n" in zf.read("interop_tests/data/rfc4475/wsinv.dat")
 
     # Install into a fresh venv that borrows the dependencies from this environment.
     venv = tmp_path / "venv"
@@ -61,3 +70,11 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path):
         capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60,
     )
     assert r.returncode == 0, r.stderr
+    # a lab outside a checkout: the catalogue lists, and the suite finds its RFC 4475 messages
+    r = subprocess.run([str(venv / "bin" / "cau"), "conformance", "--list", "--profile", "sip-ua"],
+                       capture_output=True, text=True, cwd=elsewhere, env=env, timeout=60)
+    assert r.returncode == 0 and "TORT-001" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([str(py), "-c", "import interop_tests.sip.test_sip_gateway as t; print(t.SHARED, "
+                        "len(list(t.SHARED.glob('*.dat'))))"], capture_output=True, text=True, cwd=elsewhere,
+                       env=env, timeout=60)
+    assert r.returncode == 0 and str(venv) in r.stdout and r.stdout.split()[-1] == "49", r.stdout + r.stderr

@@ -1,6 +1,6 @@
 """RFC 4475 torture messages against the SIP parser (gateway.sip.message).
 
-Every message in ``shared/rfc4475`` (beside the repository clone) is
+Every message in ``interop_tests/data/rfc4475`` (shipped with the suite) is
 classified here by what RFC 4475 says an element should do with it:
 
 * valid messages (§3.1.1, and the transaction/application-layer ones of
@@ -32,7 +32,7 @@ from gateway.sip.message import (
     parse_message,
 )
 
-TORTURE_DIR = Path(__file__).resolve().parents[2] / "shared" / "rfc4475"
+TORTURE_DIR = Path(__file__).resolve().parents[1] / "interop_tests" / "data" / "rfc4475"
 
 # name -> RFC 4475 section
 VALID = {
@@ -77,8 +77,7 @@ INVALID = {
 def _dir() -> Path:
     if not TORTURE_DIR.is_dir():
         pytest.fail(
-            f"RFC 4475 messages not found at {TORTURE_DIR}: the 'shared' folder "
-            "must sit beside the repository clone (shared/rfc4475/*.dat)"
+            f"RFC 4475 messages not found at {TORTURE_DIR} (interop_tests/data/rfc4475/*.dat)"
         )
     return TORTURE_DIR
 

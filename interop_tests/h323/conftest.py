@@ -3,8 +3,8 @@
 ``h323`` finds the addresses in the banner of the Cầu the suite started
 (``H.323 call signalling listening on HOST:PORT/tcp`` and ``H.323 RAS
 (gatekeeper) listening on HOST:PORT/udp`` in its stdout, ``cau.out``), or, for
-another system, in the environment: ``CAU_H323_TARGET=HOST:PORT`` (call
-signalling) and optionally ``CAU_H323_GATEKEEPER=HOST:PORT``.
+another system, from the options ``--h323-target HOST:PORT`` (call signalling) and
+``--gatekeeper HOST:PORT`` (RAS).
 
 ``h323_endpoint(...)`` makes :class:`~interop_tests.h323.endpoint.H323TestEndpoint`
 instances that are all hung up and closed at teardown; ``h323_run(coro)`` runs
@@ -13,7 +13,6 @@ a coroutine on the one event loop (Twisted on asyncio).
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import time
 from dataclasses import dataclass
@@ -37,14 +36,14 @@ def _hostport(text: str) -> tuple[str, int]:
 
 
 @pytest.fixture(scope="session")
-def h323(target) -> H323Target:
-    env = os.environ.get("CAU_H323_TARGET")
-    if env:
-        gk = os.environ.get("CAU_H323_GATEKEEPER")
-        host, port = _hostport(env)
+def h323(target, request: pytest.FixtureRequest) -> H323Target:
+    opt = request.config.getoption("--h323-target")
+    gk = request.config.getoption("--gatekeeper")
+    if opt or gk:
+        host, port = _hostport(opt) if opt else (_hostport(gk)[0], 1720)
         return H323Target(host, port, _hostport(gk) if gk else None, local_cau=False)
     if not target.is_local_cau:
-        pytest.fail("an H.323 target outside the suite needs CAU_H323_TARGET=HOST:PORT (and CAU_H323_GATEKEEPER)")
+        pytest.fail("an H.323 system outside the suite is named with --h323-target HOST:PORT (and --gatekeeper)")
     out = target.log_path.parent / "cau.out"
     deadline = time.monotonic() + 10
     cs = ras = None

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from interop_tests.verdicts import not_applicable
+
 from interop_tests.peers.procs import wav_peak
 from interop_tests.peers.sipp import send_raw, send_raw_files, status_code
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "rfc4475"
+SHARED = Path(__file__).resolve().parents[1] / "data" / "rfc4475"     # installed with the suite
 
 # RFC 4475 §3.1.2: messages a UAS must reject; the gateway answers each with a 4xx/5xx reason.
 INVALID_4475 = [
@@ -96,7 +98,7 @@ def test_full_room_refuses_the_third_caller_with_486(cau, sipp):
 
 def test_rfc4475_malformed_requests_get_an_error_and_the_gateway_keeps_serving(target):
     if not SHARED.is_dir():
-        pytest.fail(f"RFC 4475 messages not found at {SHARED} (shared/ must sit beside the repository)")
+        pytest.fail(f"RFC 4475 messages not found at {SHARED} (they are installed with the suite)")
     statuses = send_raw_files(target.host, target.sip_port, [SHARED / n for n in INVALID_4475], timeout=2,
                               rewrite_via=True)
     bad = {name: line for name, line in statuses.items() if status_code(line) not in range(400, 600)}
@@ -269,8 +271,11 @@ def _exchange(target, sock, data: bytes, want: str, timeout: float = 3.0) -> str
     raise AssertionError(f"no {want} response; got {seen}")
 
 
-def test_session_timers_rfc4028(target):
+def test_session_timers_rfc4028(target, sip_caps):
     import socket
+
+    if not sip_caps.offers("timer"):
+        not_applicable("the target's OPTIONS answer does not list 'timer' in Supported")
 
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("127.0.0.1", 0))

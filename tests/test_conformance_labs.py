@@ -1,0 +1,73 @@
+"""``cau conformance`` as a test lab uses it: pointed at an independent system — sipp's own UAS as a
+``sip-ua`` target — it runs only the cases for that kind of system, and the report names the
+target and gives every case a verdict (PASS, FAIL with observed and expected, NOT APPLICABLE with
+why), never a suite error. The report is read in headless Chromium as a person would."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+from interop_tests.peers.browser import chromium_path
+from interop_tests.peers.procs import free_port, free_port_block
+from tests.conftest import LOOP
+from tests.test_run import REPO
+
+CASES = "calls_into_a_room or session_timers or bare_cr or rfc4475_requests_get_the_answer"
+
+
+def test_a_sipp_uas_as_a_sip_ua_target_gets_verdicts_not_errors(tmp_path):
+    port = free_port()
+    media = free_port_block(4)
+    uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-mp", str(media), "-nostdin",
+                            "-trace_err", "-error_file", str(tmp_path / "uas-errors.log")],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
+                            f"127.0.0.1:{port}", "-k", CASES, "--report", str(tmp_path / "rep")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
+    finally:
+        uas.terminate()
+        uas.wait(timeout=10)
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]          # some genuine FAILs
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert doc["profile"] == "sip-ua" and doc["target"]["address"] == f"SIP 127.0.0.1:{port}", doc["target"]
+    verdicts = {}
+    for c in doc["cases"]:
+        verdicts.setdefault(c["id"], set()).add(c["verdict"])
+    assert verdicts["SIP-CALL-001"] == {"PASS"}, doc["cases"]                  # sipp answers calls
+    assert verdicts["SIP-TIMER-001"] == {"NOT APPLICABLE"}                     # it offers no session timers
+    assert verdicts["TORT-003"] == {"FAIL"}                                    # it accepts a bare CR
+    assert "error" not in {c["verdict"].lower() for c in doc["cases"]}
+    assert all(c["verdict"] in ("PASS", "FAIL", "NOT APPLICABLE") for c in doc["cases"]), doc["cases"]
+    tort3 = next(c for c in doc["cases"] if c["id"] == "TORT-003")
+    assert tort3["observed_expected"] == ["200", "400"], tort3
+    na = next(c for c in doc["cases"] if c["id"] == "SIP-TIMER-001")
+    assert "does not list 'timer'" in na["reason"], na
+    # no Cầu case ran against sipp
+    assert not any(c["id"].startswith(("REG-", "H323-", "WEB-", "OPS-")) for c in doc["cases"])
+
+    async def read() -> dict:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=chromium_path(), headless=True, args=["--no-sandbox"])
+            page = await browser.new_page()
+            await page.goto((tmp_path / "rep" / "report.html").as_uri())
+            out = {"title": await page.title(), "header": await page.inner_text("#header"),
+                   "failing": await page.inner_text("#cases tr:has(code:text-is('TORT-003'))"),
+                   "na": await page.inner_text("#cases tr:has(code:text-is('SIP-TIMER-001'))"),
+                   "areas": await page.inner_text("#areas")}
+            await page.screenshot(path=str(tmp_path / "rep" / "report.png"), full_page=True)
+            await browser.close()
+        return out
+
+    seen = LOOP.run_until_complete(read())
+    assert "FAIL" in seen["title"] and f"SIP 127.0.0.1:{port}" in seen["header"] and "sip-ua" in seen["header"]
+    assert "did not answer OPTIONS" in seen["header"] or "SIPp" in seen["header"]
+    assert "sipp v3" in seen["header"] and "tshark" in seen["header"]
+    assert "observed 200, expected 400" in seen["failing"] and "FAIL" in seen["failing"], seen["failing"]
+    assert "NOT APPLICABLE" in seen["na"] and "timer" in seen["na"]
+    assert "RFC 4475 torture messages" in seen["areas"]
