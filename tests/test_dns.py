@@ -25,7 +25,9 @@ class Dnsmasq:
         binary = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
         if not shutil.os.path.exists(binary):
             pytest.fail("dnsmasq is not installed (scripts/install-test-deps.sh installs dnsmasq-base)")
-        self.port = free_port("udp")
+        from interop_tests.peers.procs import free_port as free_udp_tcp
+
+        self.port = free_udp_tcp()   # dnsmasq binds UDP and TCP
         self.proc = subprocess.Popen(
             [binary, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--conf-file=/dev/null", "--pid-file=",
              "--bind-interfaces", "--listen-address=127.0.0.1", f"--port={self.port}", "--log-queries",
