@@ -113,11 +113,11 @@ def test_naptr_then_srv_then_addresses_in_the_order_rfc_3263_gives(dns):
 
 def test_the_gateway_dials_a_sip_target_by_name(gateway, dns, tmp_path):  # noqa: F811
     mcu = Baresip("mcu", workdir=tmp_path / "mcu", audio_codecs=("PCMU/8000/1",), auto_answer=True)
-    d = dns("--naptr-record=mcu.example.vn,10,10,S,SIP+D2U,,_sip._udp.mcu.example.vn",
-            f"--srv-host=_sip._udp.mcu.example.vn,sip1.mcu.example.vn,{mcu.sip_port},10,10",
-            "--host-record=sip1.mcu.example.vn,127.0.0.1")
-    gw = gateway("--no-watch", "--rtp-ports", "49000-49199", config=f"dns_servers: [\"{d.server}\"]\n")
     try:
+        d = dns("--naptr-record=mcu.example.vn,10,10,S,SIP+D2U,,_sip._udp.mcu.example.vn",
+                f"--srv-host=_sip._udp.mcu.example.vn,sip1.mcu.example.vn,{mcu.sip_port},10,10",
+                "--host-record=sip1.mcu.example.vn,127.0.0.1")
+        gw = gateway("--no-watch", "--rtp-ports", "49000-49199", config=f"dns_servers: [\"{d.server}\"]\n")
         req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/dial",
                                      data=json.dumps({"to": "sip:mcu@mcu.example.vn"}).encode(), method="POST",
                                      headers={"Content-Type": "application/json", "Authorization": f"Bearer {gw.token}"})
@@ -147,10 +147,10 @@ def test_the_gateway_dials_an_h323_target_by_name(gateway, dns, tmp_path):  # no
     port = free_port()
     d = dns(f"--srv-host=_h323cs._tcp.national.example.vn,gk.national.example.vn,{port},10,10",
             "--host-record=gk.national.example.vn,127.0.0.1")
+    gw = gateway("--no-watch", "--rtp-ports", "49200-49399", config=f"dns_servers: [\"{d.server}\"]\n")
     mcu = subprocess.Popen([sys.executable, "-m", "interop_tests.h323.endpoint", "--answer", str(port), "--alias",
                             "national-mcu", "--seconds", "3"], cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    gw = gateway("--no-watch", "--rtp-ports", "49200-49399", config=f"dns_servers: [\"{d.server}\"]\n")
     try:
         time.sleep(1.0)
         req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/dial",
