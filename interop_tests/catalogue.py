@@ -168,7 +168,14 @@ _BY_TEST: dict[str, Case] = {
         "Polycom VSX- and HDX-like capabilities meet in one room with audio both ways.", H323_MCU),
     "test_each_h245_mode_connects_with_audio_both_ways": _C(
         "H323-CALL-002", "Every H.245 mode connects with audio both ways", "H.323 §8.1.7 (fast start), §8.2.1 (tunnelling); H.245",
-        "Fast start, tunnelled and separate H.245 are all in use by deployed systems.", H323),
+        "Two callers in each mode meet in a room and hear each other (an MCU case).", H323_MCU),
+    "test_the_terminal_answers_each_h245_mode_and_sends_audio": _C(
+        "H323-TERM-001", "The terminal answers in each H.245 mode, opens audio both ways and sends audio",
+        "H.323 §8.1.7 (fast start), §8.2.1 (tunnelling), §8.1 (separate H.245); H.245 OpenLogicalChannel",
+        "An MCU calls room systems in whichever mode they support; each must connect with media.", H323),
+    "test_the_terminal_releases_with_release_complete_when_we_hang_up": _C(
+        "H323-TERM-002", "The terminal answers our Release Complete and the call ends", "H.225.0 §7.3.9 (Release Complete)",
+        "Hanging up from the MCU side must end the call on the terminal, not leave it waiting.", H323),
     "test_an_unknown_number_is_released_with_cause_1": _C(
         "H323-CALL-003", "An unknown number is released with cause 1", "H.225.0 §7.2.2.11; Q.850 cause 1",
         "The room system shows 'unallocated number' instead of ringing for ever.", H323_MCU),

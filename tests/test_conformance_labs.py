@@ -71,3 +71,30 @@ def test_a_sipp_uas_as_a_sip_ua_target_gets_verdicts_not_errors(tmp_path):
     assert "observed 200, expected 400" in seen["failing"] and "FAIL" in seen["failing"], seen["failing"]
     assert "NOT APPLICABLE" in seen["na"] and "timer" in seen["na"]
     assert "RFC 4475 torture messages" in seen["areas"]
+
+
+def test_the_h323_test_endpoint_as_an_h323_terminal_target_passes_the_terminal_cases(tmp_path):
+    port = free_port()
+    terminal = subprocess.Popen([sys.executable, "-m", "interop_tests.h323.endpoint", "--answer", str(port), "--calls",
+                                 "0", "--tone", "700", "--seconds", "30", "--alias", "hdx-bench"],
+                                cwd=REPO, stdout=(tmp_path / "terminal.txt").open("w"), stderr=subprocess.STDOUT,
+                                env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    try:
+        import time
+
+        time.sleep(1.5)
+        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "h323-terminal",
+                            "--h323-target", f"127.0.0.1:{port}", "--report", str(tmp_path / "rep")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
+    finally:
+        terminal.terminate()
+        terminal.wait(timeout=10)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert doc["verdict"] == "PASS" and doc["target"]["address"] == f"H.323 127.0.0.1:{port}", doc["target"]
+    ids = sorted({c["id"] for c in doc["cases"]})
+    assert ids == ["H323-TERM-001", "H323-TERM-002"], ids                 # no MCU or Cầu case ran
+    assert len(doc["cases"]) == 4 and all(c["verdict"] == "PASS" for c in doc["cases"])
+    log = (tmp_path / "terminal.txt").read_text()
+    assert log.count("connected; channels") == 4 and "heard 800 Hz" in log, log[-2000:]    # it heard the suite

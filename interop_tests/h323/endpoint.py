@@ -399,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--to", metavar="HOST:PORT", help="call signalling address (default: through --gatekeeper)")
     ap.add_argument("--gatekeeper", metavar="HOST:PORT", help="register here first (RRQ) and call through it (ARQ)")
     ap.add_argument("--answer", metavar="PORT", type=int, help="answer calls on this port instead of calling")
+    ap.add_argument("--calls", type=int, default=1, help="with --answer: how many calls to answer (0: until stopped)")
     ap.add_argument("--alias", default="lab-ep")
     ap.add_argument("--host", default="127.0.0.1", help="our own address (signalling and media)")
     ap.add_argument("--number", help="our own E.164 number")
@@ -429,35 +430,49 @@ def main(argv: list[str] | None = None) -> int:
             if args.gatekeeper:
                 eid = await ep.register(hostport(args.gatekeeper, 1719))
                 print(f"registered as {eid}")
+            async def one_call() -> None:
+                print(f"connected; channels: {ep.channels}", flush=True)
+                await ep.wait_media()
+                if args.dtmf:
+                    ep.send_dtmf(args.dtmf)
+                try:                             # the far end may release first (an operator removed us)
+                    await ep.wait_released(timeout=args.seconds)
+                    print(f"released by the far end: cause {ep.release_cause}", flush=True)
+                except (asyncio.TimeoutError, TimeoutError):
+                    pass
+                freq, level = spectrum_peak(ep.heard(1.0), ep.rx_rate)
+                print(f"heard {freq:.0f} Hz at {level:.1f} dBFS; user input {''.join(ep.user_input) or '-'}",
+                      flush=True)
+                if args.record:
+                    import wave
+
+                    with wave.open(args.record, "wb") as w:
+                        w.setnchannels(1)
+                        w.setsampwidth(2)
+                        w.setframerate(ep.rx_rate)
+                        w.writeframes(ep.heard().astype("<i2").tobytes())
+                if ep.connected:
+                    await ep.hangup()
+                    print(f"released: cause {ep.release_cause}", flush=True)
+
             if args.answer is not None:
                 port = await ep.listen(args.answer)
-                print(f"answering on {ep.host}:{port}")
-                await asyncio.wait_for(ep.incoming.get(), None)
+                print(f"answering on {ep.host}:{port}", flush=True)
+                n = 0
+                while args.calls == 0 or n < args.calls:     # 0: every call until stopped (a lab target)
+                    await asyncio.wait_for(ep.incoming.get(), None)
+                    n += 1
+                    try:
+                        await one_call()
+                    except (RuntimeError, asyncio.TimeoutError, TimeoutError) as exc:
+                        print(f"call {n} failed: {exc}", flush=True)
+                        if args.calls == 1:
+                            raise RuntimeError(str(exc)) from None
+                    ep.clear()
             else:
                 host, port = hostport(args.to, 1720) if args.to else (None, None)
                 await ep.call(args.call, host, port)
-            print(f"connected; channels: {ep.channels}", flush=True)
-            await ep.wait_media()
-            if args.dtmf:
-                ep.send_dtmf(args.dtmf)
-            try:                             # the far end may release first (an operator removed us)
-                await ep.wait_released(timeout=args.seconds)
-                print(f"released by the far end: cause {ep.release_cause}", flush=True)
-            except (asyncio.TimeoutError, TimeoutError):
-                pass
-            freq, level = spectrum_peak(ep.heard(1.0), ep.rx_rate)
-            print(f"heard {freq:.0f} Hz at {level:.1f} dBFS; user input {''.join(ep.user_input) or '-'}")
-            if args.record:
-                import wave
-
-                with wave.open(args.record, "wb") as w:
-                    w.setnchannels(1)
-                    w.setsampwidth(2)
-                    w.setframerate(ep.rx_rate)
-                    w.writeframes(ep.heard().astype("<i2").tobytes())
-            if ep.connected:
-                await ep.hangup()
-                print(f"released: cause {ep.release_cause}")
+                await one_call()
             return 0
         except RuntimeError as exc:
             print(f"call failed: {exc}")
