@@ -111,6 +111,18 @@ def test_naptr_then_srv_then_addresses_in_the_order_rfc_3263_gives(dns):
         _locate(d.server, "nothing.example.vn")
 
 
+def _invite(gw, to: str) -> dict:
+    """The operator's invite into the default plan's room 'demo' (the answer once the call is up)."""
+    req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/dial", data=json.dumps({"to": to}).encode(),
+                                 method="POST",
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {gw.token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        raise AssertionError(exc.read().decode()) from None
+
+
 def test_the_gateway_dials_a_sip_target_by_name(gateway, dns, tmp_path):  # noqa: F811
     mcu = Baresip("mcu", workdir=tmp_path / "mcu", audio_codecs=("PCMU/8000/1",), auto_answer=True)
     try:
@@ -118,14 +130,7 @@ def test_the_gateway_dials_a_sip_target_by_name(gateway, dns, tmp_path):  # noqa
                 f"--srv-host=_sip._udp.mcu.example.vn,sip1.mcu.example.vn,{mcu.sip_port},10,10",
                 "--host-record=sip1.mcu.example.vn,127.0.0.1")
         gw = gateway("--no-watch", "--rtp-ports", "49000-49199", config=f"dns_servers: [\"{d.server}\"]\n")
-        req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/dial",
-                                     data=json.dumps({"to": "sip:mcu@mcu.example.vn"}).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {gw.token}"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                body = json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(exc.read().decode()) from None
+        body = _invite(gw, "sip:mcu@mcu.example.vn")
         assert body["protocol"] == "sip", body
         mcu.wait_established(timeout=10)
         roster = [p for r in json.loads(gw.get("/api/status")[2])["rooms"] for p in r["roster"]]
@@ -153,14 +158,7 @@ def test_the_gateway_dials_an_h323_target_by_name(gateway, dns, tmp_path):  # no
                            stderr=subprocess.STDOUT, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     try:
         time.sleep(1.0)
-        req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/dial",
-                                     data=json.dumps({"to": "h323:mcu@national.example.vn"}).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {gw.token}"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                body = json.loads(r.read())
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(exc.read().decode()) from None
+        body = _invite(gw, "h323:mcu@national.example.vn")
         assert body["protocol"] == "h323", body
         out, _ = mcu.communicate(timeout=20)
         assert "connected; channels" in out, out[-2000:]

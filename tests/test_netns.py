@@ -45,13 +45,20 @@ def netns():
     ns, here, there = f"cau-t{tag}", f"cau{tag}a", f"cau{tag}b"
     net = random.randrange(0, 256)
     outer, inner = f"198.18.{net}.1", f"198.18.{net}.2"
+    yield from _veth(ns, here, there, (f"{outer}/24",), (f"{inner}/24",), outer, inner)
+
+
+def _veth(ns: str, here: str, there: str, outer_addr: tuple[str, ...], inner_addr: tuple[str, ...], outer: str,
+          inner: str):
+    """A namespace and a veth pair with these addresses on each end (``ip addr add`` arguments), torn
+    down afterwards; yields (namespace, outer address, inner address)."""
     _ip("netns", "add", ns)
     try:
         _ip("link", "add", here, "type", "veth", "peer", "name", there)
         _ip("link", "set", there, "netns", ns)
-        _ip("addr", "add", f"{outer}/24", "dev", here)
+        _ip("addr", "add", *outer_addr, "dev", here, *(("nodad",) if ":" in outer else ()))
         _ip("link", "set", here, "up")
-        _ip("addr", "add", f"{inner}/24", "dev", there, ns=ns)
+        _ip("addr", "add", *inner_addr, "dev", there, *(("nodad",) if ":" in inner else ()), ns=ns)
         _ip("link", "set", there, "up", ns=ns)
         _ip("link", "set", "lo", "up", ns=ns)
         yield ns, outer, inner
@@ -159,19 +166,7 @@ def netns6():
     ns, here, there = f"cau-6{tag}", f"cau{tag}c", f"cau{tag}d"
     net = f"{random.randrange(0, 0xffff):x}"
     outer, inner = f"2001:db8:{net}::1", f"2001:db8:{net}::2"
-    _ip("netns", "add", ns)
-    try:
-        _ip("link", "add", here, "type", "veth", "peer", "name", there)
-        _ip("link", "set", there, "netns", ns)
-        _ip("-6", "addr", "add", f"{outer}/64", "dev", here, "nodad")
-        _ip("link", "set", here, "up")
-        _ip("-6", "addr", "add", f"{inner}/64", "dev", there, "nodad", ns=ns)
-        _ip("link", "set", there, "up", ns=ns)
-        _ip("link", "set", "lo", "up", ns=ns)
-        yield ns, outer, inner
-    finally:
-        subprocess.run(["ip", "link", "del", here], capture_output=True, timeout=10)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+    yield from _veth(ns, here, there, (f"{outer}/64",), (f"{inner}/64",), outer, inner)
 
 
 def test_bound_to_every_ipv6_address_a_site_on_an_ipv6_network_is_answered_with_its_address(netns6, tmp_path):

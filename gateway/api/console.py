@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import task
-from twisted.web import resource, server, static
-from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
+from twisted.web import resource, server
+from zope.interface import implementer
+
+from gateway.webrtc.pages import SecureFiles
 
 if TYPE_CHECKING:  # pragma: no cover
     from gateway.app import Gateway
@@ -425,10 +427,7 @@ class ConsolePage(resource.Resource):
 
     def __init__(self) -> None:
         super().__init__()
-        files = _Files(str(STATIC))
-        files.contentTypes.update({".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-                                   ".html": "text/html; charset=utf-8"})
-        self.files = files
+        self.files = _Files(str(STATIC))
 
     def getChild(self, path: bytes, request: server.Request) -> resource.Resource:  # noqa: N802
         if path == b"":
@@ -446,10 +445,7 @@ class ConsolePage(resource.Resource):
     render_HEAD = render_GET
 
 
-class _Files(static.File):
-    def directoryListing(self) -> resource.Resource:  # noqa: N802 (Twisted)
-        return resource.NoResource("not found")
+class _Files(SecureFiles):
+    """The console's files, with its own Content-Security-Policy."""
 
-    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
-        _secure_headers(request)
-        return super().render_GET(request)
+    headers = staticmethod(_secure_headers)

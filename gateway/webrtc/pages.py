@@ -37,12 +37,22 @@ class JoinPage(resource.Resource):
     render_HEAD = render_GET
 
 
-class _Files(static.File):
+class SecureFiles(static.File):
+    """A folder of page files: no listing, the page's security headers (``headers``) on each file,
+    text types with a charset. Subfolders are served by the same class (Twisted's createSimilarFile)."""
+
+    headers = staticmethod(_secure_headers)
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)
+        self.contentTypes.update({".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                                  ".html": "text/html; charset=utf-8"})
+
     def directoryListing(self) -> resource.Resource:  # noqa: N802 (Twisted)
         return resource.NoResource("not found")
 
     def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
-        _secure_headers(request)
+        self.headers(request)
         return super().render_GET(request)
 
 
@@ -51,7 +61,4 @@ def join_page() -> resource.Resource:
 
 
 def static_files() -> resource.Resource:
-    f = _Files(str(STATIC))
-    f.contentTypes.update({".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-                           ".html": "text/html; charset=utf-8"})
-    return f
+    return SecureFiles(str(STATIC))
