@@ -6,7 +6,6 @@ until the operator API exists).
 """
 from __future__ import annotations
 
-import hmac
 import html
 import json
 import re
@@ -286,10 +285,9 @@ class RoomActions(resource.Resource):
         self.gateway = gateway
 
     def render_POST(self, request: server.Request) -> Any:
-        token = self.gateway.api_token.value
-        given = request.getHeader("authorization") or ""
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+        from gateway.api.console import token_ok
+
+        if not token_ok(self.gateway, request):
             request.setHeader(b"www-authenticate", b'Bearer realm="cau"')
             return _json(request, {"error": "this needs the API token: Authorization: Bearer <api_token> "
                                             "(in the settings, or the file the start banner names)"}, 401)
