@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fuzz driver: hostile SIP (UDP, TCP), H.225.0 call signalling and RAS inputs against a Cầu it starts.
+"""Fuzz driver: hostile SIP (UDP, TCP, TLS), H.225.0 call signalling and RAS inputs against a Cầu it starts.
 
 A lab runs it to see the gateway survive what an attacker on its network can send::
 
@@ -10,7 +10,7 @@ It starts ``cau run`` on loopback (ephemeral ports, the embedded dial plan), war
 up with valid messages, then sends mutated messages — bytes flipped, inserted, cut, lines
 duplicated or swapped, huge numbers, bare CR/LF, thousands of payload types — built from valid
 SIP requests (and RFC 4475's torture messages when ``--rfc4475 DIR`` names them), H.225.0 SETUPs
-and RAS requests.  Throughout, valid probes must be answered: a SIP OPTIONS over UDP (200), a RAS
+and RAS requests.  Throughout, valid probes must be answered: a SIP OPTIONS over UDP and over TLS (200), a RAS
 GRQ (GCF), an H.225.0 connection accepted, ``/healthz``.  At the end it reports, per protocol:
 inputs sent, probes missed, the gateway's media-clock ticks that fired more than 20 ms late (the
 event loop was busy that long), the gateway's memory before and after, and unhandled tracebacks
@@ -25,6 +25,7 @@ import os
 import random
 import re
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -57,6 +58,7 @@ class Gateway:
         while time.monotonic() < deadline:
             text = self.out.read_text(errors="replace")
             want = {"http": r"HTTP listening on [\d.]+:(\d+)", "sip": r"SIP listening on [\d.]+:(\d+)",
+                    "sip_tls": r"SIP over TLS listening on [\d.]+:(\d+)",
                     "h323": r"H\.323 call signalling listening on [\d.]+:(\d+)",
                     "ras": r"H\.323 RAS \(gatekeeper\) listening on [\d.]+:(\d+)"}
             got = {k: re.search(p, text) for k, p in want.items()}
@@ -209,7 +211,7 @@ class Probes:
         self.gw = gw
         self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.udp.bind((HOST, 0))
-        self.missed: dict[str, int] = {"sip": 0, "ras": 0, "h225": 0, "http": 0}
+        self.missed: dict[str, int] = {"sip": 0, "sip_tls": 0, "ras": 0, "h225": 0, "http": 0}
         self.done = 0
 
     def _ask(self, data: bytes, port: int, want: bytes, timeout: float = 3.0) -> bool:
@@ -225,6 +227,21 @@ class Probes:
                 return True
         return False
 
+    def _ask_tls(self, data: bytes, want: bytes) -> bool:
+        try:
+            with socket.create_connection((HOST, self.gw.ports["sip_tls"]), timeout=3) as raw, \
+                    _TLS.wrap_socket(raw, server_hostname=HOST) as s:
+                s.sendall(data)
+                got = b""
+                while want not in got and b"\r\n\r\n" not in got:
+                    chunk = s.recv(65535)
+                    if not chunk:
+                        break
+                    got += chunk
+                return want in got and got.startswith(b"SIP/2.0 200")
+        except OSError:
+            return False
+
     def run(self) -> None:
         from gateway.h323 import ras
 
@@ -236,6 +253,11 @@ class Probes:
                "Content-Length: 0\r\n\r\n").encode()
         if not self._ask(opt, port, f"probe-{self.done}@fuzz".encode()):
             self.missed["sip"] += 1
+        # its own branch: the same branch and sent-by would make it a retransmission of the UDP one
+        tls_opt = (opt.replace(b"SIP/2.0/UDP", b"SIP/2.0/TLS").replace(b"@fuzz", b"@fuzz-tls")
+                   .replace(b"z9hG4bKprobe", b"z9hG4bKtlsprobe"))
+        if not self._ask_tls(tls_opt, f"probe-{self.done}@fuzz-tls".encode()):
+            self.missed["sip_tls"] += 1
         grq = ras.build_grq(40000 + self.done % 20000, (HOST, self.udp.getsockname()[1]))
         if not self._ask(grq, self.gw.ports["ras"], b""):
             self.missed["ras"] += 1
@@ -258,6 +280,26 @@ def send_udp(sock: socket.socket, data: bytes, port: int) -> None:
 def send_tcp(data: bytes, port: int) -> None:
     try:
         with socket.create_connection((HOST, port), timeout=2) as s:
+            s.sendall(data)
+            s.settimeout(0.005)
+            try:
+                s.recv(4096)
+            except OSError:
+                pass
+    except OSError:
+        pass
+
+
+_TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+_TLS.check_hostname = False
+_TLS.verify_mode = ssl.CERT_NONE          # the gateway's own self-made certificate, on loopback
+
+
+def send_tls(data: bytes, port: int) -> None:
+    """One TLS connection per input, as an attacker would open them: the handshake is part of the load."""
+    try:
+        with socket.create_connection((HOST, port), timeout=2) as raw, \
+                _TLS.wrap_socket(raw, server_hostname=HOST) as s:
             s.sendall(data)
             s.settimeout(0.005)
             try:
@@ -308,7 +350,7 @@ def phase(name: str, count: int, gw: Gateway, probes: Probes, make, rate: float,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sip", type=int, default=100000, help="SIP inputs (UDP and TCP)")
+    ap.add_argument("--sip", type=int, default=100000, help="SIP inputs (80%% UDP, 10%% TCP, 10%% TLS)")
     ap.add_argument("--h225", type=int, default=50000, help="H.225.0 call signalling inputs")
     ap.add_argument("--ras", type=int, default=50000, help="RAS inputs")
     ap.add_argument("--seed", type=int, default=4475)
@@ -346,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
                 data = mutate(rnd.choice(sip_t), rnd, text=True)
                 if i % 10 == 9:
                     send_tcp(data, gw.ports["sip"])
+                elif i % 10 == 8:
+                    send_tls(data, gw.ports["sip_tls"])
                 else:
                     send_udp(udp, data, gw.ports["sip"])
                 if i % 200 == 0:

@@ -543,3 +543,63 @@ def test_tables_empty_after_1000_transactions(transports):
     leftover = [c for c in reactor.getDelayedCalls()
                 if c.active() and isinstance(getattr(c.func, "__self__", None), ours)]
     assert leftover == []  # no timer outlives its transaction
+
+
+# --- per-source bound on server transactions ----------------------------------
+
+
+def test_one_address_cannot_hold_more_than_its_share_of_server_transactions(transports):
+    """A UDP OPTIONS lives 64*T1 after its answer; one address sending them as fast as it can is
+    answered 503 (Retry-After) statelessly beyond its share, while another address is served, and
+    its share comes back as its transactions end."""
+    t = transports()
+    clock = Clock()
+    layer = TransactionLayer(t, reactor=clock, T1=1.0, max_per_source=5, exempt=())
+    served: list[str] = []
+
+    def tu(request, tx, peer):
+        served.append(peer.host)
+        tx.respond(tx.make_response(200))
+
+    layer.on_request = tu
+    socks = []
+    try:
+        def phone(host: str) -> socket.socket:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((host, 0))
+            s.settimeout(2)
+            socks.append(s)
+            return s
+
+        flooder, other = phone("127.0.0.2"), phone("127.0.0.3")
+
+        def ask(s: socket.socket, n: int) -> Response:
+            host, port = s.getsockname()
+            s.sendto(sip_request(via=f"SIP/2.0/UDP {host}:{port};branch=z9hG4bKfl{host}-{n};rport",
+                                 call_id=f"fl-{n}@{host}"), (LO, t.port))
+            got: list[Response] = []
+            assert poll(lambda: _recv_into(s, got), 2)
+            return got[0]
+
+        answers = [ask(flooder, n) for n in range(8)]
+        assert [a.status for a in answers] == [200] * 5 + [503] * 3
+        assert answers[-1].headers.get("Retry-After") == "10"
+        assert layer.stats.overload_503 == 3 and layer.open_from("127.0.0.2") == 5
+        assert ask(other, 0).status == 200                 # another address is served
+        assert served.count("127.0.0.2") == 5              # the TU never saw the refused ones
+        clock.advance(64 * 1.0 + 1)                        # Timer J: the transactions end
+        assert layer.open_from("127.0.0.2") == 0
+        assert ask(flooder, 100).status == 200
+    finally:
+        layer.close()
+        for s in socks:
+            s.close()
+
+
+def _recv_into(s: socket.socket, out: list) -> bool:
+    s.setblocking(False)
+    try:
+        out.append(parse_message(s.recv(65535)))
+        return True
+    except BlockingIOError:
+        return False

@@ -89,6 +89,8 @@ __all__ = ["AdmittedCall", "Gatekeeper", "Registration", "RAS_PORT", "RAS_DISCOV
 log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
 
 RAS_PORT = 1719
+#: bytes of RAS datagrams one reactor read pass takes
+RAS_READ_BUDGET = 4096
 RAS_DISCOVERY_PORT = 1718
 RAS_MULTICAST_GROUP = "224.0.1.41"
 
@@ -248,6 +250,9 @@ class Gatekeeper(DatagramProtocol):
         from twisted.internet.task import LoopingCall
 
         self._port = self._reactor.listenUDP(port, self, interface=bind)
+        # one reactor read pass takes a few KiB of RAS (~20 messages), then media and timers get
+        # their turn: Twisted's default (256 KiB) let a burst of RRQs hold the loop for 60 ms
+        self._port.maxThroughput = RAS_READ_BUDGET
         if self.multicast_discovery:
             self._start_multicast(bind)
         loop = LoopingCall(self._expire)

@@ -46,11 +46,14 @@ ACK, whose To carries the tag of our response, matches).
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
+from gateway.guard import source_key
+from gateway.repeated import RepeatedLog
 from gateway.sip.headers import Headers
 from gateway.sip.message import (
     MAGIC_COOKIE,
@@ -74,6 +77,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("cau" + __name__.removeprefix("gateway"))
+
+#: server transactions one address (an IPv6 /64) may hold open at once; at the RFC's T1 a UDP
+#: OPTIONS or REGISTER stays 32 s after its answer, so this is about 60 requests a second, sustained
+MAX_SERVER_TRANSACTIONS_PER_SOURCE = 2000
 
 _EPS = 1e-6
 
@@ -100,6 +107,7 @@ class LayerStats:
     stray_2xx: int = 0             # 2xx to INVITE with no transaction, given to on_stray_2xx
     cancel_481: int = 0
     ack_timeouts: int = 0          # non-2xx without ACK (Timer H) + 2xx without ACK
+    overload_503: int = 0          # requests answered 503 statelessly: their source had too many open
 
 
 class _Timed:
@@ -377,6 +385,7 @@ class ServerTransaction(_Timed):
         self.on_error: Callable[[str], None] | None = None
         self.on_timeout: Callable[[], None] | None = None
         self.local_tag: str | None = None
+        self.source: str | None = None           # counted in the layer's per-source table
         self.last_response: Response | None = None
         self.cancelled = False
         self._last_data: bytes | None = None
@@ -552,6 +561,15 @@ class ServerTransaction(_Timed):
         servers = self.layer.servers
         if servers.get(self.key) is self:
             del servers[self.key]
+        src = self.source
+        if src is not None:
+            self.source = None
+            counts = self.layer._per_source
+            left = counts.get(src, 1) - 1
+            if left > 0:
+                counts[src] = left
+            else:
+                counts.pop(src, None)
 
 
 # --- 2xx retransmission (TU helper, §13.3.1.4) -------------------------------
@@ -632,6 +650,8 @@ class TransactionLayer:
         T2: float = 4.0,
         T4: float = 5.0,
         timer_d: float | None = None,
+        max_per_source: int = MAX_SERVER_TRANSACTIONS_PER_SOURCE,
+        exempt: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
     ) -> None:
         if reactor is None:
             reactor = transport.reactor
@@ -645,6 +665,14 @@ class TransactionLayer:
         self.servers: dict[Hashable, ServerTransaction] = {}
         self.pending_acks: dict[Hashable, Retransmission2xx] = {}
         self.stats = LayerStats()
+        # server transactions open per source (IPv4 address or IPv6 /64): a UDP non-INVITE lives
+        # 64*T1 after its answer, so one address sending OPTIONS or REGISTER as fast as it can
+        # would otherwise hold an unbounded number (memory); loopback (a local proxy, the tests'
+        # load generators) is exempt
+        self.max_per_source = max_per_source
+        self._exempt = [ipaddress.ip_network(n) for n in exempt]
+        self._per_source: dict[str, int] = {}
+        self._overload_log = RepeatedLog(log, every=1000)
         self.on_request: Callable[[Request, ServerTransaction | None, Peer], None] = self._no_tu
         self.on_stray_2xx: Callable[[Response], None] | None = None
         transport.on_request = self._on_request
@@ -784,6 +812,20 @@ class TransactionLayer:
             tx._retransmitted()
             return
         tx = ServerTransaction(self, request, peer, key)
+        src = self._source(peer.host)
+        if src is not None:
+            n = self._per_source.get(src, 0)
+            if n >= self.max_per_source:
+                # answered once and forgotten, as a stateless server would: no state, no timers
+                self.stats.overload_503 += 1
+                self._overload_log(("overload", src), logging.WARNING,
+                                   "SIP: %s has %d transactions open; answering its requests 503", src, n)
+                busy = tx.make_response(503, "Too many requests from your address")
+                busy.headers.add("Retry-After", "10")
+                tx._send(busy)
+                return
+            self._per_source[src] = n + 1
+            tx.source = src
         self.servers[key] = tx
         self.stats.server_transactions += 1
         if method == "CANCEL":
@@ -792,6 +834,21 @@ class TransactionLayer:
         _safe_call(self.on_request, request, tx, peer)
         if tx.is_invite and tx.state == "proceeding" and tx.last_response is None:
             tx.respond(tx.make_response(100))                 # §17.2.1
+
+    def _source(self, host: str) -> str | None:
+        """The counted source of a request from ``host``; None when exempt (loopback)."""
+        try:
+            ip = ipaddress.ip_address(host.strip("[]").split("%")[0])
+        except ValueError:
+            return host[:64]
+        if any(ip in n for n in self._exempt):
+            return None
+        return source_key(host)
+
+    def open_from(self, host: str) -> int:
+        """Server transactions open from the source of ``host``."""
+        src = self._source(host)
+        return self._per_source.get(src, 0) if src is not None else 0
 
     def _on_ack(self, ack: Request, via: Via, cseq: CSeq, peer: Peer) -> None:
         key = self._server_key(ack, via, cseq, "INVITE")
