@@ -643,6 +643,9 @@ class Gateway:
                 "alarms": self.registry.pin_guard.alarms() + self.password_guard.alarms(),
                 "wrong_pins": self.registry.pin_guard.stats["failures"],
                 "wrong_passwords": self.password_guard.stats["failures"],
+                # SIP requests answered 503 because their address held too many transactions
+                "sip_overload_503": self.sip_transactions.stats.overload_503
+                if getattr(self, "sip_transactions", None) is not None else 0,
             },
             "gatekeeper_client": None if getattr(self, "gk_client", None) is None else {
                 "gatekeeper": self.settings.register_with, "state": self.gk_client.state,
