@@ -198,6 +198,126 @@ def _esc(x: Any) -> str:
     return html.escape(str(x))
 
 
+def read_evidence(evidence: Path | None, r: CaseResult) -> dict[str, Any] | None:
+    """The case's evidence.json (interop_tests.evidence), with the folder's name, or None."""
+    name = r.props.get("evidence")
+    if evidence is None or not name or "/" in name or name.startswith("."):
+        return None
+    path = evidence / name / "evidence.json"
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    doc["folder"] = name
+    return doc
+
+
+def ladder_svg(rows: list[dict[str, Any]], target_ports: list[int], max_parties: int = 7) -> str:
+    """The message sequence as a ladder diagram: a lifeline per address (in order of appearance,
+    the target's marked), an arrow per message with its time."""
+    parties: list[str] = []
+    for r in rows:
+        for a in (r["from"], r["to"]):
+            if a not in parties and len(parties) < max_parties:
+                parties.append(a)
+    if not parties:
+        return ""
+    other = "others"
+    col, left, top, step = 190, 70, 46, 24
+
+    def x(a: str) -> int:
+        i = parties.index(a) if a in parties else len(parties)
+        return left + 80 + i * col
+
+    n_cols = len(parties) + (1 if any(r["from"] not in parties or r["to"] not in parties for r in rows) else 0)
+    width = left + 80 + (n_cols - 1) * col + 110
+    height = top + step * (len(rows) + 1)
+    out = [f'<svg class=ladder xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}" role="img" aria-label="message sequence">',
+           '<defs><marker id="arr" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
+           'orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="#333"/></marker></defs>']
+    labels = parties + ([other] if n_cols > len(parties) else [])
+    for i, a in enumerate(labels):
+        cx = left + 80 + i * col
+        port = a.rsplit(":", 1)[-1]
+        is_target = port.isdigit() and int(port) in target_ports
+        out.append(f'<text x="{cx}" y="16" text-anchor="middle" font-weight="{700 if is_target else 400}">'
+                   f'{_esc(a)}</text><text x="{cx}" y="31" text-anchor="middle" font-size="11" fill="#555">'
+                   f'{"target" if is_target else ""}</text>'
+                   f'<line x1="{cx}" y1="{top - 8}" x2="{cx}" y2="{height}" stroke="#bbb"/>')
+    for i, r in enumerate(rows):
+        y = top + step * (i + 1)
+        x1, x2 = x(r["from"]), x(r["to"])
+        if x1 == x2:
+            x2 = x1 + 40
+        colour = "#7a1f1f" if re.match(r"[456]\d\d ", r["message"]) or "release" in r["message"].lower() else "#333"
+        out.append(f'<text x="4" y="{y - 4}" font-size="11" fill="#555">{r["t"]:.3f}</text>'
+                   f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y}" stroke="{colour}" marker-end="url(#arr)"/>'
+                   f'<text x="{(x1 + x2) / 2:.0f}" y="{y - 5}" text-anchor="middle" font-size="11.5" fill="{colour}">'
+                   f'{_esc(_cut(r["message"], 56))}<title>{_esc(r["protocol"])}: {_esc(r["message"])}</title></text>')
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def _evidence_html(ev: dict[str, Any], verdict: str) -> str:
+    folder = _esc(ev["folder"])
+    parts = []
+    files = []
+    if ev.get("capture"):
+        files.append(f'<a href="evidence/{folder}/{_esc(ev["capture"])}">capture ({_esc(ev["capture"])})</a>')
+    elif ev.get("capture_note"):
+        files.append(_esc(ev["capture_note"]))
+    files += [f'<a href="evidence/{folder}/{_esc(f)}">{_esc(f)}</a>' for f in ev.get("files", [])]
+    if files:
+        parts.append("<div class=files>" + " · ".join(files) + "</div>")
+    meas = [m for m in ev.get("measurements", []) if m.get("name") != "case duration"]
+    if meas:
+        rows = "".join(f"<tr><td>{_esc(m['name'])}</td><td>{_esc(m['value'])} {_esc(m.get('unit', ''))}</td>"
+                       f"<td>{_esc(m.get('expected', ''))}</td></tr>" for m in meas)
+        parts.append(f"<table class=meas><tr><th>measured</th><th>value</th><th>expected</th></tr>{rows}</table>")
+        for m in meas:
+            if m.get("series"):
+                parts.append(f'<div class=plot data-title="{_esc(m["name"])}" data-unit="{_esc(m.get("unit", ""))}" '
+                             f'data-series="{_esc(json.dumps(m["series"]))}"></div>')
+    ladder = ev.get("ladder") or []
+    if ladder:
+        parts.append(f'<details class=lad{" open" if verdict == "FAIL" else ""}><summary>message sequence '
+                     f'({len(ladder)} messages, from the capture)</summary>'
+                     f'{ladder_svg(ladder, ev.get("target_ports", []))}</details>')
+    elif ev.get("capture"):
+        parts.append("<div class=files>no SIP, H.225.0 or H.245 message in the capture</div>")
+    return "<div class=ev>" + "".join(parts) + "</div>" if parts else ""
+
+
+def _copy_assets(folder: Path) -> None:
+    """uPlot (vendored with the console) and the report's script, so that the folder works offline."""
+    import shutil
+
+    src = Path(__file__).resolve().parent / "api" / "static" / "vendor" / "uplot"
+    dest = folder / "assets"
+    dest.mkdir(exist_ok=True)
+    for name in ("uPlot.iife.min.js", "uPlot.min.css", "LICENSE"):
+        if (src / name).exists():
+            shutil.copyfile(src / name, dest / ("uPlot-LICENSE" if name == "LICENSE" else name))
+    (dest / "report.js").write_text(_REPORT_JS, encoding="utf-8")
+
+
+_REPORT_JS = """// plots of the measurements a case judged (uPlot); the data is in each .plot element
+for (const el of document.querySelectorAll('.plot')) {
+  const pts = JSON.parse(el.dataset.series);
+  const data = [pts.map(p => p[0]), pts.map(p => p[1])];
+  new uPlot({title: el.dataset.title, width: 520, height: 180,
+             scales: {x: {time: false}},
+             axes: [{label: 's'}, {label: el.dataset.unit.split(' ')[0]}],
+             series: [{label: 's'}, {label: el.dataset.unit, stroke: '#1f5f9f', width: 1.5}]}, data, el);
+}
+"""
+
+
 def write_reports(results: list[CaseResult], folder: Path, exit_code: int, meta: dict[str, Any],
                   evidence: Path | None = None) -> dict[str, Any]:
     """report.html and report.json in ``folder``; returns the JSON document."""
@@ -217,10 +337,20 @@ def write_reports(results: list[CaseResult], folder: Path, exit_code: int, meta:
                       "seconds": round(r.seconds, 2), "reason": None if r.verdict == "PASS" else r.reason,
                       "observed_expected": r.observed_expected if r.verdict == "FAIL" else None,
                       "detail": r.detail or None} for r in results]}
-    (folder / "report.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
     colour = {"PASS": "#dff0d8", "FAIL": "#f2dede", "NOT APPLICABLE": "#eef1f5", "INCONCLUSIVE": "#fcf8e3"}
     rows = []
-    for r, c in zip(results, doc["cases"]):
+    evidences = [read_evidence(evidence, r) for r in results]
+    identity: dict[str, str] = {}
+    for ev, c in zip(evidences, doc["cases"]):
+        if ev is not None:
+            identity.update(ev.get("identity") or {})
+            c["evidence"] = {"folder": f"evidence/{ev['folder']}", "capture": ev.get("capture"),
+                             "files": ev.get("files", []), "messages": len(ev.get("ladder") or []),
+                             "measurements": ev.get("measurements", [])}
+    if identity:
+        doc["target"] = {**doc.get("target", meta.get("target", {})), **identity}
+    (folder / "report.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    for r, c, ev in zip(results, doc["cases"], evidences):
         why = ""
         if c["observed_expected"]:
             obs, exp = c["observed_expected"]
@@ -231,24 +361,31 @@ def write_reports(results: list[CaseResult], folder: Path, exit_code: int, meta:
             r.verdict == "FAIL" else ""
         param = f'<br><small>{_esc(r.name.split("[", 1)[1].rstrip("]"))}</small>' if "[" in r.name else ""
         rows.append(f'<tr style="background:{colour.get(r.verdict, "#fff")}"><td><code>{_esc(c["id"])}</code>{param}</td>'
-                    f'<td><b>{_esc(c["title"])}</b><br><small>{_esc(r.props.get("checks", ""))}</small>{why}{detail}</td>'
+                    f'<td><b>{_esc(c["title"])}</b><br><small>{_esc(r.props.get("checks", ""))}</small>{why}{detail}'
+                    f'{_evidence_html(ev, r.verdict) if ev else ""}</td>'
                     f'<td>{_esc(c["clause"])}</td><td class=v>{r.verdict}</td><td>{r.seconds:.1f}</td></tr>')
     area_rows = "".join(f"<tr><td>{_esc(AREAS.get(a, a))}</td>" + "".join(
         f"<td>{n.get(v, 0)}</td>" for v in ("PASS", "FAIL", "NOT APPLICABLE", "INCONCLUSIVE")) + "</tr>"
         for a, n in sorted(by_area.items()))
-    shots = sorted(evidence.glob("*.png")) if evidence is not None and evidence.is_dir() else []
-    pictures = "".join(f'<figure><img src="{_esc(p.parent.name)}/{_esc(p.name)}" alt="{_esc(p.stem)}">'
+    shots = sorted(list(evidence.glob("*.png")) + list(evidence.glob("*/*.png"))) \
+        if evidence is not None and evidence.is_dir() else []
+    pictures = "".join(f'<figure><img src="{_esc(p.relative_to(folder).as_posix())}" alt="{_esc(p.stem)}">'
                        f"<figcaption>{_esc(p.stem)}</figcaption></figure>" for p in shots)
     versions = ", ".join(f"{k} {v or 'missing'}" for k, v in meta.get("versions", {}).items())
     t = meta.get("target", {})
+    _copy_assets(folder)
     (folder / "report.html").write_text(f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>Conformance report: {_esc(t.get("name", "target"))} — {verdict}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:80em}}td,th{{padding:.3em .6em;text-align:left;
 vertical-align:top}}table{{border-collapse:collapse}}.oe{{margin-top:.3em;color:#7a1f1f}}td.v{{font-weight:600;white-space:nowrap}}
-dl{{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}}dt{{font-weight:600}}img{{max-width:48em}}</style></head><body>
+dl{{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}}dt{{font-weight:600}}img{{max-width:48em}}
+.ev{{margin-top:.4em}}.ev table.meas td,.ev table.meas th{{padding:.1em .5em;font-size:.9em}}.files{{font-size:.9em}}
+svg.ladder{{font-family:ui-monospace,monospace;background:#fff;border:1px solid #ddd;margin:.3em 0}}
+details.lad{{overflow-x:auto;max-width:60em}}</style>
+<link rel="stylesheet" href="assets/uPlot.min.css"></head><body>
 <h1>Conformance report: {verdict}</h1>
 <dl id="header"><dt>Target</dt><dd>{_esc(t.get("name", ""))} <code>{_esc(t.get("address", ""))}</code></dd>
-<dt>Identifies as</dt><dd>{_esc(t.get("server") or "—")}</dd>
+<dt>Identifies as</dt><dd>{_esc(t.get("server") or "—")}</dd>{"".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in identity.items())}
 <dt>Profile</dt><dd>{_esc(meta.get("profile", ""))}{(" (selection " + _esc(meta["selection"]) + ")") if meta.get("selection") else ""}</dd>
 <dt>Suite and peers</dt><dd>{_esc(versions)}</dd>
 <dt>Run</dt><dd>{_esc(meta.get("started", ""))}, {meta.get("duration_s", 0):.0f} s</dd>
@@ -257,7 +394,9 @@ dl{{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}}dt{{font-w
 {area_rows}</table>
 <h2>Cases</h2><table id="cases"><tr><th>Id</th><th>Case</th><th>Clause</th><th>Verdict</th><th>s</th></tr>
 {''.join(rows)}</table>{"<h2>Screenshots</h2>" + pictures if pictures else ""}
-<p>Machine-readable: <a href="report.json">report.json</a>, <a href="junit.xml">junit.xml</a>.</p></body></html>
+<p>Machine-readable: <a href="report.json">report.json</a>, <a href="junit.xml">junit.xml</a>; each case's
+capture, logs and measurements in <a href="evidence/">evidence/</a>.</p>
+<script src="assets/uPlot.iife.min.js"></script><script src="assets/report.js"></script></body></html>
 """, encoding="utf-8")
     return doc
 

@@ -108,6 +108,19 @@ _BY_TEST: dict[str, Case] = {
     "test_sipp_registers_with_digest_and_a_wrong_password_is_refused": _C(
         "REG-002", "Digest registration; a wrong password is refused", "RFC 3261 §10.3, §22.4; RFC 7616",
         "Only the right password registers an account.", CAU),
+    "test_a_register_without_credentials_is_challenged": _C(
+        "REG-003", "A REGISTER without credentials is challenged", "RFC 3261 §22.1, §10.3 step 2; RFC 7616 §3.3",
+        "Anyone on the network could otherwise take a site's number.", ("sip-registrar", "cau")),
+    "test_a_registration_is_listed_and_removed_with_expires_0": _C(
+        "REG-004", "The 200 lists the binding; a query shows it; Contact: * with Expires: 0 removes it",
+        "RFC 3261 §10.2.2, §10.2.3, §10.3 step 8",
+        "A phone that leaves must stop ringing; a phone must see that it is registered.", ("sip-registrar", "cau")),
+    "test_a_too_brief_registration_gets_423_with_min_expires_or_is_accepted": _C(
+        "REG-005", "A too-brief expiry gets 423 with Min-Expires (or is accepted)", "RFC 3261 §10.3 step 7, §21.4.17",
+        "A phone told 423 must learn the interval it may use, or it retries for ever.", ("sip-registrar", "cau")),
+    "test_a_wrong_password_does_not_register": _C(
+        "REG-006", "A wrong password leaves no binding", "RFC 3261 §22.4; RFC 7616 §3.4",
+        "A guessed password must not move a site's calls.", ("sip-registrar", "cau")),
     "test_register_does_not_tell_which_endpoints_exist": _C(
         "SEC-001", "REGISTER answers do not tell which accounts exist", "RFC 3261 §26.1",
         "An attacker cannot list a province's sites by probing the registrar.", ("sip-registrar", "cau")),

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -50,6 +51,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--h323-target", metavar="HOST:PORT", help="an H.323 system's call signalling address")
     g.addoption("--gatekeeper", metavar="HOST:PORT", help="an H.323 gatekeeper's RAS address")
     g.addoption("--whip-target", metavar="URL", help="a WHIP server's base URL (https://host:port)")
+    g.addoption("--user", help="an account on the SIP registrar (registration cases)")
+    g.addoption("--password", help="that account's password")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -95,6 +98,9 @@ class Target:
     users: dict[str, str] = field(default_factory=dict)  # registration accounts of the suite's dial plan
     api_token: str | None = None     # operator actions of a Cầu the suite started
     sip_tls_port: int | None = None  # SIP over TLS (RFC 3261 §26), when the target has it
+    h323_port: int | None = None     # H.225.0 call signalling and RAS of a Cầu the suite started
+    ras_port: int | None = None
+    rtp_range: tuple[int, int] | None = None
 
     @property
     def is_local_cau(self) -> bool:
@@ -153,8 +159,14 @@ def _start_cau(tmp: Path) -> Target:
     )
     deadline = time.monotonic() + 30
     sip = http = https = sip_tls = None
-    while time.monotonic() < deadline and (sip is None or http is None or https is None or sip_tls is None):
+    h323 = ras = None
+    while time.monotonic() < deadline and (sip is None or http is None or https is None or sip_tls is None
+                                           or h323 is None or ras is None):
         text = out.read_text()
+        m = re.search(r"H\.323 call signalling listening on [\d.]+:(\d+)", text)
+        h323 = int(m.group(1)) if m else None
+        m = re.search(r"H\.323 RAS \(gatekeeper\) listening on [\d.]+:(\d+)", text)
+        ras = int(m.group(1)) if m else None
         m = re.search(r"SIP over TLS listening on [\d.]+:(\d+)", text)
         sip_tls = int(m.group(1)) if m else None
         m = re.search(r"SIP listening on [\d.]+:(\d+)", text)
@@ -172,7 +184,7 @@ def _start_cau(tmp: Path) -> Target:
     token = (tmp / "state" / "api_token").read_text().strip()
     return Target("127.0.0.1", sip, "1000", "2000", "2468", "6000", http, https, proc, err,
                   users={"baresip-a": "secret-a", "pjsua-b": "secret-b", "lab-hdx-pw": "secret-h235"}, api_token=token,
-                  sip_tls_port=sip_tls)
+                  sip_tls_port=sip_tls, h323_port=h323, ras_port=ras, rtp_range=(base, base + 999))
 
 
 @pytest.fixture(scope="session")
@@ -202,9 +214,130 @@ def target(request: pytest.FixtureRequest):
         t.proc.wait()
 
 
+def _ports_of(text: str | None) -> int | None:
+    if not text:
+        return None
+    m = re.search(r":(\d+)(?:/|$)", text.rsplit("@", 1)[-1])
+    return int(m.group(1)) if m else None
+
+
+@pytest.fixture(autouse=True)
+def case_evidence(request: pytest.FixtureRequest):
+    """With ``--evidence-dir``: a folder per case with a capture of its traffic, the ladder read
+    back from it, its measurements and its peers' logs (interop_tests.evidence). Without it,
+    nothing (a plain pytest run)."""
+    import logging
+
+    from interop_tests import evidence as ev
+    from interop_tests.peers import procs
+
+    base = request.config.getoption("--evidence-dir")
+    case = case_for(request.node.originalname) if HERE in Path(str(request.node.path)).parents else None
+    if not base or case is None:
+        yield None
+        return
+    param = request.node.name.split("[", 1)[1].rstrip("]") if "[" in request.node.name else None
+    folder = Path(base) / ev.folder_name(case.id, param)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    record = ev.CaseEvidence(folder, case.id, request.node.nodeid)
+    request.node.user_properties.append(("evidence", folder.name))
+    # what to capture: the target's signalling ports and media range (the Cầu the suite started),
+    # or everything to and from a target on another machine
+    opts = request.config.getoption
+    sip_ports, ras_ports, tcp_ports, udp_ports = [], [], [], []
+    rtp_range = None
+    host = "127.0.0.1"
+    if opts("--sip-target") or opts("--h323-target") or opts("--gatekeeper") or opts("--whip-target"):
+        for name in ("--sip-target", "--h323-target", "--gatekeeper", "--whip-target"):
+            text = opts(name)
+            if text:
+                host = re.sub(r"^\w+://", "", text).split("/")[0].rpartition(":")[0].strip("[]") or host
+        sip = _ports_of(opts("--sip-target"))
+        sip_ports += [sip] if sip else []
+        tcp_ports += sip_ports + [p for p in (_ports_of(opts("--h323-target")), _ports_of(opts("--whip-target"))) if p]
+        gk = _ports_of(opts("--gatekeeper"))
+        ras_ports += [gk] if gk else []
+        udp_ports += sip_ports + ras_ports
+    else:
+        t = request.getfixturevalue("target")
+        sip_ports = [p for p in (t.sip_port,) if p]
+        ras_ports = [p for p in (t.ras_port,) if p]
+        tcp_ports = [p for p in (t.sip_port, t.sip_tls_port, t.h323_port, t.https_port) if p]
+        udp_ports = sip_ports + ras_ports
+        rtp_range = t.rtp_range
+    record.target_ports = sorted({p for p in tcp_ports + udp_ports if p})
+    loopback = host.startswith("127.") or host in ("::1", "localhost")
+    quiet = [] if opts("--sip-target") or opts("--h323-target") or opts("--gatekeeper") or opts("--whip-target") \
+        else [request.getfixturevalue("target").http_port]
+    bpf = ev.capture_filter(host, tcp_ports, udp_ports, rtp_range, loopback, quiet)
+    from interop_tests.peers.capture import LoopbackCapture
+
+    cap = LoopbackCapture(bpf, folder / "capture.pcapng", interface="lo" if loopback else "any",
+                          max_kb=ev.CAPTURE_KB, duration=900)
+    try:
+        cap.__enter__()
+    except BaseException as exc:            # no tshark, no root: the case runs, the report says why
+        cap = None
+        record.capture_note = f"no capture: {exc}"
+    procs.STARTED.clear()
+    handler = logging.FileHandler(folder / "suite.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    t0 = time.monotonic()
+    cau_log = None
+    if not opts("--sip-target") and "target" in request.fixturenames:
+        t = request.getfixturevalue("target")
+        if t.log_path is not None and t.log_path.exists():
+            cau_log = (t.log_path, t.log_path.stat().st_size)
+    ev.CURRENT = record
+    try:
+        yield record
+    finally:
+        ev.CURRENT = None
+        root.removeHandler(handler)
+        handler.close()
+        root.setLevel(old_level)
+        if cap is not None:
+            try:
+                cap.stop()
+            except BaseException as exc:
+                record.capture_note = f"capture cut short: {exc}"
+            if (folder / "capture.pcapng").exists():
+                record.capture = "capture.pcapng"
+                record.ladder = ev.read_ladder(folder / "capture.pcapng", sip_ports, ras_ports)
+        for p in list(procs.STARTED):
+            (folder / ev._safe(f"{p.name}.out")).write_text(" ".join(p.argv) + "\n\n" + p.output, encoding="utf-8")
+            record.files.append(ev._safe(f"{p.name}.out"))
+            if p.log_path is not None and p.log_path.parent.is_dir():
+                for extra in sorted(p.log_path.parent.glob("*.log"))[:6]:
+                    if extra != p.log_path:
+                        record.attach(extra, f"{p.name}-{extra.name}")
+        procs.STARTED.clear()
+        if cau_log is not None:
+            path, start = cau_log
+            try:
+                with path.open("rb") as f:
+                    f.seek(start)
+                    (folder / "cau.log").write_bytes(f.read(4 * 1024 * 1024))
+                record.files.append("cau.log")
+            except OSError:
+                pass
+        if (folder / "suite.log").stat().st_size:
+            record.files.append("suite.log")
+        record.measure("case duration", round(time.monotonic() - t0, 2), "s")
+        record.save()
+
+
 @pytest.fixture
-def evidence_dir(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
-    """The report's evidence folder (``--evidence-dir``), else the case's temporary folder."""
+def evidence_dir(request: pytest.FixtureRequest, tmp_path: Path, case_evidence) -> Path:
+    """The case's folder in the report's evidence (``--evidence-dir``), else its temporary folder."""
+    if case_evidence is not None:
+        return case_evidence.folder
     opt = request.config.getoption("--evidence-dir")
     path = Path(opt) if opt else tmp_path
     path.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,15 @@ def test_a_sipp_uas_as_a_sip_ua_target_gets_verdicts_not_errors(tmp_path):
     assert all(c["verdict"] in ("PASS", "FAIL", "NOT APPLICABLE") for c in doc["cases"]), doc["cases"]
     tort3 = next(c for c in doc["cases"] if c["id"] == "TORT-003")
     assert tort3["observed_expected"] == ["200", "400"], tort3
+    # evidence: the failing case's own capture, and its ladder read back from it (the torture
+    # message going to sipp and sipp's 200 coming back)
+    ev = tmp_path / "rep" / tort3["evidence"]["folder"]
+    assert (ev / "capture.pcapng").stat().st_size > 0 and tort3["evidence"]["capture"] == "capture.pcapng"
+    ladder = json.loads((ev / "evidence.json").read_text())["ladder"]
+    assert any(m["to"].endswith(f":{port}") and m["message"].startswith("INVITE") for m in ladder), ladder
+    assert any(m["from"].endswith(f":{port}") and m["message"].startswith("200") for m in ladder), ladder
+    call = next(c for c in doc["cases"] if c["id"] == "SIP-CALL-001")
+    assert any(f.startswith("sipp") for f in call["evidence"]["files"]), call["evidence"]    # the peer's log
     na = next(c for c in doc["cases"] if c["id"] == "SIP-TIMER-001")
     assert "does not list 'timer'" in na["reason"], na
     # no Cầu case ran against sipp
@@ -58,6 +67,9 @@ def test_a_sipp_uas_as_a_sip_ua_target_gets_verdicts_not_errors(tmp_path):
             await page.goto((tmp_path / "rep" / "report.html").as_uri())
             out = {"title": await page.title(), "header": await page.inner_text("#header"),
                    "failing": await page.inner_text("#cases tr:has(code:text-is('TORT-003'))"),
+                   "ladder": await page.inner_html("#cases tr:has(code:text-is('TORT-003')) details.lad[open] svg"),
+                   "capture": await page.get_attribute("#cases tr:has(code:text-is('TORT-003')) a[href$='.pcapng']",
+                                                       "href"),
                    "na": await page.inner_text("#cases tr:has(code:text-is('SIP-TIMER-001'))"),
                    "areas": await page.inner_text("#areas")}
             await page.screenshot(path=str(tmp_path / "rep" / "report.png"), full_page=True)
@@ -70,6 +82,8 @@ def test_a_sipp_uas_as_a_sip_ua_target_gets_verdicts_not_errors(tmp_path):
     assert "sipp v3" in seen["header"] and "tshark" in seen["header"]
     assert "observed 200, expected 400" in seen["failing"] and "FAIL" in seen["failing"], seen["failing"]
     assert "NOT APPLICABLE" in seen["na"] and "timer" in seen["na"]
+    assert "INVITE sip:" in seen["ladder"] and "200 OK" in seen["ladder"] and "target" in seen["ladder"]
+    assert (tmp_path / "rep" / seen["capture"]).exists()           # the link opens the capture
     assert "RFC 4475 torture messages" in seen["areas"]
 
 
@@ -96,5 +110,14 @@ def test_the_h323_test_endpoint_as_an_h323_terminal_target_passes_the_terminal_c
     ids = sorted({c["id"] for c in doc["cases"]})
     assert ids == ["H323-TERM-001", "H323-TERM-002"], ids                 # no MCU or Cầu case ran
     assert len(doc["cases"]) == 4 and all(c["verdict"] == "PASS" for c in doc["cases"])
+    # the header names the device by what its CONNECT says (H.225.0 vendor, product, version)
+    assert "T.35 country 0xBC" in doc["target"].get("H.225.0 vendor (its CONNECT)", ""), doc["target"]
+    sep = next(c for c in doc["cases"] if c["id"] == "H323-TERM-001" and "separate" in c["test"])
+    ev = json.loads((tmp_path / "rep" / sep["evidence"]["folder"] / "evidence.json").read_text())
+    said = [m["message"] for m in ev["ladder"]]
+    assert any("setup" in m for m in said) and any("connect" in m for m in said), said
+    assert any("terminalCapabilitySet" in m for m in said) and any("openLogicalChannel" in m for m in said), said
+    freq = next(m for m in ev["measurements"] if "dominant frequency" in m["name"])
+    assert abs(freq["value"] - 700) < 30, freq                     # what it sent, as the suite heard it
     log = (tmp_path / "terminal.txt").read_text()
     assert log.count("connected; channels") == 4 and "heard 800 Hz" in log, log[-2000:]    # it heard the suite

@@ -253,6 +253,7 @@ class H323Call(Protocol):
         self.framer = TpktFramer()
         self.cause: int | None = None          # Q.850 cause of the release
         self.release_reason: str | None = None
+        self.remote_vendor: str = ""            # the far end's H.225.0 vendor, product and version
         self.release_text = ""
         self.released_by: str | None = None    # "local" | "remote"
         self.received: list[str] = []          # Q.931 message type names, in order (diagnostics)
@@ -447,6 +448,9 @@ class H323Call(Protocol):
             self._malformed(100, f"SETUP carrying a {kind} body")
             return
         asn1.h225_version(body["protocolIdentifier"])
+        info = body.get("sourceInfo")
+        if isinstance(info, dict) and isinstance(info.get("vendor"), dict):
+            self.remote_vendor = q931.vendor_text(info["vendor"])
         self.state = "incoming"
         self.call_id = bytes(body["callIdentifier"]["guid"]) if "callIdentifier" in body else os.urandom(16)
         self.conference_id = bytes(body["conferenceID"])
@@ -657,6 +661,9 @@ class H323Call(Protocol):
             if self.state == "released":
                 return
         if self.role == "caller" and is_answer:
+            info = body.get("destinationInfo")
+            if isinstance(info, dict) and isinstance(info.get("vendor"), dict):
+                self.remote_vendor = q931.vendor_text(info["vendor"])
             if self.tunnelling and not pdu.get("h245Tunnelling", False):
                 log.info("%s: the far end does not tunnel H.245 (%s): falling back", self.name, msg.type_name)
                 self.tunnelling = False

@@ -690,6 +690,21 @@ def vendor_identifier() -> dict[str, Any]:
     return {"vendor": dict(CAU_VENDOR), "productId": b"Cau", "versionId": gateway.__version__.encode()}
 
 
+def vendor_text(v: dict[str, Any]) -> str:
+    """A VendorIdentifier (an EndpointType's ``vendor``) for people: product, version and the
+    T.35 country and manufacturer codes (H.225.0 §7.6; what a Polycom or Tandberg calls itself)."""
+    def text(raw: Any) -> str:
+        if isinstance(raw, (bytes, bytearray)):
+            raw = bytes(raw).decode("latin-1", "replace")
+        return "".join(c for c in str(raw or "") if c.isprintable()).strip("\x00 ")[:64]
+
+    t35 = v.get("vendor") if isinstance(v.get("vendor"), dict) else {}
+    product, version = text(v.get("productId")), text(v.get("versionId"))
+    codes = (f"T.35 country 0x{int(t35.get('t35CountryCode', 0)):02X}, "
+             f"manufacturer {int(t35.get('manufacturerCode', 0))}") if t35 else ""
+    return ", ".join(x for x in (" ".join(y for y in (product, version) if y), codes) if x)
+
+
 def endpoint_type(kind: str = "terminal") -> dict[str, Any]:
     """EndpointType with our vendor; ``kind`` is terminal, gateway or mcu."""
     if kind not in ("terminal", "gateway", "mcu"):

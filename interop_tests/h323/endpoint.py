@@ -298,6 +298,9 @@ class H323TestEndpoint:
                                             return_when=asyncio.FIRST_COMPLETED), timeout)
         if call.state == "released":
             raise RuntimeError(f"call released: cause {call.cause} ({call.release_text})")
+        from interop_tests import evidence
+
+        evidence.identify("H.225.0 vendor (its CONNECT)", call.remote_vendor)
 
     async def wait_media(self, timeout: float = 10.0) -> None:
         """Until audio channels are open both ways (and we are sending)."""

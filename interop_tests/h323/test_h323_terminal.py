@@ -26,6 +26,13 @@ def test_the_terminal_answers_each_h245_mode_and_sends_audio(target, h323, h323_
     channels, heard = h323_run(scenario(), timeout=40)
     opened = {(d, m) for d, m, _c, state in channels if state in ("open", "established")}
     assert ("tx", "audio") in opened and ("rx", "audio") in opened, f"{mode}: channels {channels}"
+    if heard.size:
+        from interop_tests import evidence
+        from interop_tests.peers.rtp_participant import spectrum_peak
+
+        freq, level = spectrum_peak(heard, getattr(ep.audio, "rx_rate", 8000))
+        evidence.measure("audio from the terminal: dominant frequency", round(freq), "Hz")
+        evidence.measure("audio from the terminal: level", round(level, 1), "dBFS", "above digital silence")
     assert heard.size and np.abs(heard).max() > 0, f"{mode}: no audio came from the terminal in 1.5 s"
     h323_run(ep.hangup())
     assert ep.release_cause in (None, 16), ep.release_cause

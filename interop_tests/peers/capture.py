@@ -22,8 +22,12 @@ import pytest
 
 
 class LoopbackCapture:
-    def __init__(self, bpf: str, path: str | os.PathLike, timeout: float = 20.0) -> None:
+    def __init__(self, bpf: str, path: str | os.PathLike, timeout: float = 20.0, interface: str = "lo",
+                 max_kb: int | None = None, duration: int = 120) -> None:
+        self.duration = duration
         self.bpf = bpf
+        self.interface = interface
+        self.max_kb = max_kb
         self.path = Path(path)
         self.timeout = timeout
         self._probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -40,8 +44,9 @@ class LoopbackCapture:
         if os.geteuid() != 0:
             pytest.fail("capturing on lo needs root (or dumpcap capabilities)")
         self._proc = subprocess.Popen(
-            [tshark, "-n", "-i", "lo", "-f", f"({self.bpf}) or (udp port {self.probe_port})", "-w", str(self.path),
-             "-a", "duration:120"],
+            [tshark, "-n", "-i", self.interface, "-f", f"({self.bpf}) or (udp port {self.probe_port})",
+             "-w", str(self.path), "-a", f"duration:{self.duration}",
+             *(["-a", f"filesize:{self.max_kb}"] if self.max_kb else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, HOME=self._home.name),
         )
         self._mark("tshark did not start capturing")

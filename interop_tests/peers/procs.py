@@ -90,6 +90,10 @@ def free_port_block(count: int, host: str = LOOPBACK, even: bool = True) -> int:
     raise RuntimeError(f"no block of {count} free ports found")
 
 
+#: every PeerProcess started (the suite's evidence keeps each case's peers' output; it empties this)
+STARTED: list["PeerProcess"] = []
+
+
 class PeerProcess:
     """One child process in its own process group, its output captured line by line."""
 
@@ -102,6 +106,8 @@ class PeerProcess:
         self.lines: list[str] = []
         self._cond = threading.Condition()
         self._log = open(log_path, "w") if log_path else None
+        self.log_path = Path(log_path) if log_path else None
+        STARTED.append(self)
         self.proc = subprocess.Popen(
             self.argv, cwd=cwd, env=env,
             stdin=subprocess.PIPE if stdin_pipe else subprocess.DEVNULL,

@@ -385,6 +385,14 @@ def spectrum_peak(pcm: np.ndarray, rate: int) -> tuple[float, float]:
 
 def band_level_db(pcm: np.ndarray, rate: int, freq: float, width: float = 30.0) -> float:
     """Energy near ``freq`` relative to full scale (dB): is this tone present?"""
+    from interop_tests import evidence
+
+    level = _band_level_db(pcm, rate, freq, width)
+    evidence.measure(f"level of the {freq:g} Hz tone", level, "dBFS")
+    return level
+
+
+def _band_level_db(pcm: np.ndarray, rate: int, freq: float, width: float = 30.0) -> float:
     if len(pcm) == 0:
         return -120.0
     x = pcm.astype(np.float64) * np.hanning(len(pcm))
@@ -399,10 +407,19 @@ def tone_level_db(pcm: np.ndarray, rate: int, freq: float, block: float = 0.1) -
     over ``block``-second pieces. Is the tone there most of the time? A short gap (a
     machine that froze for a moment) does not hide a tone that is there, and a short
     burst does not make one up."""
+    from interop_tests import evidence
+
     n = int(block * rate)
     if n <= 0 or len(pcm) < n:
-        return band_level_db(pcm, rate, freq)
-    return float(np.median([band_level_db(pcm[i:i + n], rate, freq) for i in range(0, len(pcm) - n + 1, n)]))
+        level = _band_level_db(pcm, rate, freq)
+        evidence.measure(f"level of the {freq:g} Hz tone", level, "dBFS")
+        return level
+    levels = [_band_level_db(pcm[i:i + n], rate, freq) for i in range(0, len(pcm) - n + 1, n)]
+    level = float(np.median(levels))
+    # the level over time is what a person would look at: kept as the measurement's series
+    evidence.measure(f"level of the {freq:g} Hz tone", level, "dBFS (median of 0.1 s blocks)",
+                     series=[(i * block, v) for i, v in enumerate(levels)])
+    return level
 
 
 async def wait_for_tone(heard, rate: int, freq: float, above_db: float, within: float = 5.0,
@@ -418,6 +435,9 @@ async def wait_for_tone(heard, rate: int, freq: float, above_db: float, within: 
         pcm = heard(window)
         level = tone_level_db(pcm, rate, freq) if len(pcm) >= int(window * rate) else -120.0
         if level > above_db or loop.time() >= deadline:
+            from interop_tests import evidence
+
+            evidence.expect(f"level of the {freq:g} Hz tone", f"above {above_db:g} dBFS over {window:g} s")
             return level
         await asyncio.sleep(0.1)
 
