@@ -182,6 +182,14 @@ def catalogue_markdown() -> str:
            "Verdicts: **PASS**; **FAIL** (with what was observed and what was expected); **NOT APPLICABLE** (the",
            "target does not offer what the case checks, with why); **INCONCLUSIVE** (the case could not judge: the",
            "machine stalled through every retry, a peer did not start). Against Cầu (profile `cau`) only PASS counts.",
+           "", "The report is one folder: `report.html` (the target as it names itself — Server/User-Agent, the",
+           "H.225.0 vendor, product and version of its CONNECT — the profile, every peer's version, a summary by",
+           "area), `report.json`, `junit.xml`, and `evidence/<case>/` for every case: `capture.pcapng` (tshark,",
+           "filtered to the target's signalling ports and media range, or to its host when it is on another",
+           "machine), the message sequence read back from that capture (SIP, H.225.0 call signalling and RAS,",
+           "H.245; drawn as a ladder diagram in the report, open for a failing case), the measurements the case",
+           "judged (tone levels with their level over time, plotted), the output and logs of the peers it started",
+           "and, against Cầu, the gateway's log for the case. `assets/` holds uPlot so the folder works offline.",
            "", "| profile | cases |", "|---|---|"]
     out += [f"| `{p}` | {sum(p in c.applies for c in rows)} |" for p in PROFILES]
     for area, title in AREAS.items():
@@ -263,7 +271,7 @@ def _cut(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
-def _evidence_html(ev: dict[str, Any], verdict: str) -> str:
+def _evidence_html(ev: dict[str, Any], verdict: str, evidence_root: Path | None = None) -> str:
     folder = _esc(ev["folder"])
     parts = []
     files = []
@@ -274,6 +282,10 @@ def _evidence_html(ev: dict[str, Any], verdict: str) -> str:
     files += [f'<a href="evidence/{folder}/{_esc(f)}">{_esc(f)}</a>' for f in ev.get("files", [])]
     if files:
         parts.append("<div class=files>" + " · ".join(files) + "</div>")
+    folder_path = evidence_root / ev["folder"] if evidence_root is not None else None
+    images = sorted(p.name for p in folder_path.glob("*.png")) if folder_path is not None else []
+    parts += [f'<figure><img src="evidence/{folder}/{_esc(n)}" alt="{_esc(n)}" loading="lazy">'
+              f"<figcaption>{_esc(n.rsplit('.', 1)[0])}</figcaption></figure>" for n in images]
     meas = [m for m in ev.get("measurements", []) if m.get("name") != "case duration"]
     if meas:
         rows = "".join(f"<tr><td>{_esc(m['name'])}</td><td>{_esc(m['value'])} {_esc(m.get('unit', ''))}</td>"
@@ -362,13 +374,12 @@ def write_reports(results: list[CaseResult], folder: Path, exit_code: int, meta:
         param = f'<br><small>{_esc(r.name.split("[", 1)[1].rstrip("]"))}</small>' if "[" in r.name else ""
         rows.append(f'<tr style="background:{colour.get(r.verdict, "#fff")}"><td><code>{_esc(c["id"])}</code>{param}</td>'
                     f'<td><b>{_esc(c["title"])}</b><br><small>{_esc(r.props.get("checks", ""))}</small>{why}{detail}'
-                    f'{_evidence_html(ev, r.verdict) if ev else ""}</td>'
+                    f'{_evidence_html(ev, r.verdict, evidence) if ev else ""}</td>'
                     f'<td>{_esc(c["clause"])}</td><td class=v>{r.verdict}</td><td>{r.seconds:.1f}</td></tr>')
     area_rows = "".join(f"<tr><td>{_esc(AREAS.get(a, a))}</td>" + "".join(
         f"<td>{n.get(v, 0)}</td>" for v in ("PASS", "FAIL", "NOT APPLICABLE", "INCONCLUSIVE")) + "</tr>"
         for a, n in sorted(by_area.items()))
-    shots = sorted(list(evidence.glob("*.png")) + list(evidence.glob("*/*.png"))) \
-        if evidence is not None and evidence.is_dir() else []
+    shots = sorted(evidence.glob("*.png")) if evidence is not None and evidence.is_dir() else []   # not a case's
     pictures = "".join(f'<figure><img src="{_esc(p.relative_to(folder).as_posix())}" alt="{_esc(p.stem)}">'
                        f"<figcaption>{_esc(p.stem)}</figcaption></figure>" for p in shots)
     versions = ", ".join(f"{k} {v or 'missing'}" for k, v in meta.get("versions", {}).items())
@@ -378,7 +389,8 @@ def write_reports(results: list[CaseResult], folder: Path, exit_code: int, meta:
 <title>Conformance report: {_esc(t.get("name", "target"))} — {verdict}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:80em}}td,th{{padding:.3em .6em;text-align:left;
 vertical-align:top}}table{{border-collapse:collapse}}.oe{{margin-top:.3em;color:#7a1f1f}}td.v{{font-weight:600;white-space:nowrap}}
-dl{{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}}dt{{font-weight:600}}img{{max-width:48em}}
+dl{{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}}dt{{font-weight:600}}img{{max-width:36em}}
+figure{{margin:.4em 0}}figcaption{{font-size:.85em;color:#555}}
 .ev{{margin-top:.4em}}.ev table.meas td,.ev table.meas th{{padding:.1em .5em;font-size:.9em}}.files{{font-size:.9em}}
 svg.ladder{{font-family:ui-monospace,monospace;background:#fff;border:1px solid #ddd;margin:.3em 0}}
 details.lad{{overflow-x:auto;max-width:60em}}</style>

@@ -153,6 +153,14 @@ _BY_TEST: dict[str, Case] = {
     "test_baresip_and_pjsua_in_one_room_hear_each_other": _C(
         "MED-001", "baresip and PJSIP in one room hear each other", "RFC 3550; RFC 3551",
         "Two independent SIP stacks on different codecs hear each other's tone at the right pitch.", MCU),
+    "test_the_answers_audio_has_the_agreed_payload_type_and_packet_time": _C(
+        "MED-003", "The target's RTP has the agreed payload type, the offer's packet time and a steady clock",
+        "RFC 3264 §5.1, §6.1; RFC 3550 §5.1; RFC 3551 §4.5; RFC 4566 §6 (ptime)",
+        "A receiver decodes by the payload type and plays by the timestamps: wrong ones are noise or gaps.", UA),
+    "test_a_target_that_takes_video_sends_frames_that_decode": _C(
+        "VID-004", "Video the target agrees to send decodes, at a sensible size and rate",
+        "RFC 3264 §6.1; RFC 6184 §6.2, §8; RFC 7741 §4",
+        "A video phone that answers with video must send pictures a receiver can decode.", UA),
     "test_a_sender_of_30ms_packets_is_heard_as_one_unbroken_tone": _C(
         "MED-002", "30 ms packets are heard as one unbroken tone", "RFC 3551 §4.5; RFC 4566 §6 (ptime)",
         "Old phones send 30 ms packets; the others must not hear gaps.", MCU),

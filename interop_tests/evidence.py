@@ -114,6 +114,21 @@ def identify(key: str, value: str) -> None:
         CURRENT.identity[key] = value[:200]
 
 
+def picture(rgb: Any, name: str) -> None:
+    """Keep a decoded picture (an RGB array) as a PNG beside the case's capture."""
+    if CURRENT is None or rgb is None:
+        return
+    import av
+
+    path = CURRENT.folder / _safe(name if name.endswith(".png") else name + ".png")
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    codec = av.CodecContext.create("png", "w")
+    codec.width, codec.height, codec.pix_fmt = frame.width, frame.height, "rgb24"
+    data = b"".join(bytes(p) for p in codec.encode(frame))
+    path.write_bytes(data)
+    CURRENT.files.append(path.name)
+
+
 def attach(path: str | os.PathLike, name: str | None = None) -> None:
     if CURRENT is not None:
         CURRENT.attach(path, name)

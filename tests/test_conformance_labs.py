@@ -121,3 +121,42 @@ def test_the_h323_test_endpoint_as_an_h323_terminal_target_passes_the_terminal_c
     assert abs(freq["value"] - 700) < 30, freq                     # what it sent, as the suite heard it
     log = (tmp_path / "terminal.txt").read_text()
     assert log.count("connected; channels") == 4 and "heard 800 Hz" in log, log[-2000:]    # it heard the suite
+
+
+def test_baresip_as_a_sip_ua_target_gets_audio_and_video_verdicts_with_evidence(tmp_path):
+    """baresip (auto-answer, a 700 Hz sine, a red H.264 clip) as a lab's SIP phone: the calls, hold and
+    media cases pass; its genuine deviations are FAILs with the reason; CANCEL does not apply to a
+    phone that answers at once; the video it sends is decoded and kept as a picture."""
+    from interop_tests.peers.baresip import Baresip
+    from interop_tests.peers.baresip_video import clip
+
+    red = clip(tmp_path / "red.avi", (220, 30, 30))
+    phone = Baresip("lab", workdir=tmp_path / "baresip", auto_answer=True, audio_codecs=["PCMU/8000/1"],
+                    audio_source=("ausine", 700), video_codecs=("H264",), video_source=("avformat", str(red)))
+    try:
+        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
+                            f"127.0.0.1:{phone.sip_port}", "--room", "lab", "--video-room", "lab",
+                            "-k", "calls_into_a_room or options_answers or cancel_before or reinvite_hold or "
+                                  "answers_audio or takes_video", "--report", str(tmp_path / "rep")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
+    finally:
+        phone.stop()
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]          # baresip sends no Accept
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert doc["target"]["server"].startswith("baresip"), doc["target"]
+    got = {c["id"]: c for c in doc["cases"]}
+    assert {k: c["verdict"] for k, c in got.items()} == {
+        "SIP-CALL-001": "PASS", "SIP-OPT-001": "FAIL", "SIP-CAN-001": "NOT APPLICABLE", "SDP-OA-002": "PASS",
+        "MED-003": "PASS", "VID-004": "PASS"}, [(c["id"], c["verdict"], c["reason"]) for c in doc["cases"]]
+    assert "no Accept header" in got["SIP-OPT-001"]["reason"]
+    assert "answered the INVITE before the CANCEL" in got["SIP-CAN-001"]["reason"]
+    measured = {m["name"]: m["value"] for m in got["MED-003"]["evidence"]["measurements"]}
+    assert measured["payload type"] == 0 and measured["timestamp step"] == 160, measured
+    video = {m["name"]: m["value"] for m in got["VID-004"]["evidence"]["measurements"]}
+    assert video["video codec"] == "H264" and video["picture size"] == "352x288", video
+    r_, g_, b_ = (int(x) for x in video["picture mean colour (RGB)"].split())
+    assert r_ > 150 and g_ < 80 and b_ < 80, video                       # the red clip, decoded
+    assert any(f.endswith(".png") for f in got["VID-004"]["evidence"]["files"])
+    html = (tmp_path / "rep" / "report.html").read_text()
+    assert 'src="evidence/VID-004/what-the-target-sent-H264.png"' in html

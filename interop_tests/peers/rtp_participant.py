@@ -113,6 +113,8 @@ class RtpParticipant:
         # what we receive
         self.received: list[tuple[float, np.ndarray]] = []  # (arrival, pcm at self.rate)
         self.stats = ReceiveStats()
+        # the first packets as they came: (arrival, payload type, sequence number, timestamp, marker)
+        self.packet_log: list[tuple[float, int, int, int, bool]] = []
         self.sent_packets = 0
         self._max_seq: int | None = None
         self._seen: set[int] = set()
@@ -284,6 +286,8 @@ class RtpParticipant:
         st = self.stats
         st.packets += 1
         st.octets += len(pkt.payload)
+        if len(self.packet_log) < 1000:
+            self.packet_log.append((arrival, pkt.payload_type, pkt.sequence_number, pkt.timestamp, bool(pkt.marker)))
         st.ssrcs.add(pkt.ssrc)
         if pkt.payload_type == self.dtmf_pt:
             if len(pkt.payload) >= 4 and pkt.timestamp != self._dtmf_last_ts:

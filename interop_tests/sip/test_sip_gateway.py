@@ -52,15 +52,32 @@ def test_sipp_audio_call_with_rtp_completes(target, sipp):
     assert r.ok, r.explain()
 
 
+def _header(message: str, name: str) -> str | None:
+    m = re.search(rf"(?im)^{name}:[ \t]*(.*)$", message.split("\n\n", 1)[0])
+    return m.group(1).strip() if m else None
+
+
 def test_options_answers_with_capabilities(target, sipp):
     r = sipp.uac(hostport(target), "uac_options", service=target.room)
+    ok = r.received("SIP/2.0 200")
+    assert ok, f"OPTIONS was answered {[m.splitlines()[0] for m in r.received('SIP/2.0')]} (expected 200)"
+    allow, accept = _header(ok[0], "Allow"), _header(ok[0], "Accept")
+    assert allow and "INVITE" in allow.upper(), f"the 200 lists Allow: {allow!r} (expected INVITE among them)"
+    assert accept, "the 200 has no Accept header (RFC 3261 §11.2: it SHOULD list application/sdp)"
     assert r.ok, r.explain()
 
 
 def test_cancel_before_answer_gets_487(target, sipp):
     r = sipp.uac(hostport(target), "uac_cancel", service=target.room)
+    cancel_ok = [m for m in r.received("SIP/2.0 200") if re.search(r"(?im)^CSeq:\s*\d+\s+CANCEL", m)]
+    invite_ok = [m for m in r.received("SIP/2.0 200") if re.search(r"(?im)^CSeq:\s*\d+\s+INVITE", m)]
+    if invite_ok and not r.received("SIP/2.0 487"):
+        not_applicable("the target answered the INVITE before the CANCEL reached it (it answers at once): "
+                       "there was no ringing call to cancel")
+    assert cancel_ok, ("the CANCEL got no 200 (RFC 3261 §9.2: a CANCEL matching a transaction is answered 200); "
+                       f"answers seen: {[m.splitlines()[0] for m in r.received('SIP/2.0')]}")
+    assert r.received("SIP/2.0 487"), "no 487 Request Terminated for the cancelled INVITE"
     assert r.ok, r.explain()
-    assert r.received("SIP/2.0 487"), "no 487 Request Terminated"
 
 
 def test_late_offer_invite_without_sdp(target, sipp):
@@ -77,7 +94,8 @@ def test_no_common_codec_is_488_with_reason(target, sipp):
     r = sipp.uac(hostport(target), "uac_no_codec", service=target.room)
     assert r.ok, r.explain()
     (resp,) = r.received("SIP/2.0 488")[:1]
-    assert "G729" in resp or "codec" in resp.lower()
+    if target.is_local_cau:     # Cầu names what was offered and what it takes; others need only say 488
+        assert "G729" in resp or "codec" in resp.lower()
 
 
 def test_unknown_number_is_404_and_barred_number_403(target):
