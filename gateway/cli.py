@@ -72,6 +72,7 @@ def _build_parser() -> argparse.ArgumentParser:
     conf.add_argument("--gatekeeper", metavar="HOST:PORT", help="an H.323 gatekeeper's RAS address")
     conf.add_argument("--whip-target", metavar="URL", help="a WHIP server's base URL")
     conf.add_argument("--video-room", metavar="NUMBER", help="a video room in 2x2 continuous presence (default 6000)")
+    conf.add_argument("--h323-alias", metavar="ALIAS", help="an alias the gatekeeper lets the suite register")
     conf.add_argument("--user", metavar="USER", help="an account on the SIP registrar (registration cases)")
     conf.add_argument("--password", metavar="PASSWORD", help="that account's password")
     return p
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
         target = []
         for flag in ("sip_target", "room", "pin_room", "pin", "h323_target", "gatekeeper", "whip_target", "video_room",
-                     "user", "password"):
+                     "h323_alias", "user", "password"):
             value = getattr(args, flag)
             if value:
                 target += ["--" + flag.replace("_", "-"), value]

@@ -47,6 +47,7 @@ class Case:
 UA = ("sip-ua", "sip-mcu", "cau")        # any SIP UAS that answers an INVITE
 MCU = ("sip-mcu", "cau")                 # a SIP bridge with rooms (and a PIN room)
 CAU = ("cau",)                           # inspects Cầu's own state, or needs its dial plan
+GK = ("h323-gatekeeper", "h323-mcu", "cau")  # any H.323 gatekeeper (RAS)
 H323 = ("h323-terminal", "h323-mcu", "cau")
 H323_MCU = ("h323-mcu", "cau")
 WHIP = ("whip-server", "cau")
@@ -203,6 +204,16 @@ _BY_TEST: dict[str, Case] = {
     "test_the_pin_room_admits_after_the_pin_sent_as_user_input": _C(
         "H323-CALL-004", "A PIN room admits after the PIN sent as H.245 user input", "H.245 §6.2.8 (UserInputIndication)",
         "Room systems send DTMF as H.245 user input; it must open the PIN room.", H323_MCU),
+    "test_discovery_grq_is_answered_with_gcf_or_grj": _C(
+        "GK-003", "Gatekeeper discovery: a GRQ gets GCF (with its RAS address) or GRJ (with a reason)",
+        "H.225.0 §7.2, §7.8 (RAS)", "A room system finds its gatekeeper or is told why not.", GK),
+    "test_an_endpoint_that_is_not_registered_is_not_admitted": _C(
+        "GK-004", "An endpoint that is not registered is not admitted (ARJ)", "H.225.0 §7.11, §8.1",
+        "Admission is the gatekeeper's control of who calls; a stranger must not get it.", GK),
+    "test_a_registration_is_kept_alive_then_ended_and_admission_stops": _C(
+        "GK-005", "RRQ, keep-alive RRQ and URQ are confirmed; after URQ admission stops",
+        "H.225.0 §7.9.1, §7.9.2, §7.10, §7.11", "A registration lives as long as it is kept alive and ends when "
+        "the endpoint leaves.", GK),
     "test_a_call_through_the_gatekeeper": _C(
         "GK-001", "An endpoint registers (RRQ), is admitted (ARQ) and calls through the gatekeeper",
         "H.225.0 §7.9, §7.11 (RAS)", "Gatekeeper-routed calls are how most H.323 networks work.",

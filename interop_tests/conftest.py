@@ -51,6 +51,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--h323-target", metavar="HOST:PORT", help="an H.323 system's call signalling address")
     g.addoption("--gatekeeper", metavar="HOST:PORT", help="an H.323 gatekeeper's RAS address")
     g.addoption("--whip-target", metavar="URL", help="a WHIP server's base URL (https://host:port)")
+    g.addoption("--h323-alias", help="an alias the gatekeeper lets the suite register (RAS cases)")
     g.addoption("--user", help="an account on the SIP registrar (registration cases)")
     g.addoption("--password", help="that account's password")
 
