@@ -214,6 +214,9 @@ _BY_TEST: dict[str, Case] = {
         "GK-005", "RRQ, keep-alive RRQ and URQ are confirmed; after URQ admission stops",
         "H.225.0 §7.9.1, §7.9.2, §7.10, §7.11", "A registration lives as long as it is kept alive and ends when "
         "the endpoint leaves.", GK),
+    "test_a_location_request_for_an_alias_nobody_has_is_rejected": _C(
+        "GK-006", "An LRQ for an alias nobody has is answered LRJ, with a reason", "H.225.0 §7.12 (LRQ/LCF/LRJ)",
+        "A neighbour gatekeeper must get a clear no, not silence or a made-up address.", GK),
     "test_a_call_through_the_gatekeeper": _C(
         "GK-001", "An endpoint registers (RRQ), is admitted (ARQ) and calls through the gatekeeper",
         "H.225.0 §7.9, §7.11 (RAS)", "Gatekeeper-routed calls are how most H.323 networks work.",

@@ -128,3 +128,14 @@ def test_a_registration_is_kept_alive_then_ended_and_admission_stops(ras_peer, l
     evidence.measure("answer to ARQ after URQ", f"{after.kind} {after.reject_reason or ''}".strip(), "",
                      "admissionReject")
     assert after.kind == "admissionReject", f"after its URQ the endpoint was still admitted ({after.kind})"
+
+
+def test_a_location_request_for_an_alias_nobody_has_is_rejected(ras_peer):
+    seq = ras_peer.next_seq()
+    alias = "lab-nobody-" + os.urandom(3).hex()
+    m = ras_peer.ask(ras.build_lrq(seq, [("h323-ID", alias)], ras_peer.addr,
+                                   source_aliases=[("h323-ID", "lab-neighbour")]), seq)
+    evidence.measure("answer to an LRQ for an unknown alias", f"{m.kind} {m.reject_reason or ''}".strip(), "",
+                     "locationReject")
+    assert m.kind == "locationReject", f"an LRQ for '{alias}', which no endpoint has, was answered {m.kind}"
+    assert m.reject_reason, "the LRJ gives no rejectReason"
