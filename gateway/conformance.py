@@ -49,7 +49,10 @@ class CaseResult:
         text = self.detail.strip()
         for marker in ("NOT APPLICABLE: ", "INCONCLUSIVE: "):
             if marker in text:
-                return text.split(marker, 1)[1].split("\n", 1)[0].strip().strip("')\"")
+                why = text.split(marker, 1)[1].split("\n", 1)[0].strip().strip("'\"")
+                while why.endswith(")") and why.count(")") > why.count("("):   # pytest's repr around it
+                    why = why[:-1].rstrip("'\"")
+                return why
         return text.split("\n", 1)[0][:600]
 
     @property

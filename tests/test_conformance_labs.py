@@ -160,3 +160,33 @@ def test_baresip_as_a_sip_ua_target_gets_audio_and_video_verdicts_with_evidence(
     assert any(f.endswith(".png") for f in got["VID-004"]["evidence"]["files"])
     html = (tmp_path / "rep" / "report.html").read_text()
     assert 'src="evidence/VID-004/what-the-target-sent-H264.png"' in html
+
+
+def test_pjsip_as_a_sip_ua_target_passes_the_ua_cases_it_offers(tmp_path):
+    """PJSIP (pjsua2, auto-answer with a 700 Hz tone, no video) as a lab's SIP phone: calls, OPTIONS,
+    late offer, hold, 488 and session timers (it offers them) PASS; its RTP has the agreed type and
+    packet time; video and CANCEL do not apply (it has no camera, it answers at once)."""
+    from interop_tests.peers.pjsua import PjsuaAnswerer
+
+    phone = PjsuaAnswerer(codecs=("PCMU",), tone=700, timeout=600)
+    try:
+        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
+                            f"127.0.0.1:{phone.port}", "--room", "pjsua", "--video-room", "pjsua",
+                            "-k", "calls_into_a_room or options_answers or cancel_before or reinvite_hold or "
+                                  "answers_audio or takes_video or session_timers or late_offer or no_common_codec",
+                            "--report", str(tmp_path / "rep")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
+    finally:
+        phone.stop()
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert doc["target"]["server"].startswith("pjsua2"), doc["target"]
+    verdicts = {c["id"]: c["verdict"] for c in doc["cases"]}
+    assert verdicts == {"SIP-CALL-001": "PASS", "SIP-OPT-001": "PASS", "SIP-CAN-001": "NOT APPLICABLE",
+                        "SDP-OA-001": "PASS", "SDP-OA-002": "PASS", "SDP-OA-003": "PASS", "SIP-TIMER-001": "PASS",
+                        "MED-003": "PASS", "VID-004": "NOT APPLICABLE"}, verdicts
+    vid = next(c for c in doc["cases"] if c["id"] == "VID-004")
+    assert vid["reason"].endswith("(no m=video, or port 0)"), vid["reason"]
+    med = next(c for c in doc["cases"] if c["id"] == "MED-003")
+    assert {m["name"]: m["value"] for m in med["evidence"]["measurements"]}["timestamp step"] == 160
