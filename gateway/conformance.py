@@ -31,6 +31,7 @@ class CaseResult:
     seconds: float
     detail: str
     props: dict = field(default_factory=dict)
+    message: str = ""     # JUnit's failure message: pytest's "E" lines (the assertion as evaluated)
 
     @property
     def verdict(self) -> str:
@@ -57,7 +58,8 @@ class CaseResult:
 
     @property
     def observed_expected(self) -> tuple[str, str] | None:
-        m = re.search(r"assert (.+?) (==|!=|<=|>=|<|>|in|not in) (.+?)(?:\n|$)", self.detail)
+        # the evaluated assertion of the message, not a line of the source listing that follows it
+        m = re.search(r"(?m)^assert (.+?) (==|!=|<=|>=|<|>|in|not in) (.+?)$", self.message or self.detail)
         if not m:
             return None
         ops = {"==": "", "!=": "not ", "in": "in ", "not in": "not in ", "<": "< ", ">": "> ", "<=": "≤ ", ">=": "≥ "}
@@ -113,17 +115,18 @@ def read_junit(path: Path) -> list[CaseResult]:
     results: list[CaseResult] = []
     root = ET.parse(path).getroot()
     for case in root.iter("testcase"):
-        outcome, detail = "passed", ""
+        outcome, detail, message = "passed", "", ""
         for tag in ("failure", "error", "skipped"):
             el = case.find(tag)
             if el is not None:
                 outcome = {"failure": "failed"}.get(tag, tag)
-                detail = (el.get("message") or "") + ("\n" + el.text if el.text else "")
+                message = el.get("message") or ""
+                detail = message + ("\n" + el.text if el.text else "")
                 break
         props = {p.get("name"): p.get("value") for p in case.iter("property")}
         results.append(
             CaseResult(case.get("classname", ""), case.get("name", ""), outcome, float(case.get("time", 0) or 0), detail,
-                       props)
+                       props, message)
         )
     return results
 
@@ -193,6 +196,8 @@ def catalogue_markdown() -> str:
            "H.245; drawn as a ladder diagram in the report, open for a failing case), the measurements the case",
            "judged (tone levels with their level over time, plotted), the output and logs of the peers it started",
            "and, against Cầu, the gateway's log for the case. `assets/` holds uPlot so the folder works offline.",
+           "", "baresip as a `sip-ua` target (two genuine FAILs, a plot of its packet intervals, the picture it sent):",
+           "", "![a conformance report of baresip](conformance-report-evidence.png)",
            "", "| profile | cases |", "|---|---|"]
     out += [f"| `{p}` | {sum(p in c.applies for c in rows)} |" for p in PROFILES]
     for area, title in AREAS.items():
