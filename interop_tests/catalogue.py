@@ -162,6 +162,9 @@ _BY_TEST: dict[str, Case] = {
         "VID-004", "Video the target agrees to send decodes, at a sensible size and rate",
         "RFC 3264 §6.1; RFC 6184 §6.2, §8; RFC 7741 §4",
         "A video phone that answers with video must send pictures a receiver can decode.", UA),
+    "test_a_target_sending_video_answers_a_picture_loss_indication_with_a_keyframe": _C(
+        "VID-005", "A picture loss indication (RTCP PLI) brings a keyframe", "RFC 4585 §6.3.1; RFC 5104 §4.3.1",
+        "After a lost packet the receiver's picture stays broken until the sender sends a keyframe.", UA),
     "test_a_sender_of_30ms_packets_is_heard_as_one_unbroken_tone": _C(
         "MED-002", "30 ms packets are heard as one unbroken tone", "RFC 3551 §4.5; RFC 4566 §6 (ptime)",
         "Old phones send 30 ms packets; the others must not hear gaps.", MCU),
@@ -195,6 +198,11 @@ _BY_TEST: dict[str, Case] = {
         "H323-TERM-001", "The terminal answers in each H.245 mode, opens audio both ways and sends audio",
         "H.323 §8.1.7 (fast start), §8.2.1 (tunnelling), §8.1 (separate H.245); H.245 OpenLogicalChannel",
         "An MCU calls room systems in whichever mode they support; each must connect with media.", H323),
+    "test_a_terminal_that_declares_video_sends_pictures_and_an_intra_when_asked": _C(
+        "H323-TERM-003", "A terminal that declares video sends pictures, and an intra picture when asked",
+        "H.245 §8.2 (TCS), §8.11 (videoFastUpdatePicture); H.323 §8.4.6",
+        "An MCU repairs a broken or new picture by asking for an intra; the video must also decode at all.",
+        ("h323-terminal", "h323-mcu", "cau")),
     "test_the_terminal_releases_with_release_complete_when_we_hang_up": _C(
         "H323-TERM-002", "The terminal answers our Release Complete and the call ends", "H.225.0 §7.3.9 (Release Complete)",
         "Hanging up from the MCU side must end the call on the terminal, not leave it waiting.", H323),

@@ -108,8 +108,8 @@ def test_the_h323_test_endpoint_as_an_h323_terminal_target_passes_the_terminal_c
     doc = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert doc["verdict"] == "PASS" and doc["target"]["address"] == f"H.323 127.0.0.1:{port}", doc["target"]
     ids = sorted({c["id"] for c in doc["cases"]})
-    assert ids == ["H323-TERM-001", "H323-TERM-002"], ids                 # no MCU or Cầu case ran
-    assert len(doc["cases"]) == 4 and all(c["verdict"] == "PASS" for c in doc["cases"])
+    assert ids == ["H323-TERM-001", "H323-TERM-002", "H323-TERM-003"], ids    # no MCU or Cầu case ran
+    assert len(doc["cases"]) == 5 and all(c["verdict"] == "PASS" for c in doc["cases"]), doc["cases"]
     # the header names the device by what its CONNECT says (H.225.0 vendor, product, version)
     assert "T.35 country 0xBC" in doc["target"].get("H.225.0 vendor (its CONNECT)", ""), doc["target"]
     sep = next(c for c in doc["cases"] if c["id"] == "H323-TERM-001" and "separate" in c["test"])
@@ -119,8 +119,14 @@ def test_the_h323_test_endpoint_as_an_h323_terminal_target_passes_the_terminal_c
     assert any("terminalCapabilitySet" in m for m in said) and any("openLogicalChannel" in m for m in said), said
     freq = next(m for m in ev["measurements"] if "dominant frequency" in m["name"])
     assert abs(freq["value"] - 700) < 30, freq                     # what it sent, as the suite heard it
+    # video, judged by its TCS: H.264 both ways, pictures decoded, an intra on videoFastUpdatePicture
+    vid = next(c for c in doc["cases"] if c["id"] == "H323-TERM-003")
+    assert "video: H264" in doc["target"].get("H.245 capabilities (its TerminalCapabilitySet)", ""), doc["target"]
+    measured = {m["name"]: m["value"] for m in vid["evidence"]["measurements"]}
+    assert measured["video frames decoded"] >= 10 and measured["intra picture after videoFastUpdatePicture"] != "none"
+    assert any(f.endswith(".png") for f in vid["evidence"]["files"]), vid["evidence"]
     log = (tmp_path / "terminal.txt").read_text()
-    assert log.count("connected; channels") == 4 and "heard 800 Hz" in log, log[-2000:]    # it heard the suite
+    assert log.count("connected; channels") == 5 and "heard 800 Hz" in log, log[-2000:]    # it heard the suite
 
 
 def test_baresip_as_a_sip_ua_target_gets_audio_and_video_verdicts_with_evidence(tmp_path):
@@ -137,7 +143,7 @@ def test_baresip_as_a_sip_ua_target_gets_audio_and_video_verdicts_with_evidence(
         r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
                             f"127.0.0.1:{phone.sip_port}", "--room", "lab", "--video-room", "lab",
                             "-k", "calls_into_a_room or options_answers or cancel_before or reinvite_hold or "
-                                  "answers_audio or takes_video", "--report", str(tmp_path / "rep")],
+                                  "answers_audio or takes_video or picture_loss", "--report", str(tmp_path / "rep")],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
     finally:
@@ -148,7 +154,8 @@ def test_baresip_as_a_sip_ua_target_gets_audio_and_video_verdicts_with_evidence(
     got = {c["id"]: c for c in doc["cases"]}
     assert {k: c["verdict"] for k, c in got.items()} == {
         "SIP-CALL-001": "PASS", "SIP-OPT-001": "FAIL", "SIP-CAN-001": "NOT APPLICABLE", "SDP-OA-002": "PASS",
-        "MED-003": "PASS", "VID-004": "PASS"}, [(c["id"], c["verdict"], c["reason"]) for c in doc["cases"]]
+        "MED-003": "PASS", "VID-004": "PASS", "VID-005": "PASS"}, [(c["id"], c["verdict"], c["reason"])
+                                                                   for c in doc["cases"]]
     assert "no Accept header" in got["SIP-OPT-001"]["reason"]
     assert "answered the INVITE before the CANCEL" in got["SIP-CAN-001"]["reason"]
     measured = {m["name"]: m["value"] for m in got["MED-003"]["evidence"]["measurements"]}
@@ -173,7 +180,8 @@ def test_pjsip_as_a_sip_ua_target_passes_the_ua_cases_it_offers(tmp_path):
         r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
                             f"127.0.0.1:{phone.port}", "--room", "pjsua", "--video-room", "pjsua",
                             "-k", "calls_into_a_room or options_answers or cancel_before or reinvite_hold or "
-                                  "answers_audio or takes_video or session_timers or late_offer or no_common_codec",
+                                  "answers_audio or takes_video or session_timers or late_offer or no_common_codec or "
+                                  "picture_loss",
                             "--report", str(tmp_path / "rep")],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
@@ -185,7 +193,7 @@ def test_pjsip_as_a_sip_ua_target_passes_the_ua_cases_it_offers(tmp_path):
     verdicts = {c["id"]: c["verdict"] for c in doc["cases"]}
     assert verdicts == {"SIP-CALL-001": "PASS", "SIP-OPT-001": "PASS", "SIP-CAN-001": "NOT APPLICABLE",
                         "SDP-OA-001": "PASS", "SDP-OA-002": "PASS", "SDP-OA-003": "PASS", "SIP-TIMER-001": "PASS",
-                        "MED-003": "PASS", "VID-004": "NOT APPLICABLE"}, verdicts
+                        "MED-003": "PASS", "VID-004": "NOT APPLICABLE", "VID-005": "NOT APPLICABLE"}, verdicts
     vid = next(c for c in doc["cases"] if c["id"] == "VID-004")
     assert vid["reason"].endswith("(no m=video, or port 0)"), vid["reason"]
     med = next(c for c in doc["cases"] if c["id"] == "MED-003")

@@ -252,3 +252,68 @@ async def _maybe(x):
         await x.asFuture(asyncio.get_event_loop())
     elif asyncio.iscoroutine(x):
         await x
+
+
+def test_a_target_sending_video_answers_a_picture_loss_indication_with_a_keyframe(target, sip_caps):
+    """RTCP PLI (RFC 4585 §6.3.1) is how a receiver asks for a new picture after a loss: the target
+    must send a keyframe soon after one. NOT APPLICABLE when it declines video or does not take the
+    feedback (no a=rtcp-fb pli/nack pli in its answer and no keyframe)."""
+    from interop_tests.peers.video_peer import VideoPeer, solid, video_format
+
+    if sip_caps.status is None and not target.is_local_cau:
+        not_applicable("the target did not answer OPTIONS: no SIP system at that address")
+    loop = _loop()
+    audio = RtpParticipant("PCMU", host="127.0.0.1" if target.host.startswith("127.") else "0.0.0.0")
+    aport = loop.run_until_complete(audio.start())
+    video = VideoPeer(None, picture=solid((30, 200, 30), 352, 288), size=(352, 288),
+                      host="127.0.0.1" if target.host.startswith("127.") else "0.0.0.0")
+    video.nack = False
+    d = UdpDialog(target, target.video_room)
+    intra_after = None
+    try:
+        sdp = (f"v=0\r\no=lab 1 1 IN IP4 {d.me}\r\ns=-\r\nc=IN IP4 {d.me}\r\nt=0 0\r\n"
+               f"m=audio {aport} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+               f"m=video {video.port} RTP/AVP 96 98 97\r\nb=AS:1000\r\na=rtpmap:96 H264/90000\r\n"
+               "a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\na=rtpmap:98 H264/90000\r\n"
+               "a=fmtp:98 profile-level-id=42e01f;packetization-mode=0\r\na=rtpmap:97 VP8/90000\r\n"
+               "a=rtcp-fb:* nack pli\r\na=rtcp-fb:* ccm fir\r\na=sendrecv\r\n")
+        answer = d.invite(sdp)
+        assert answer.startswith("SIP/2.0 200"), f"the call with video was answered {answer.splitlines()[0]}"
+        v = _answer_video(answer)
+        if v is None or v["port"] == 0 or v["direction"] in ("recvonly", "inactive"):
+            not_applicable("the target sends no video in this call (its answer declines it)")
+        chosen = [pt for pt in v["pts"] if pt in (96, 97, 98)]
+        assert chosen, f"the answer's video formats {v['pts']} are none of the offer's"
+        name = "VP8" if chosen[0] == 97 else "H264"
+        fmt = video_format(name, chosen[0], mode=0 if chosen[0] == 98 else 1)
+        video.configure(fmt, fmt)
+        video.start(v["port"], v["host"])
+        audio.set_remote(*(_answer_media(answer)[k] for k in ("host", "port")))
+        audio.start_sending()
+
+        async def ask() -> float | None:
+            deadline = loop.time() + 12.0
+            while loop.time() < deadline and video.decoded < 10:
+                await asyncio.sleep(0.1)
+            if video.decoded < 10:
+                return None
+            await asyncio.sleep(1.0)                  # past the first keyframes
+            before, asked = video.keyframes_received, loop.time()
+            video.session.send_pli()
+            while loop.time() < asked + 3 and video.keyframes_received == before:
+                await asyncio.sleep(0.02)
+            return loop.time() - asked if video.keyframes_received > before else None
+
+        intra_after = loop.run_until_complete(ask())
+        feedback = re.findall(r"(?m)^a=rtcp-fb:(\S+) (.+)$", answer)
+    finally:
+        d.bye()
+        d.close()
+        audio.close()
+        loop.run_until_complete(_maybe(video.stop()))
+    evidence.measure("video frames decoded before the PLI", video.decoded, "", "≥ 10")
+    assert video.decoded >= 10, f"{video.decoded} {name} frames decoded in 12 s: no picture to repair"
+    evidence.measure("keyframe after PLI", round(intra_after * 1000) if intra_after else "none", "ms", "within 3000")
+    if intra_after is None and not any("pli" in f[1] for f in feedback):
+        not_applicable(f"its answer takes no PLI feedback (a=rtcp-fb: {feedback or 'none'}) and it sent no keyframe")
+    assert intra_after is not None, f"no keyframe within 3 s of an RTCP PLI (its answer's a=rtcp-fb: {feedback})"
