@@ -198,3 +198,31 @@ def test_pjsip_as_a_sip_ua_target_passes_the_ua_cases_it_offers(tmp_path):
     assert vid["reason"].endswith("(no m=video, or port 0)"), vid["reason"]
     med = next(c for c in doc["cases"] if c["id"] == "MED-003")
     assert {m["name"]: m["value"] for m in med["evidence"]["measurements"]}["timestamp step"] == 160
+
+
+def test_a_missing_peer_makes_a_lab_case_inconclusive_and_says_what_to_install(tmp_path):
+    """sipp absent from the lab machine: the cases that drive it are INCONCLUSIVE with the package to
+    install, never a FAIL of the device; the start of the run says the same."""
+    import os
+
+    port = free_port()
+    uas = subprocess.Popen(["sipp", "-sn", "uas", "-i", "127.0.0.1", "-p", str(port), "-nostdin"],
+                           cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    bin_dir = tmp_path / "bin"                     # a PATH with tshark and nothing of the SIP peers
+    bin_dir.mkdir()
+    for tool in ("tshark", "dumpcap"):
+        os.symlink(f"/usr/bin/{tool}", bin_dir / tool)
+    try:
+        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
+                            f"127.0.0.1:{port}", "-k", "calls_into_a_room", "--report", str(tmp_path / "rep")],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env={"PYTHONPATH": str(REPO), "PATH": str(bin_dir), "HOME": str(tmp_path)})
+    finally:
+        uas.terminate()
+        uas.wait(timeout=10)
+    assert "sipp       MISSING" in r.stdout and "apt-get install sip-tester" in r.stdout, r.stdout[-2000:]
+    doc = json.loads((tmp_path / "rep" / "report.json").read_text())
+    (case,) = doc["cases"]
+    assert case["id"] == "SIP-CALL-001" and case["verdict"] == "INCONCLUSIVE", case
+    assert "sip-tester" in case["reason"], case["reason"]
+    assert doc["verdict"] == "INCONCLUSIVE"
