@@ -437,7 +437,7 @@ def identify_target(options: list[str]) -> dict[str, str]:
 
         host, _, port = sip.rpartition(":")
         try:
-            caps = probe_sip(host or sip, int(port or 5060))
+            caps = probe_sip(host or sip, int(port or 5060), user=opts.get("--room"))
             out["server"] = caps.server or (f"answered OPTIONS {caps.status}, no Server header" if caps.status
                                             else "did not answer OPTIONS")
             out["name"] = caps.server.split()[0] if caps.server else out["name"]

@@ -165,6 +165,15 @@ _BY_TEST: dict[str, Case] = {
     "test_a_target_sending_video_answers_a_picture_loss_indication_with_a_keyframe": _C(
         "VID-005", "A picture loss indication (RTCP PLI) brings a keyframe", "RFC 4585 §6.3.1; RFC 5104 §4.3.1",
         "After a lost packet the receiver's picture stays broken until the sender sends a keyframe.", UA),
+    "test_update_changes_the_session_inside_the_dialog": _C(
+        "SIP-UPD-001", "UPDATE with a new offer is answered 200 with SDP; the media goes on",
+        "RFC 3311 §5.2; RFC 3264 §8", "Session refreshes and changes without re-INVITE are how many SBCs work.", UA),
+    "test_a_reinvite_changes_the_codec_and_the_rtp_follows": _C(
+        "SDP-OA-006", "A re-INVITE changes the codec, and the target's RTP follows", "RFC 3264 §8.3.2; RFC 3261 §14",
+        "A bridge or SBC moving a call to another codec must not leave it sending the old one.", UA),
+    "test_a_tone_sent_with_loss_and_reordering_is_heard_whole_by_another_caller": _C(
+        "MED-004", "A tone sent with 5 % loss and 5 % reordering is heard whole by another caller",
+        "RFC 3550 §A.8; RFC 3551 §4.2", "Commune links lose and reorder packets; the room must still sound whole.", MCU),
     "test_a_sender_of_30ms_packets_is_heard_as_one_unbroken_tone": _C(
         "MED-002", "30 ms packets are heard as one unbroken tone", "RFC 3551 §4.5; RFC 4566 §6 (ptime)",
         "Old phones send 30 ms packets; the others must not hear gaps.", MCU),

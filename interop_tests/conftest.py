@@ -384,7 +384,9 @@ class SipCapabilities:
         return option.lower() in self.supported
 
 
-def probe_sip(host: str, port: int, timeout: float = 3.0) -> SipCapabilities:
+def probe_sip(host: str, port: int, timeout: float = 3.0, user: str | None = None) -> SipCapabilities:
+    """OPTIONS to ``sip:[user@]host:port`` (a phone answers for its own user only: the room/number
+    the cases call), read for Allow, Supported, Accept and Server/User-Agent."""
     import socket
 
     s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
@@ -392,8 +394,9 @@ def probe_sip(host: str, port: int, timeout: float = 3.0) -> SipCapabilities:
         s.bind(("", 0))
         lport = s.getsockname()[1]
         me = "127.0.0.1" if host.startswith("127.") else socket.gethostbyname(socket.gethostname())
-        msg = (f"OPTIONS sip:{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP {me}:{lport};rport;branch=z9hG4bKcap{lport}\r\n"
-               f"Max-Forwards: 70\r\nFrom: <sip:lab@{me}>;tag=cap{lport}\r\nTo: <sip:{host}:{port}>\r\n"
+        ruri = f"sip:{user + '@' if user else ''}{host}:{port}"
+        msg = (f"OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {me}:{lport};rport;branch=z9hG4bKcap{lport}\r\n"
+               f"Max-Forwards: 70\r\nFrom: <sip:lab@{me}>;tag=cap{lport}\r\nTo: <{ruri}>\r\n"
                f"Call-ID: cap{lport}@{me}\r\nCSeq: 1 OPTIONS\r\nAccept: application/sdp\r\n"
                f"User-Agent: cau-conformance\r\nContent-Length: 0\r\n\r\n").encode()
         s.settimeout(timeout / 3)
@@ -429,4 +432,4 @@ def sip_caps(target) -> SipCapabilities:
     """The target's OPTIONS answer, asked once (cases use it to decide NOT APPLICABLE)."""
     if not target.sip_port:
         pytest.skip("NOT APPLICABLE: the target has no SIP address (--sip-target)")
-    return probe_sip(target.host, target.sip_port)
+    return probe_sip(target.host, target.sip_port, user=target.room)

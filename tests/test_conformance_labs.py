@@ -137,13 +137,14 @@ def test_baresip_as_a_sip_ua_target_gets_audio_and_video_verdicts_with_evidence(
     from interop_tests.peers.baresip_video import clip
 
     red = clip(tmp_path / "red.avi", (220, 30, 30))
-    phone = Baresip("lab", workdir=tmp_path / "baresip", auto_answer=True, audio_codecs=["PCMU/8000/1"],
+    phone = Baresip("lab", workdir=tmp_path / "baresip", auto_answer=True, audio_codecs=["PCMU/8000/1", "PCMA/8000/1"],
                     audio_source=("ausine", 700), video_codecs=("H264",), video_source=("avformat", str(red)))
     try:
         r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
                             f"127.0.0.1:{phone.sip_port}", "--room", "lab", "--video-room", "lab",
                             "-k", "calls_into_a_room or options_answers or cancel_before or reinvite_hold or "
-                                  "answers_audio or takes_video or picture_loss", "--report", str(tmp_path / "rep")],
+                                  "answers_audio or takes_video or picture_loss or update_changes or changes_the_codec",
+                            "--report", str(tmp_path / "rep")],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
     finally:
@@ -154,10 +155,12 @@ def test_baresip_as_a_sip_ua_target_gets_audio_and_video_verdicts_with_evidence(
     got = {c["id"]: c for c in doc["cases"]}
     assert {k: c["verdict"] for k, c in got.items()} == {
         "SIP-CALL-001": "PASS", "SIP-OPT-001": "FAIL", "SIP-CAN-001": "NOT APPLICABLE", "SDP-OA-002": "PASS",
-        "MED-003": "PASS", "VID-004": "PASS", "VID-005": "PASS"}, [(c["id"], c["verdict"], c["reason"])
+        "MED-003": "PASS", "VID-004": "PASS", "VID-005": "PASS", "SDP-OA-006": "PASS",
+        "SIP-UPD-001": "NOT APPLICABLE"}, [(c["id"], c["verdict"], c["reason"])
                                                                    for c in doc["cases"]]
     assert "no Accept header" in got["SIP-OPT-001"]["reason"]
     assert "answered the INVITE before the CANCEL" in got["SIP-CAN-001"]["reason"]
+    assert "does not allow UPDATE" in got["SIP-UPD-001"]["reason"]         # its Allow, read from OPTIONS
     measured = {m["name"]: m["value"] for m in got["MED-003"]["evidence"]["measurements"]}
     assert measured["payload type"] == 0 and measured["timestamp step"] == 160, measured
     video = {m["name"]: m["value"] for m in got["VID-004"]["evidence"]["measurements"]}
@@ -175,13 +178,13 @@ def test_pjsip_as_a_sip_ua_target_passes_the_ua_cases_it_offers(tmp_path):
     packet time; video and CANCEL do not apply (it has no camera, it answers at once)."""
     from interop_tests.peers.pjsua import PjsuaAnswerer
 
-    phone = PjsuaAnswerer(codecs=("PCMU",), tone=700, timeout=600)
+    phone = PjsuaAnswerer(codecs=("PCMU", "PCMA"), tone=700, timeout=600)
     try:
         r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
                             f"127.0.0.1:{phone.port}", "--room", "pjsua", "--video-room", "pjsua",
                             "-k", "calls_into_a_room or options_answers or cancel_before or reinvite_hold or "
                                   "answers_audio or takes_video or session_timers or late_offer or no_common_codec or "
-                                  "picture_loss",
+                                  "picture_loss or update_changes or changes_the_codec",
                             "--report", str(tmp_path / "rep")],
                            cwd=tmp_path, capture_output=True, text=True, timeout=600,
                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
@@ -193,7 +196,8 @@ def test_pjsip_as_a_sip_ua_target_passes_the_ua_cases_it_offers(tmp_path):
     verdicts = {c["id"]: c["verdict"] for c in doc["cases"]}
     assert verdicts == {"SIP-CALL-001": "PASS", "SIP-OPT-001": "PASS", "SIP-CAN-001": "NOT APPLICABLE",
                         "SDP-OA-001": "PASS", "SDP-OA-002": "PASS", "SDP-OA-003": "PASS", "SIP-TIMER-001": "PASS",
-                        "MED-003": "PASS", "VID-004": "NOT APPLICABLE", "VID-005": "NOT APPLICABLE"}, verdicts
+                        "MED-003": "PASS", "VID-004": "NOT APPLICABLE", "VID-005": "NOT APPLICABLE",
+                        "SIP-UPD-001": "PASS", "SDP-OA-006": "PASS"}, verdicts
     vid = next(c for c in doc["cases"] if c["id"] == "VID-004")
     assert vid["reason"].endswith("(no m=video, or port 0)"), vid["reason"]
     med = next(c for c in doc["cases"] if c["id"] == "MED-003")

@@ -40,10 +40,13 @@ class UdpDialog:
         self.tag = os.urandom(4).hex()
         self.to = f"<sip:{self.number}@{target.host}>"
         self.remote_target = self.request_uri = f"sip:{self.number}@{target.host}:{target.sip_port}"
+        self.cseq = 1
 
     def _request(self, method: str, cseq: int, body: str = "", branch: str | None = None) -> bytes:
         branch = branch or "z9hG4bK" + os.urandom(8).hex()
-        head = (f"{method} {self.remote_target if method != 'INVITE' else self.request_uri} SIP/2.0\r\n"
+        # the first INVITE goes to the number; everything after it in the dialog to the target's Contact
+        uri = self.request_uri if method == "INVITE" and cseq == 1 else self.remote_target
+        head = (f"{method} {uri} SIP/2.0\r\n"
                 f"Via: SIP/2.0/UDP {self.me}:{self.port};rport;branch={branch}\r\nMax-Forwards: 70\r\n"
                 f"From: <sip:lab@{self.me}>;tag={self.tag}\r\nTo: {self.to}\r\nCall-ID: {self.call_id}\r\n"
                 f"CSeq: {cseq} {method}\r\nContact: <sip:lab@{self.me}:{self.port}>\r\nUser-Agent: cau-conformance\r\n")
@@ -85,9 +88,17 @@ class UdpDialog:
             self.sock.sendto(self._request("ACK", 1), (self.t.host, self.t.sip_port))
         return answer
 
+    def in_dialog(self, method: str, body: str = "", timeout: float = 12.0) -> str:
+        """A request in the dialog with the next CSeq (RFC 3261 §12.2.1.1); a 2xx to a re-INVITE is ACKed."""
+        self.cseq += 1
+        answer = self._final(self._request(method, self.cseq, body), self.cseq, method, timeout)
+        if method == "INVITE" and answer.startswith("SIP/2.0 2"):
+            self.sock.sendto(self._request("ACK", self.cseq), (self.t.host, self.t.sip_port))
+        return answer
+
     def bye(self) -> None:
         try:
-            self._final(self._request("BYE", 2), 2, "BYE", timeout=6.0)
+            self.in_dialog("BYE", timeout=6.0)
         except AssertionError:
             pass
 
