@@ -26,7 +26,6 @@ import random
 import re
 import socket
 import ssl
-import struct
 import subprocess
 import sys
 import tempfile
@@ -277,35 +276,24 @@ def send_udp(sock: socket.socket, data: bytes, port: int) -> None:
         pass
 
 
-def send_tcp(data: bytes, port: int) -> None:
-    try:
-        with socket.create_connection((HOST, port), timeout=2) as s:
-            s.sendall(data)
-            s.settimeout(0.005)
-            try:
-                s.recv(4096)
-            except OSError:
-                pass
-    except OSError:
-        pass
-
-
 _TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 _TLS.check_hostname = False
 _TLS.verify_mode = ssl.CERT_NONE          # the gateway's own self-made certificate, on loopback
 
 
-def send_tls(data: bytes, port: int) -> None:
-    """One TLS connection per input, as an attacker would open them: the handshake is part of the load."""
+def send_tcp(data: bytes, port: int, tls: bool = False) -> None:
+    """One connection per input, as an attacker would open them (with TLS the handshake is part of
+    the load); a short wait for whatever the gateway answers."""
     try:
-        with socket.create_connection((HOST, port), timeout=2) as raw, \
-                _TLS.wrap_socket(raw, server_hostname=HOST) as s:
-            s.sendall(data)
-            s.settimeout(0.005)
-            try:
-                s.recv(4096)
-            except OSError:
-                pass
+        with socket.create_connection((HOST, port), timeout=2) as raw:
+            s = _TLS.wrap_socket(raw, server_hostname=HOST) if tls else raw
+            with s:
+                s.sendall(data)
+                s.settimeout(0.005)
+                try:
+                    s.recv(4096)
+                except OSError:
+                    pass
     except OSError:
         pass
 
@@ -389,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                 if i % 10 == 9:
                     send_tcp(data, gw.ports["sip"])
                 elif i % 10 == 8:
-                    send_tls(data, gw.ports["sip_tls"])
+                    send_tcp(data, gw.ports["sip_tls"], tls=True)
                 else:
                     send_udp(udp, data, gw.ports["sip"])
                 if i % 200 == 0:

@@ -4,7 +4,6 @@ target and gives every case a verdict (PASS, FAIL with observed and expected, NO
 why), never a suite error. The report is read in headless Chromium as a person would."""
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -17,6 +16,13 @@ from tests.test_run import REPO
 CASES = "calls_into_a_room or session_timers or bare_cr or rfc4475_requests_get_the_answer"
 
 
+def conformance(tmp_path, *args: str, path: str = "/usr/bin:/bin:/usr/sbin", timeout: float = 600):
+    """``cau conformance ARGS --report tmp_path/rep`` as a lab runs it: another directory, a bare environment."""
+    return subprocess.run([sys.executable, "-m", "gateway", "conformance", *args, "--report", str(tmp_path / "rep")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=timeout,
+                          env={"PYTHONPATH": str(REPO), "PATH": path, "HOME": str(tmp_path)})
+
+
 def test_a_sipp_uas_as_a_sip_ua_target_gets_verdicts_not_errors(tmp_path):
     port = free_port()
     media = free_port_block(4)
@@ -24,10 +30,7 @@ def test_a_sipp_uas_as_a_sip_ua_target_gets_verdicts_not_errors(tmp_path):
                             "-trace_err", "-error_file", str(tmp_path / "uas-errors.log")],
                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
-                            f"127.0.0.1:{port}", "-k", CASES, "--report", str(tmp_path / "rep")],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
+        r = conformance(tmp_path, "--profile", "sip-ua", "--sip-target", f"127.0.0.1:{port}", "-k", CASES)
     finally:
         uas.terminate()
         uas.wait(timeout=10)
@@ -97,10 +100,7 @@ def test_the_h323_test_endpoint_as_an_h323_terminal_target_passes_the_terminal_c
         import time
 
         time.sleep(1.5)
-        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "h323-terminal",
-                            "--h323-target", f"127.0.0.1:{port}", "--report", str(tmp_path / "rep")],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
+        r = conformance(tmp_path, "--profile", "h323-terminal", "--h323-target", f"127.0.0.1:{port}", timeout=300)
     finally:
         terminal.terminate()
         terminal.wait(timeout=10)
@@ -140,13 +140,10 @@ def test_baresip_as_a_sip_ua_target_gets_audio_and_video_verdicts_with_evidence(
     phone = Baresip("lab", workdir=tmp_path / "baresip", auto_answer=True, audio_codecs=["PCMU/8000/1", "PCMA/8000/1"],
                     audio_source=("ausine", 700), video_codecs=("H264",), video_source=("avformat", str(red)))
     try:
-        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
-                            f"127.0.0.1:{phone.sip_port}", "--room", "lab", "--video-room", "lab",
-                            "-k", "calls_into_a_room or options_answers or cancel_before or reinvite_hold or "
-                                  "answers_audio or takes_video or picture_loss or update_changes or changes_the_codec",
-                            "--report", str(tmp_path / "rep")],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
+        r = conformance(tmp_path, "--profile", "sip-ua", "--sip-target", f"127.0.0.1:{phone.sip_port}", "--room", "lab",
+                        "--video-room", "lab", "-k", "calls_into_a_room or options_answers or cancel_before or "
+                        "reinvite_hold or answers_audio or takes_video or picture_loss or update_changes or "
+                        "changes_the_codec")
     finally:
         phone.stop()
     assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-2000:]          # baresip sends no Accept
@@ -180,14 +177,10 @@ def test_pjsip_as_a_sip_ua_target_passes_the_ua_cases_it_offers(tmp_path):
 
     phone = PjsuaAnswerer(codecs=("PCMU", "PCMA"), tone=700, timeout=600)
     try:
-        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
-                            f"127.0.0.1:{phone.port}", "--room", "pjsua", "--video-room", "pjsua",
-                            "-k", "calls_into_a_room or options_answers or cancel_before or reinvite_hold or "
-                                  "answers_audio or takes_video or session_timers or late_offer or no_common_codec or "
-                                  "picture_loss or update_changes or changes_the_codec",
-                            "--report", str(tmp_path / "rep")],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=600,
-                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin:/usr/sbin", "HOME": str(tmp_path)})
+        r = conformance(tmp_path, "--profile", "sip-ua", "--sip-target", f"127.0.0.1:{phone.port}", "--room", "pjsua",
+                        "--video-room", "pjsua", "-k", "calls_into_a_room or options_answers or cancel_before or "
+                        "reinvite_hold or answers_audio or takes_video or session_timers or late_offer or "
+                        "no_common_codec or picture_loss or update_changes or changes_the_codec")
     finally:
         phone.stop()
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
@@ -217,10 +210,8 @@ def test_a_missing_peer_makes_a_lab_case_inconclusive_and_says_what_to_install(t
     for tool in ("tshark", "dumpcap"):
         os.symlink(f"/usr/bin/{tool}", bin_dir / tool)
     try:
-        r = subprocess.run([sys.executable, "-m", "gateway", "conformance", "--profile", "sip-ua", "--sip-target",
-                            f"127.0.0.1:{port}", "-k", "calls_into_a_room", "--report", str(tmp_path / "rep")],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                           env={"PYTHONPATH": str(REPO), "PATH": str(bin_dir), "HOME": str(tmp_path)})
+        r = conformance(tmp_path, "--profile", "sip-ua", "--sip-target", f"127.0.0.1:{port}", "-k", "calls_into_a_room",
+                        path=str(bin_dir), timeout=300)
     finally:
         uas.terminate()
         uas.wait(timeout=10)

@@ -193,56 +193,85 @@ def _answer_video(answer: str) -> dict | None:
     return None
 
 
+class VideoCall:
+    """A call with audio and video to the target's video room, as the video cases make it: the offer
+    (H.264 Constrained Baseline in mode 1 and mode 0, VP8; NACK, PLI and FIR feedback), the answer
+    read, and the suite's video peer (PyAV) configured to the format the target chose."""
+
+    def __init__(self, target, colour: tuple[int, int, int]) -> None:
+        from interop_tests.peers.video_peer import VideoPeer, solid
+
+        self.loop = _loop()
+        host = "127.0.0.1" if target.host.startswith("127.") else "0.0.0.0"
+        self.audio = RtpParticipant("PCMU", host=host)
+        self.aport = self.loop.run_until_complete(self.audio.start())
+        self.video = VideoPeer(None, picture=solid(colour, 352, 288), size=(352, 288), host=host)
+        self.d = UdpDialog(target, target.video_room)
+        self.answer = ""
+        self.name = ""
+
+    def start(self) -> dict | None:
+        """INVITE and, when the answer takes video (its video section is returned either way; None
+        without one), send and receive it in the chosen format."""
+        from interop_tests.peers.video_peer import video_format
+
+        me = self.d.me
+        sdp = (f"v=0\r\no=lab 1 1 IN IP4 {me}\r\ns=-\r\nc=IN IP4 {me}\r\nt=0 0\r\n"
+               f"m=audio {self.aport} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+               f"m=video {self.video.port} RTP/AVP 96 98 97\r\nb=AS:1000\r\na=rtpmap:96 H264/90000\r\n"
+               "a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\na=rtpmap:98 H264/90000\r\n"
+               "a=fmtp:98 profile-level-id=42e01f;packetization-mode=0\r\na=rtpmap:97 VP8/90000\r\n"
+               "a=rtcp-fb:* nack pli\r\na=rtcp-fb:* ccm fir\r\na=sendrecv\r\n")
+        self.answer = self.d.invite(sdp)
+        assert self.answer.startswith("SIP/2.0 200"), f"the call with video was answered {self.answer.splitlines()[0]}"
+        v = _answer_video(self.answer)
+        if v is None or v["port"] == 0 or v["direction"] in ("recvonly", "inactive"):
+            return v
+        chosen = [pt for pt in v["pts"] if pt in (96, 97, 98)]
+        assert chosen, (f"the answer's video formats {v['pts']} are none of the offer's (96 H.264 mode 1, "
+                        "98 H.264 mode 0, 97 VP8)")
+        self.name = "VP8" if chosen[0] == 97 else "H264"
+        fmt = video_format(self.name, chosen[0], mode=0 if chosen[0] == 98 else 1)
+        self.video.configure(fmt, fmt)
+        self.video.start(v["port"], v["host"])
+        self.audio.set_remote(*(_answer_media(self.answer)[k] for k in ("host", "port")))
+        self.audio.play_tone(500)
+        self.audio.start_sending()
+        return v
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.d.bye()
+        self.d.close()
+        self.audio.close()
+        self.loop.run_until_complete(_maybe(self.video.stop()))
+
+
 def test_a_target_that_takes_video_sends_frames_that_decode(target, sip_caps):
     """Offer audio and video (H.264 Constrained Baseline in mode 1 and mode 0, VP8); when the answer takes video,
     the frames the target sends must decode (FFmpeg) at a sensible size and rate."""
-    from interop_tests.peers.video_peer import VideoPeer, solid, video_format
-
     if sip_caps.status is None and not target.is_local_cau:
         not_applicable("the target did not answer OPTIONS: no SIP system at that address")
-    loop = _loop()
-    audio = RtpParticipant("PCMU", host="127.0.0.1" if target.host.startswith("127.") else "0.0.0.0")
-    aport = loop.run_until_complete(audio.start())
-    video = VideoPeer(None, picture=solid((30, 40, 220), 352, 288), size=(352, 288),
-                      host="127.0.0.1" if target.host.startswith("127.") else "0.0.0.0")
-    d = UdpDialog(target, target.video_room)
+    call = VideoCall(target, (30, 40, 220))
+    video = call.video
     try:
-        me = d.me
-        sdp = (f"v=0\r\no=lab 1 1 IN IP4 {me}\r\ns=-\r\nc=IN IP4 {me}\r\nt=0 0\r\n"
-               f"m=audio {aport} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-               f"m=video {video.port} RTP/AVP 96 98 97\r\nb=AS:1000\r\na=rtpmap:96 H264/90000\r\n"
-               "a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\na=rtpmap:98 H264/90000\r\n"
-               "a=fmtp:98 profile-level-id=42e01f;packetization-mode=0\r\na=rtpmap:97 VP8/90000\r\n"
-               "a=rtcp-fb:* nack pli\r\na=sendrecv\r\n")
-        answer = d.invite(sdp)
-        assert answer.startswith("SIP/2.0 200"), f"the call with video was answered {answer.splitlines()[0]}"
-        v = _answer_video(answer)
+        v = call.start()
         if v is None or v["port"] == 0:
             not_applicable("the target declined video in its answer (no m=video, or port 0)")
         if v["direction"] in ("recvonly", "inactive"):
             not_applicable(f"the target's video is {v['direction']}: it sends none")
-        chosen = [pt for pt in v["pts"] if pt in (96, 97, 98)]
-        assert chosen, (f"the answer's video formats {v['pts']} are none of the offer's (96 H.264 mode 1, "
-                        "98 H.264 mode 0, 97 VP8)")
-        name = "VP8" if chosen[0] == 97 else "H264"
-        fmt = video_format(name, chosen[0], mode=0 if chosen[0] == 98 else 1)
-        video.configure(fmt, fmt)
-        video.start(v["port"], v["host"])
-        audio.set_remote(*(_answer_media(answer)[k] for k in ("host", "port")))
-        audio.play_tone(500)
-        audio.start_sending()
 
         async def watch() -> None:
-            deadline = loop.time() + 12.0
-            while loop.time() < deadline and video.decoded < 30:
+            deadline = call.loop.time() + 12.0
+            while call.loop.time() < deadline and video.decoded < 30:
                 await asyncio.sleep(0.1)
 
-        loop.run_until_complete(watch())
+        call.run(watch())
     finally:
-        d.bye()
-        d.close()
-        audio.close()
-        loop.run_until_complete(_maybe(video.stop()))
+        call.close()
+    name = call.name
     evidence.measure("video frames decoded", video.decoded, "", "≥ 10 in 12 s")
     evidence.measure("video codec", name, "", "H264 or VP8, as offered")
     assert video.decoded >= 10, (f"{video.decoded} {name} frames decoded in 12 s "
@@ -269,40 +298,19 @@ def test_a_target_sending_video_answers_a_picture_loss_indication_with_a_keyfram
     """RTCP PLI (RFC 4585 §6.3.1) is how a receiver asks for a new picture after a loss: the target
     must send a keyframe soon after one. NOT APPLICABLE when it declines video or does not take the
     feedback (no a=rtcp-fb pli/nack pli in its answer and no keyframe)."""
-    from interop_tests.peers.video_peer import VideoPeer, solid, video_format
-
     if sip_caps.status is None and not target.is_local_cau:
         not_applicable("the target did not answer OPTIONS: no SIP system at that address")
-    loop = _loop()
-    audio = RtpParticipant("PCMU", host="127.0.0.1" if target.host.startswith("127.") else "0.0.0.0")
-    aport = loop.run_until_complete(audio.start())
-    video = VideoPeer(None, picture=solid((30, 200, 30), 352, 288), size=(352, 288),
-                      host="127.0.0.1" if target.host.startswith("127.") else "0.0.0.0")
+    call = VideoCall(target, (30, 200, 30))
+    video = call.video
     video.nack = False
-    d = UdpDialog(target, target.video_room)
     intra_after = None
     try:
-        sdp = (f"v=0\r\no=lab 1 1 IN IP4 {d.me}\r\ns=-\r\nc=IN IP4 {d.me}\r\nt=0 0\r\n"
-               f"m=audio {aport} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
-               f"m=video {video.port} RTP/AVP 96 98 97\r\nb=AS:1000\r\na=rtpmap:96 H264/90000\r\n"
-               "a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\r\na=rtpmap:98 H264/90000\r\n"
-               "a=fmtp:98 profile-level-id=42e01f;packetization-mode=0\r\na=rtpmap:97 VP8/90000\r\n"
-               "a=rtcp-fb:* nack pli\r\na=rtcp-fb:* ccm fir\r\na=sendrecv\r\n")
-        answer = d.invite(sdp)
-        assert answer.startswith("SIP/2.0 200"), f"the call with video was answered {answer.splitlines()[0]}"
-        v = _answer_video(answer)
+        v = call.start()
         if v is None or v["port"] == 0 or v["direction"] in ("recvonly", "inactive"):
             not_applicable("the target sends no video in this call (its answer declines it)")
-        chosen = [pt for pt in v["pts"] if pt in (96, 97, 98)]
-        assert chosen, f"the answer's video formats {v['pts']} are none of the offer's"
-        name = "VP8" if chosen[0] == 97 else "H264"
-        fmt = video_format(name, chosen[0], mode=0 if chosen[0] == 98 else 1)
-        video.configure(fmt, fmt)
-        video.start(v["port"], v["host"])
-        audio.set_remote(*(_answer_media(answer)[k] for k in ("host", "port")))
-        audio.start_sending()
 
         async def ask() -> float | None:
+            loop = call.loop
             deadline = loop.time() + 12.0
             while loop.time() < deadline and video.decoded < 10:
                 await asyncio.sleep(0.1)
@@ -315,15 +323,12 @@ def test_a_target_sending_video_answers_a_picture_loss_indication_with_a_keyfram
                 await asyncio.sleep(0.02)
             return loop.time() - asked if video.keyframes_received > before else None
 
-        intra_after = loop.run_until_complete(ask())
-        feedback = re.findall(r"(?m)^a=rtcp-fb:(\S+) (.+)$", answer)
+        intra_after = call.run(ask())
+        feedback = re.findall(r"(?m)^a=rtcp-fb:(\S+) (.+)$", call.answer)
     finally:
-        d.bye()
-        d.close()
-        audio.close()
-        loop.run_until_complete(_maybe(video.stop()))
+        call.close()
     evidence.measure("video frames decoded before the PLI", video.decoded, "", "≥ 10")
-    assert video.decoded >= 10, f"{video.decoded} {name} frames decoded in 12 s: no picture to repair"
+    assert video.decoded >= 10, f"{video.decoded} {call.name} frames decoded in 12 s: no picture to repair"
     evidence.measure("keyframe after PLI", round(intra_after * 1000) if intra_after else "none", "ms", "within 3000")
     if intra_after is None and not any("pli" in f[1] for f in feedback):
         not_applicable(f"its answer takes no PLI feedback (a=rtcp-fb: {feedback or 'none'}) and it sent no keyframe")
