@@ -266,7 +266,9 @@ def case_evidence(request: pytest.FixtureRequest):
     sip_ports, ras_ports, tcp_ports, udp_ports = [], [], [], []
     rtp_range = None
     host = "127.0.0.1"
-    if opts("--sip-target") or opts("--h323-target") or opts("--gatekeeper") or opts("--whip-target"):
+    external = any(opts(n) for n in ("--sip-target", "--h323-target", "--gatekeeper", "--whip-target"))
+    t = None if external else request.getfixturevalue("target")
+    if t is None:
         for name in ("--sip-target", "--h323-target", "--gatekeeper", "--whip-target"):
             text = opts(name)
             if text:
@@ -278,7 +280,6 @@ def case_evidence(request: pytest.FixtureRequest):
         ras_ports += [gk] if gk else []
         udp_ports += sip_ports + ras_ports
     else:
-        t = request.getfixturevalue("target")
         sip_ports = [p for p in (t.sip_port,) if p]
         ras_ports = [p for p in (t.ras_port,) if p]
         tcp_ports = [p for p in (t.sip_port, t.sip_tls_port, t.h323_port, t.https_port) if p]
@@ -286,8 +287,7 @@ def case_evidence(request: pytest.FixtureRequest):
         rtp_range = t.rtp_range
     record.target_ports = sorted({p for p in tcp_ports + udp_ports if p})
     loopback = host.startswith("127.") or host in ("::1", "localhost")
-    quiet = [] if opts("--sip-target") or opts("--h323-target") or opts("--gatekeeper") or opts("--whip-target") \
-        else [request.getfixturevalue("target").http_port]
+    quiet = [t.http_port] if t is not None else []          # the status page the suite polls
     bpf = ev.capture_filter(host, tcp_ports, udp_ports, rtp_range, loopback, quiet)
     from interop_tests.peers.capture import LoopbackCapture
 
@@ -307,11 +307,9 @@ def case_evidence(request: pytest.FixtureRequest):
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     t0 = time.monotonic()
-    cau_log = None
-    if not opts("--sip-target") and "target" in request.fixturenames:
-        t = request.getfixturevalue("target")
-        if t.log_path is not None and t.log_path.exists():
-            cau_log = (t.log_path, t.log_path.stat().st_size)
+    cau_log = None                                          # the gateway's log from here on
+    if t is not None and t.log_path is not None and t.log_path.exists():
+        cau_log = (t.log_path, t.log_path.stat().st_size)
     ev.CURRENT = record
     try:
         yield record
@@ -329,8 +327,7 @@ def case_evidence(request: pytest.FixtureRequest):
                 record.capture = "capture.pcapng"
                 record.ladder = ev.read_ladder(folder / "capture.pcapng", sip_ports, ras_ports)
         for p in list(procs.STARTED):
-            (folder / ev._safe(f"{p.name}.out")).write_text(" ".join(p.argv) + "\n\n" + p.output, encoding="utf-8")
-            record.files.append(ev._safe(f"{p.name}.out"))
+            record.keep_text(f"{p.name}.out", " ".join(p.argv) + "\n\n" + p.output)   # two baresips: two files
             if p.log_path is not None and p.log_path.parent.is_dir():
                 for extra in sorted(p.log_path.parent.glob("*.log"))[:6]:
                     if extra != p.log_path:

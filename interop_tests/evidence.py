@@ -52,16 +52,26 @@ class CaseEvidence:
             entry["series"] = [[round(float(t), 3), round(float(v), 2)] for t, v in series[-2000:]]
         self.measurements[name] = entry           # the last judgement of a name is the one kept
 
-    def attach(self, path: str | os.PathLike, name: str | None = None) -> str | None:
-        src = Path(path)
-        if not src.is_file():
-            return None
-        name = _safe(name or src.name)
+    def _free_name(self, name: str) -> Path:
+        name = _safe(name)
         stem, dot, ext = name.rpartition(".")
         n, dest = 1, self.folder / name
         while dest.exists():                      # two peers' stdout.log
             n += 1
             dest = self.folder / (f"{stem}-{n}.{ext}" if dot else f"{name}-{n}")
+        return dest
+
+    def keep_text(self, name: str, text: str) -> str:
+        dest = self._free_name(name)
+        dest.write_text(text, encoding="utf-8")
+        self.files.append(dest.name)
+        return dest.name
+
+    def attach(self, path: str | os.PathLike, name: str | None = None) -> str | None:
+        src = Path(path)
+        if not src.is_file():
+            return None
+        dest = self._free_name(name or src.name)
         try:
             with src.open("rb") as f, dest.open("wb") as out:
                 out.write(f.read(4 * 1024 * 1024))   # a runaway log is cut at 4 MiB
