@@ -99,7 +99,10 @@ def test_the_h323_test_endpoint_as_an_h323_terminal_target_passes_the_terminal_c
     try:
         import time
 
-        time.sleep(1.5)
+        deadline = time.monotonic() + 20                 # listening (a loaded machine starts it slowly)
+        while "answering on" not in (tmp_path / "terminal.txt").read_text() and time.monotonic() < deadline:
+            assert terminal.poll() is None, (tmp_path / "terminal.txt").read_text()
+            time.sleep(0.1)
         r = conformance(tmp_path, "--profile", "h323-terminal", "--h323-target", f"127.0.0.1:{port}", timeout=300)
     finally:
         terminal.terminate()
