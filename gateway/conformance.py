@@ -241,12 +241,14 @@ def ladder_svg(rows: list[dict[str, Any]], target_ports: list[int], max_parties:
     other = "others"
     col, left, top, step = 190, 70, 46, 24
 
-    def x(a: str) -> int:
-        i = parties.index(a) if a in parties else len(parties)
+    def column(i: int) -> int:
         return left + 80 + i * col
 
+    def x(a: str) -> int:
+        return column(parties.index(a) if a in parties else len(parties))
+
     n_cols = len(parties) + (1 if any(r["from"] not in parties or r["to"] not in parties for r in rows) else 0)
-    width = left + 80 + (n_cols - 1) * col + 110
+    width = column(n_cols - 1) + 110
     height = top + step * (len(rows) + 1)
     out = [f'<svg class=ladder xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}" role="img" aria-label="message sequence">',
@@ -254,7 +256,7 @@ def ladder_svg(rows: list[dict[str, Any]], target_ports: list[int], max_parties:
            'orient="auto-start-reverse"><path d="M0,0L10,5L0,10z" fill="#333"/></marker></defs>']
     labels = parties + ([other] if n_cols > len(parties) else [])
     for i, a in enumerate(labels):
-        cx = left + 80 + i * col
+        cx = column(i)
         port = a.rsplit(":", 1)[-1]
         is_target = port.isdigit() and int(port) in target_ports
         out.append(f'<text x="{cx}" y="16" text-anchor="middle" font-weight="{700 if is_target else 400}">'

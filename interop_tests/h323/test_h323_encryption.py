@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from interop_tests.peers.capture import LoopbackCapture
-from interop_tests.peers.rtp_participant import band_level_db, wait_for_tone
+from interop_tests.peers.rtp_participant import band_level_db, noise_floor_db, wait_for_tone
 
 
 def _roster(cau, room: str) -> list[dict]:
@@ -27,13 +27,6 @@ def _ulaw(payload: bytes) -> np.ndarray:
     magnitude = ((mantissa.astype(np.int32) << 3) + 0x84) << exponent
     return np.where(sign != 0, -(magnitude - 0x84), magnitude - 0x84).astype(np.int16)
 
-
-def _noise_floor_db(pcm) -> float:
-    """The median spectral level over 300-3400 Hz (dBFS), on the scale of band_level_db."""
-    x = pcm.astype(np.float64) * np.hanning(len(pcm))
-    spec = np.abs(np.fft.rfft(x)) / (len(pcm) / 4)
-    freqs = np.fft.rfftfreq(len(pcm), 1 / 8000)
-    return float(20 * np.log10(max(float(np.median(spec[(freqs > 300) & (freqs < 3400)])), 1e-9) / 32768))
 
 
 def _tshark(pcap, port: int, fields: list[str], display: str, home) -> list[list[str]]:
@@ -91,7 +84,7 @@ def test_an_encrypting_room_system_and_a_plain_one_meet_and_the_wire_shows_h2356
     # judge the tone by how far it stands above the noise floor (a readable tone: 40 dB and more;
     # 300 random payloads: 10 dB at most)
     heard = _ulaw(b"".join(p[12:] for p in wire[:20]))
-    above = band_level_db(heard, 8000, 1000) - _noise_floor_db(heard)
+    above = band_level_db(heard, 8000, 1000) - noise_floor_db(heard, 8000)
     assert above < 20, f"the 1000 Hz tone stands {above:.0f} dB above the noise in the encrypted RTP"
     rtp = _tshark(pcap, h323.port, ["rtp.p_type"], f"udp.srcport == {enc.audio.port} && rtp", tmp_path)
     assert len(rtp) > 50 and {row[0] for row in rtp} == {"120"}, rtp[:5]     # on the wire too

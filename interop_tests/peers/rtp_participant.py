@@ -396,12 +396,26 @@ def band_level_db(pcm: np.ndarray, rate: int, freq: float, width: float = 30.0) 
     return level
 
 
+def _spectrum(pcm: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """(frequencies, magnitudes) of a Hann-windowed signal, scaled so that a full-scale sine reads 0 dB."""
+    x = pcm.astype(np.float64) * np.hanning(len(pcm))
+    return np.fft.rfftfreq(len(pcm), 1 / rate), np.abs(np.fft.rfft(x)) / (len(pcm) / 4)
+
+
+def noise_floor_db(pcm: np.ndarray, rate: int, lo: float = 300.0, hi: float = 3400.0) -> float:
+    """The median spectral level between ``lo`` and ``hi`` (dBFS, on the scale of band_level_db):
+    how far a tone stands above it tells a tone from loud noise."""
+    if len(pcm) == 0:
+        return -120.0
+    freqs, spec = _spectrum(pcm, rate)
+    band = spec[(freqs > lo) & (freqs < hi)]
+    return 20 * np.log10(max(float(np.median(band)) if len(band) else 0.0, 1e-9) / 32768)
+
+
 def _band_level_db(pcm: np.ndarray, rate: int, freq: float, width: float = 30.0) -> float:
     if len(pcm) == 0:
         return -120.0
-    x = pcm.astype(np.float64) * np.hanning(len(pcm))
-    spec = np.abs(np.fft.rfft(x)) / (len(pcm) / 4)
-    freqs = np.fft.rfftfreq(len(pcm), 1 / rate)
+    freqs, spec = _spectrum(pcm, rate)
     band = spec[(freqs > freq - width) & (freqs < freq + width)]
     return 20 * np.log10(max(float(band.max()) if len(band) else 0.0, 1e-9) / 32768)
 
