@@ -15,6 +15,7 @@ import pytest
 
 from gateway.sip.dns import SipResolver, make_resolver
 from interop_tests.peers.baresip import Baresip
+from interop_tests.peers.procs import wait_line
 from tests.conftest import free_port, wait
 from tests.test_console import _ports
 from tests.test_run import gateway  # noqa: F401 - the fixture
@@ -111,20 +112,6 @@ def test_naptr_then_srv_then_addresses_in_the_order_rfc_3263_gives(dns):
         _locate(d.server, "nothing.example.vn")
 
 
-def _wait_line(proc: subprocess.Popen, text: str, timeout: float) -> str:
-    """Read ``proc``'s stdout until a line holds ``text``; what was read (fails after ``timeout``)."""
-    import select
-
-    seen, deadline = "", time.monotonic() + timeout
-    while text not in seen:
-        left = deadline - time.monotonic()
-        if left <= 0 or proc.poll() is not None:
-            raise AssertionError(f"no '{text}' from the peer in {timeout:.0f} s: {seen[-1500:]}")
-        if select.select([proc.stdout], [], [], min(left, 0.5))[0]:
-            seen += proc.stdout.readline()
-    return seen
-
-
 def _invite(gw, to: str) -> dict:
     """The operator's invite into the default plan's room 'demo' (the answer once the call is up)."""
     req = urllib.request.Request(f"http://127.0.0.1:{gw.port}/api/rooms/demo/dial", data=json.dumps({"to": to}).encode(),
@@ -171,7 +158,7 @@ def test_the_gateway_dials_an_h323_target_by_name(gateway, dns, tmp_path):  # no
                             "national-mcu", "--seconds", "3"], cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     try:
-        first = _wait_line(mcu, "answering on", 20)     # listening (a loaded machine starts it slowly)
+        first = wait_line(mcu, "answering on", 20)     # listening (a loaded machine starts it slowly)
         body = _invite(gw, "h323:mcu@national.example.vn")
         assert body["protocol"] == "h323", body
         out, _ = mcu.communicate(timeout=20)

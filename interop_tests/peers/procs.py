@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import select
 import socket
 import subprocess
 import threading
@@ -194,6 +195,27 @@ class PeerProcess:
             self._log.close()
             self._log = None
         return self.proc.returncode
+
+
+def wait_line(proc: subprocess.Popen, text: str, timeout: float) -> str:
+    """Read ``proc``'s stdout (a pipe) until it holds ``text``; what was read (fails after ``timeout``).
+
+    Reads the pipe's descriptor directly, so nothing waits in a file object's buffer out of
+    ``select``'s sight; ``proc.communicate()`` afterwards returns the rest."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    fd, seen, deadline = proc.stdout.fileno(), "", time.monotonic() + timeout
+    while text not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"no '{text}' from the peer in {timeout:.0f} s: {seen[-1500:]}")
+        if select.select([fd], [], [], min(left, 0.5))[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise AssertionError(f"the peer ended without '{text}': {seen[-1500:]}")
+            seen += decoder.decode(chunk)
+    return seen
 
 
 def kill_group(proc: subprocess.Popen, grace: float = 3.0, sig: int = signal.SIGTERM) -> None:
