@@ -335,6 +335,14 @@ class Gateway:
         from gateway.netaddr import LocalAddress
 
         transport.addresses = LocalAddress(bind, self.settings.advertise or None)
+        self.tls_trust_text = ""
+        if self.settings.tls_ca:
+            from gateway.webrtc import tls
+
+            try:
+                transport.tls_trust, self.tls_trust_text = tls.trust_root(self.settings.tls_ca)
+            except tls.TlsError as exc:
+                raise StartupError(str(exc)) from None
         self.sip_transport = transport
         self.sip_transactions = TransactionLayer(transport, reactor=self.reactor)
         self.sip = SipUserAgent(
@@ -646,6 +654,8 @@ class Gateway:
                 # SIP requests answered 503 because their address held too many transactions
                 "sip_overload_503": self.sip_transactions.stats.overload_503
                 if getattr(self, "sip_transactions", None) is not None else 0,
+                # outgoing SIP over TLS: what the far certificate is checked against (None: not checked)
+                "tls_verify": getattr(self, "tls_trust_text", "") or None,
             },
             "gatekeeper_client": None if getattr(self, "gk_client", None) is None else {
                 "gatekeeper": self.settings.register_with, "state": self.gk_client.state,
@@ -728,6 +738,11 @@ def banner(gw: Gateway) -> str:
         lines.append(f"join page: https://{host}:{gw.https_port()}/join/<room number>")
         lines.append(f"TLS certificate {gw.tls.cert}{' (self-signed)' if gw.tls.self_signed else ''}: "
                      f"SHA-256 {gw.tls.fingerprint}")
+    if getattr(gw, "sip_transport", None) is not None:
+        trust = getattr(gw, "tls_trust_text", "")
+        lines.append(f"calls out over TLS check the far certificate against {trust} and the host dialled" if trust
+                     else "calls out over TLS are encrypted but the far certificate is not checked "
+                          "(set tls_ca to a CA file or to system)")
     dialable = plan.dialable()
     if dialable:
         lines.append("numbers people can dial:")

@@ -24,6 +24,9 @@ A settings file looks like::
     sip_tls_port: 5061             # SIP over TLS (RFC 3261 §26, sips:), with the same certificate
     tls_cert: /etc/cau/cert.pem    # PEM certificate (chain) and key; without them a self-signed pair
     tls_key: /etc/cau/key.pem      #   is made on first start in state_dir and kept
+    tls_ca: /etc/cau/national-ca.pem   # CAs that outgoing SIP over TLS trusts ("system": the OS's);
+                                   #   the far certificate must name the host dialled (RFC 5922).
+                                   #   Unset: outgoing TLS is encrypted but the far end is not checked
     state_dir: /var/lib/cau        # where Cầu keeps what it makes (default ~/.local/state/cau)
     ice_hosts: 10.21.0.5, 203.0.113.7   # addresses offered to browsers as ICE host candidates
     gatekeeper_neighbours: 192.0.2.10   # gatekeepers whose LRQs are answered (none by default)
@@ -78,6 +81,7 @@ class Settings:
     sip_tls_port: int = 5061  # SIP over TLS, with the HTTPS certificate (0 picks a free port)
     tls_cert: Path | None = None   # operator's certificate (PEM); None: a self-signed one in state_dir
     tls_key: Path | None = None
+    tls_ca: str = ""               # PEM file of CAs outgoing SIP TLS trusts, "system", or "" (not checked)
     state_dir: Path | None = None  # None: $XDG_STATE_HOME/cau or ~/.local/state/cau
     ice_hosts: tuple[str, ...] = ()   # host candidate addresses; empty: the advertised/bind address
     gatekeeper_neighbours: tuple[str, ...] = ()   # gatekeepers (addresses / networks) whose LRQs are answered
@@ -95,7 +99,7 @@ class Settings:
 _PORT_KEYS = ("sip_port", "h323_port", "ras_port", "http_port", "https_port", "sip_tls_port")
 _KEYS = ("bind", "advertise", *_PORT_KEYS, "rtp_ports", "dialplan", "watch_dialplan", "watch_interval",
          "sip_realm", "sip_digest", "sip_answer_delay", "register_with", "register_as", "register_password", "api_token", "video_mtu",
-         "tls_cert", "tls_key", "state_dir", "ice_hosts", "ice_servers", "gatekeeper_neighbours",
+         "tls_cert", "tls_key", "tls_ca", "state_dir", "ice_hosts", "ice_servers", "gatekeeper_neighbours",
          "database", "cdr_retention_days", "alert_webhook", "alert_mos_below", "alert_loss_above", "alert_after",
          "dns", "dns_servers")
 #: keys whose value may be a YAML list / mapping
@@ -247,6 +251,11 @@ def load_settings(path: str | Path) -> Settings:
                     raise ValueError(f"{key} must be a file path")
                 p = Path(value)
                 values[key] = p if p.is_absolute() else (path.parent / p)
+            elif key == "tls_ca":
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError("tls_ca must be a PEM file of CA certificates or the word system")
+                p = Path(value.strip())
+                values[key] = "system" if value.strip() == "system" else str(p if p.is_absolute() else path.parent / p)
             elif key == "ice_hosts":
                 values[key] = check_ice_hosts(value)
             elif key == "ice_servers":

@@ -141,7 +141,11 @@ def _peer_for(target: SipUri | AbsoluteUri, routes: list[Address], fallback: Pee
             if uri.scheme == "sips":
                 transport = "TLS"
             port = uri.port or (5061 if transport == "TLS" else 5060)
-            return Peer(transport if transport in ("UDP", "TCP", "TLS") else fallback.transport, host, port)
+            transport = transport if transport in ("UDP", "TCP", "TLS") else fallback.transport
+            # a dialog we started over a verified TLS connection keeps the name its certificate
+            # was checked for: the far end's Contact is an address, its certificate names the domain
+            name = fallback.name if transport == "TLS" and fallback.transport == "TLS" else None
+            return Peer(transport, host, port, name=name)
     return fallback
 
 

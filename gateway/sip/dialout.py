@@ -83,7 +83,9 @@ def parse_target(text: str) -> tuple[SipUri, Peer]:
         raise DialFailed(503, f"transport={transport.lower()} is not supported (udp, tcp or tls)", text)
     if uri.scheme == "sips" and transport != "TLS":
         raise DialFailed(484, "a sips: target goes over TLS only (RFC 3261 §26.2)", text)
-    return uri, Peer(transport, uri.host, uri.port or (5061 if transport == "TLS" else 5060))  # type: ignore[arg-type]
+    port = uri.port or (5061 if transport == "TLS" else 5060)
+    # over TLS the far certificate must name the host dialled (RFC 5922 §4), checked when tls_ca is set
+    return uri, Peer(transport, uri.host, port, name=uri.host if transport == "TLS" else None)  # type: ignore[arg-type]
 
 
 class OutgoingCall(SipCall):
@@ -490,7 +492,7 @@ def _dial_by_name(ua: SipUserAgent, target: str, uri: SipUri, attempt: Callable[
 
     def go(left: list) -> None:
         t = left.pop(0)
-        call_d = attempt(Peer(t.transport, t.host, t.port))
+        call_d = attempt(Peer(t.transport, t.host, t.port, name=uri.host if t.transport == "TLS" else None))
         out.call = call_d.call
 
         def done(leg: Any) -> None:

@@ -50,8 +50,19 @@ Known limits
       local address routes to a given destination (a connected UDP socket,
       no packet sent) and is what Via/Contact should use for real peers
       when bound to "any".
-    * no TLS. Caps and idle timeouts on inbound TCP connections come from
+    * Caps and idle timeouts on inbound TCP connections come from
       :attr:`SipTransport.wrap_tcp_factory` (the app uses gateway.netguard).
+
+TLS (RFC 3261 §26, RFC 5922)
+    Inbound TLS is served with ``tls_context``. Outbound TLS connections verify the far
+    certificate when :attr:`SipTransport.tls_trust` is set (a Twisted trust root: the CAs of a
+    PEM file, or the platform's): the chain must lead to one of those CAs and the certificate
+    must name :attr:`Peer.name` — the host of the URI that was dialled (RFC 5922 §4: the SIP
+    domain, not the SRV target or the address it resolved to). Messages wait for the handshake;
+    a failed one reports its reason to each of them (a dial answers 503 with it). Without a
+    trust root the far certificate is not checked (encrypted, not authenticated) — the app
+    says so at start. A connection is reused for a named peer only when it was verified for
+    that name; unnamed peers (responses, dialogs the far end started) reuse any open one.
 """
 from __future__ import annotations
 
@@ -62,7 +73,9 @@ from typing import Any, Callable, Literal, Union
 
 from twisted.internet import defer, error as tw_error
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.protocol import ClientFactory, DatagramProtocol, Factory, Protocol
+from zope.interface import implementer
 
 from gateway.repeated import RepeatedLog
 from gateway.sip.headers import quote_string
@@ -102,6 +115,9 @@ class Peer:
     transport: TransportName
     host: str
     port: int
+    #: TLS: the name the far certificate must carry (the dialled URI's host); not part of the
+    #: peer's identity for equality (one address, one peer)
+    name: str | None = field(default=None, compare=False)
 
     def __str__(self) -> str:
         h = f"[{self.host}]" if ":" in self.host else self.host
@@ -180,23 +196,38 @@ class _UdpProtocol(DatagramProtocol):
         self.owner._on_message(data, Peer("UDP", host, port), None)
 
 
+@implementer(IHandshakeListener)
 class _StreamProtocol(Protocol):
     """One TCP or TLS connection (inbound or outbound)."""
 
     def __init__(self, owner: "SipTransport", outbound_key: tuple[str, int] | None = None,
-                 kind: TransportName = "TCP") -> None:
+                 kind: TransportName = "TCP", verified_name: str | None = None) -> None:
         self.owner = owner
         self.kind = kind
         self.framer = StreamFramer(owner.max_tcp_message)
         self.key: tuple[str, int] | None = outbound_key
         self.closed: Deferred = Deferred()
         self.connected_ok = False
+        #: outbound TLS with a trust root: the name the far certificate was checked for
+        self.verified_name = verified_name
+        self._handshaken = False
 
     def connectionMade(self) -> None:  # noqa: N802
         peer = self.transport.getPeer()
         if self.key is None:
             self.key = (peer.host, peer.port)
         self.connected_ok = True
+        if self.verified_name is not None:
+            return                       # registered and flushed once the certificate is checked
+        self._ready()
+
+    def handshakeCompleted(self) -> None:  # noqa: N802
+        self._handshaken = True
+        if self.verified_name is not None:
+            self._ready()
+
+    def _ready(self) -> None:
+        assert self.key is not None
         self.owner._connections[(self.kind, *self.key)] = self
         pending = self.owner._pending.pop((self.kind, *self.key), None)
         if pending is not None:
@@ -221,6 +252,14 @@ class _StreamProtocol(Protocol):
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         if self.key is not None and self.owner._connections.get((self.kind, *self.key)) is self:
             del self.owner._connections[(self.kind, *self.key)]
+        if self.verified_name is not None and not self._handshaken and self.key is not None:
+            pending = self.owner._pending.pop((self.kind, *self.key), None)
+            if pending is not None:      # the certificate was refused (or the handshake broke)
+                why = tls_failure_text(reason, self.verified_name, self.key)
+                _repeated(("tls-verify", self.verified_name), logging.WARNING, "SIP over TLS: %s", why)
+                for _, on_error in pending.queue:
+                    self.owner.stats.dropped += 1
+                    self.owner._report(on_error, why)
         if not self.closed.called:
             self.closed.callback(None)
 
@@ -242,14 +281,33 @@ class _Pending:
     connector: Any = None
 
 
+def tls_failure_text(reason: Any, name: str, key: tuple[str, int]) -> str:
+    """Why an outbound TLS connection to ``key`` (verified for ``name``) ended before its
+    handshake: the certificate's fault in words an operator can act on."""
+    value = getattr(reason, "value", reason)
+    where = f"{key[0]}:{key[1]}"
+    kind = type(value).__name__
+    text = str(value)
+    if kind == "VerificationError" or "mismatch" in text.lower():
+        return f"the certificate of {where} is not for {name} (RFC 5922: it must name the dialled host)"
+    if "certificate verify failed" in text:
+        return (f"the certificate of {where} is not signed by a CA in tls_ca (or it has expired); "
+                f"dialled {name}")
+    if isinstance(value, tw_error.ConnectionDone) or "ConnectionDone" in kind:
+        return f"TLS handshake with {where} ({name}) was closed by the far end"
+    return f"TLS handshake with {where} ({name}) failed: {text or kind}"
+
+
 class _OutboundFactory(ClientFactory):
-    def __init__(self, owner: "SipTransport", key: tuple[str, int], kind: TransportName = "TCP") -> None:
+    def __init__(self, owner: "SipTransport", key: tuple[str, int], kind: TransportName = "TCP",
+                 verified_name: str | None = None) -> None:
         self.owner = owner
         self.key = key
         self.kind = kind
+        self.verified_name = verified_name
 
     def buildProtocol(self, addr: Any) -> _StreamProtocol:  # noqa: N802
-        return _StreamProtocol(self.owner, self.key, self.kind)
+        return _StreamProtocol(self.owner, self.key, self.kind, self.verified_name)
 
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:  # noqa: N802
         pending = self.owner._pending.pop((self.kind, *self.key), None)
@@ -299,6 +357,10 @@ class SipTransport:
         self.tls_port = tls_port
         self.tls_context = tls_context
         self.tls_client_context = tls_client_context
+        #: a Twisted trust root (``ssl.trustRootFromCertificates`` / ``ssl.platformTrust()``):
+        #: outbound TLS verifies the far certificate against it and the peer's name; None: not checked
+        self.tls_trust: Any = None
+        self._tls_verifying: dict[str, Any] = {}
         self._tls: Any = None
         #: which local address a peer reaches us at (``--advertise`` set by the owner wins)
         from gateway.netaddr import LocalAddress
@@ -466,8 +528,9 @@ class SipTransport:
 
     def _send_tcp(self, data: bytes, peer: Peer, on_error: ErrorCallback | None) -> None:
         key = (peer.transport, peer.host, peer.port)
+        verify = peer.name or peer.host if peer.transport == "TLS" and self.tls_trust is not None else None
         conn = self._connections.get(key)
-        if conn is not None:
+        if conn is not None and (verify is None or peer.name is None or conn.verified_name == verify):
             conn.transport.write(data)
             self.stats.sent += 1
             return
@@ -478,9 +541,19 @@ class SipTransport:
         pending = self._pending.get(key)
         if pending is None:
             pending = self._pending[key] = _Pending()
-            factory = _OutboundFactory(self, (peer.host, peer.port), peer.transport)
+            factory = _OutboundFactory(self, (peer.host, peer.port), peer.transport, verify)
             try:
-                if peer.transport == "TLS":
+                if verify is not None:
+                    ctx = self._tls_verifying.get(verify)
+                    if ctx is None:
+                        from twisted.internet import ssl
+
+                        if len(self._tls_verifying) > 256:
+                            self._tls_verifying.clear()
+                        ctx = self._tls_verifying[verify] = ssl.optionsForClientTLS(verify, self.tls_trust)
+                    pending.connector = self.reactor.connectSSL(peer.host, peer.port, factory, ctx,
+                                                                timeout=self.connect_timeout)
+                elif peer.transport == "TLS":
                     ctx = self.tls_client_context
                     if ctx is None:
                         from twisted.internet import ssl

@@ -68,6 +68,32 @@ def load(cert_path: Path, key_path: Path, *, self_signed: bool = False) -> Certi
     return Certificate(cert_path, key_path, _fingerprint(cert), self_signed)
 
 
+def trust_root(spec: str):
+    """The trust root outgoing SIP over TLS verifies far certificates with: ``"system"`` (the
+    platform's CAs) or a PEM file of one or more CA certificates (the province's or the national
+    network's CA). Returns a Twisted trust root and a one-line description; TlsError otherwise."""
+    from twisted.internet import ssl
+
+    if spec == "system":
+        return ssl.platformTrust(), "the system's CAs"
+    path = Path(spec)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise TlsError(f"tls_ca: cannot read {path}: {exc.strerror}") from None
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        certs = []
+    if not certs:
+        raise TlsError(f"tls_ca: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+    now = dt.datetime.now(dt.timezone.utc)
+    if all(c.not_valid_after_utc < now for c in certs):
+        raise TlsError(f"tls_ca: every certificate in {path} has expired")
+    roots = [ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs]
+    return ssl.trustRootFromCertificates(roots), f"{len(certs)} CA certificate{'s' * (len(certs) != 1)} of {path}"
+
+
 def self_signed(state_dir: Path, addresses: list[str]) -> Certificate:
     """The kept self-signed certificate in ``state_dir/tls``, made now when there is none."""
     folder = state_dir / "tls"

@@ -178,11 +178,13 @@ class PjsuaAnswerer:
                  tone: float | None = 440, seconds: float = 0, max_calls: int = 0,
                  record: str | os.PathLike | None = None, timeout: float = 60.0,
                  answer_code: int = 200, log_level: int = 1, port: int | None = None,
-                 tls: bool = False, srtp: str | None = None, rtp_port: int | None = None):
+                 tls: bool = False, srtp: str | None = None, rtp_port: int | None = None,
+                 tls_cert: tuple[str | os.PathLike, str | os.PathLike] | None = None):
         """``seconds`` > 0: hang up each call that long after it was confirmed (else
         wait for the caller). ``answer_code`` 486/488/...: reject instead. ``tls``: also listen
-        for SIP over TLS (a self-signed certificate made for it; :attr:`tls_uri`). ``srtp``:
-        "mandatory" or "optional" SDES SRTP (keys over TLS only)."""
+        for SIP over TLS (:attr:`tls_uri`) with ``tls_cert`` (certificate chain, key: PEM files)
+        or a self-signed certificate made for it. ``srtp``: "mandatory" or "optional" SDES SRTP
+        (keys over TLS only)."""
         _check_installed()
         self.port = port or free_port()
         self.rtp_port = rtp_port or free_port_block(8)
@@ -195,11 +197,13 @@ class PjsuaAnswerer:
         if tls:
             from gateway.webrtc.tls import self_signed
 
-            self._tmp = tempfile.TemporaryDirectory(prefix="cau-pjsua-tls-")
-            cert = self_signed(Path(self._tmp.name), [LOOPBACK])
+            if tls_cert is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="cau-pjsua-tls-")
+                made = self_signed(Path(self._tmp.name), [LOOPBACK])
+                tls_cert = (made.cert, made.key)
             self.tls_port = free_port()
-            argv += ["--tls", "--tls-port", str(self.tls_port), "--tls-cert", str(cert.cert),
-                     "--tls-key", str(cert.key)]
+            argv += ["--tls", "--tls-port", str(self.tls_port), "--tls-cert", str(tls_cert[0]),
+                     "--tls-key", str(tls_cert[1])]
         self.proc = PeerProcess(argv, name="pjsua-answer", env=_child_env())
         try:
             self.proc.wait_for(r'"event": "ready"', timeout=15)
