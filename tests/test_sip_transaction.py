@@ -13,8 +13,8 @@ from twisted.internet.task import Clock
 
 from gateway.sip.message import Request, Response, make_response, parse_message
 from gateway.sip.transaction import ClientTransaction, ServerTransaction, TransactionLayer
-from gateway.sip.transport import Peer
-from tests.conftest import run_for
+from gateway.sip.transport import Peer, SipTransport
+from tests.conftest import run_for, wait
 from tests.test_sip_transport import LO, RawTcp, RawUdp, poll, raw_udp, sip_request, transports  # noqa: F401
 
 
@@ -594,6 +594,38 @@ def test_one_address_cannot_hold_more_than_its_share_of_server_transactions(tran
         layer.close()
         for s in socks:
             s.close()
+
+
+def test_loopback_through_a_dual_stack_socket_is_exempt_from_the_share():
+    """Bound to ``::`` the kernel reports an IPv4 caller as ``::ffff:127.0.0.1``: a local proxy
+    on loopback keeps its exemption there too, while a mapped outside address is counted as itself."""
+    t = SipTransport("::", 0)
+    t.start()
+    clock = Clock()
+    layer = TransactionLayer(t, reactor=clock, T1=1.0, max_per_source=2)
+    layer.on_request = lambda request, tx, peer: tx.respond(tx.make_response(200))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
+    try:
+        s.bind((LO, 0))
+        host, port = s.getsockname()
+        statuses = []
+        for n in range(5):
+            s.sendto(sip_request(via=f"SIP/2.0/UDP {host}:{port};branch=z9hG4bKds-{n};rport",
+                                 call_id=f"ds-{n}@{host}"), (LO, t.port))
+            got: list[Response] = []
+            assert poll(lambda: _recv_into(s, got), 2)
+            statuses.append(got[0].status)
+        assert statuses == [200] * 5, statuses
+        assert layer.stats.overload_503 == 0
+        assert layer._source("::ffff:192.0.2.7") == "192.0.2.7"
+        from gateway.webrtc.whip import is_loopback        # plain HTTP's loopback privilege: the same rule
+
+        assert is_loopback("::ffff:127.0.0.1") and not is_loopback("::ffff:192.0.2.7")
+    finally:
+        layer.close()
+        s.close()
+        wait(t.stop(), 3)
 
 
 def _recv_into(s: socket.socket, out: list) -> bool:

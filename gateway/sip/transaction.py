@@ -841,6 +841,8 @@ class TransactionLayer:
             ip = ipaddress.ip_address(host.strip("[]").split("%")[0])
         except ValueError:
             return host[:64]
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped                # a dual-stack socket's ::ffff:127.0.0.1 is loopback too
         if any(ip in n for n in self._exempt):
             return None
         return source_key(host)

@@ -431,7 +431,11 @@ def _offer_ufrag(sdp: str) -> str | None:
 
 
 def is_loopback(host: str) -> bool:
+    """``host`` is a loopback address (``::ffff:127.0.0.1`` from a dual-stack socket included)."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        ip = ipaddress.ip_address(host)
     except ValueError:
         return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
