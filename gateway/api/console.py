@@ -33,6 +33,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web import resource, server
 from zope.interface import implementer
 
+from gateway.api.http import json_response
 from gateway.webrtc.pages import SecureFiles
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,13 +53,6 @@ KEEPALIVE_EVERY = 15.0
 MAX_CLIENTS = 32
 #: a client that has not read for this long (its socket buffer full) is closed
 STALL_LIMIT = 30.0
-
-
-def _json_body(request: server.Request, body: Any, code: int = 200) -> bytes:
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body, ensure_ascii=False, default=str).encode()
 
 
 def token_ok(gateway: "Gateway", request: server.Request) -> bool:
@@ -86,7 +80,7 @@ class NeedsToken(resource.Resource):
 
     def render(self, request: server.Request) -> bytes:
         request.setHeader(b"www-authenticate", b'Bearer realm="cau"')
-        return _json_body(request, {"error": "this needs the API token: Authorization: Bearer <api_token>"}, 401)
+        return json_response(request, {"error": "this needs the API token: Authorization: Bearer <api_token>"}, 401)
 
 
 # -- views -------------------------------------------------------------------------------------
@@ -310,7 +304,7 @@ class EventHub:
     # -- the resource ----------------------------------------------------------------------
     def attach(self, request: server.Request) -> Any:
         if len(self.clients) >= MAX_CLIENTS:
-            return _json_body(request, {"error": f"too many event streams open (at most {MAX_CLIENTS})"}, 503)
+            return json_response(request, {"error": f"too many event streams open (at most {MAX_CLIENTS})"}, 503)
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         request.setHeader(b"x-accel-buffering", b"no")
@@ -354,7 +348,7 @@ class Endpoints(resource.Resource):
         self.gateway = gateway
 
     def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
-        return _json_body(request, endpoint_states(self.gateway))
+        return json_response(request, endpoint_states(self.gateway))
 
 
 def participant_quality(gateway: "Gateway", request: server.Request, room_id: str, leg_id: str) -> Any:
@@ -367,26 +361,26 @@ def participant_quality(gateway: "Gateway", request: server.Request, room_id: st
     room = gateway.registry.get(room_id)
     leg = room.legs.get(leg_id) if room is not None else None
     if leg is None:
-        return _json_body(request, {"error": f"no participant {leg_id[:40]!r} in a running room {room_id[:40]!r}"},
+        return json_response(request, {"error": f"no participant {leg_id[:40]!r} in a running room {room_id[:40]!r}"},
                           404)
     body = {"room": room.id, "participant": leg.id, "name": leg.display_name, "series": [],
             "now": _quality(leg), "time": time.time()}
     cdr = getattr(gateway, "cdr", None)
     call_id = cdr.call_id(leg.id) if cdr is not None else None
     if call_id is None:
-        return _json_body(request, body)
+        return json_response(request, body)
     since = time.time() - 3600
 
     def done(series: list[dict[str, Any]]) -> None:
         body["series"] = [s for s in series if (s.get("at") or 0) >= since]
         if not request._disconnected:
-            request.write(_json_body(request, body))
+            request.write(json_response(request, body))
             request.finish()
 
     def failed(f: Any) -> None:
         log.warning("quality history of %s: %s", leg_id, f.getErrorMessage())
         if not request._disconnected:
-            request.write(_json_body(request, {"error": "the call records could not be read"}, 503))
+            request.write(json_response(request, {"error": "the call records could not be read"}, 503))
             request.finish()
 
     threads.deferToThread(cdr.series, call_id).addCallbacks(done, failed)
@@ -407,7 +401,7 @@ class RoomsRead(resource.Resource):
         parts = [p.decode("utf-8", "replace") for p in request.postpath]
         if len(parts) == 4 and parts[1] == "participants" and parts[3] == "quality":
             return participant_quality(self.gateway, request, parts[0], parts[2])
-        return _json_body(request, {"error": "use GET /api/rooms/<room>/participants/<id>/quality"}, 404)
+        return json_response(request, {"error": "use GET /api/rooms/<room>/participants/<id>/quality"}, 404)
 
     def render_POST(self, request: server.Request) -> Any:  # noqa: N802
         return self.actions.render_POST(request)

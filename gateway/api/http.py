@@ -18,11 +18,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from gateway.app import Gateway
 
 
-def _json(request: server.Request, body: Any, code: int = 200) -> bytes:
+def json_response(request: server.Request, body: Any, code: int = 200) -> bytes:
+    """``body`` as the JSON answer of ``request`` (UTF-8, not cached; what JSON cannot say, as text)."""
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json; charset=utf-8")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8") + b"\n"
+    return json.dumps(body, ensure_ascii=False, indent=1, default=str).encode("utf-8") + b"\n"
 
 
 class Health(resource.Resource):
@@ -33,7 +34,7 @@ class Health(resource.Resource):
         self.gateway = gateway
 
     def render_GET(self, request: server.Request) -> bytes:
-        return _json(request, self.gateway.health())
+        return json_response(request, self.gateway.health())
 
     render_HEAD = render_GET
 
@@ -71,7 +72,7 @@ class Calls(resource.Resource):
 
         cdr = getattr(self.gateway, "cdr", None)
         if cdr is None:
-            return _json(request, {"error": "call records are off: "
+            return json_response(request, {"error": "call records are off: "
                                    + (getattr(self.gateway, "cdr_error", None) or "no database")}, 503)
         parts = [p.decode("utf-8", "replace") for p in request.postpath if p]
         args = {k.decode("ascii", "replace"): v[0].decode("utf-8", "replace")[:200]
@@ -81,7 +82,7 @@ class Calls(resource.Resource):
                 work = lambda: {"call": int(parts[0]), "series": cdr.series(int(parts[0]))}  # noqa: E731
                 as_csv = False
             elif parts:
-                return _json(request, {"error": "try /api/calls or /api/calls/<id>/quality"}, 404)
+                return json_response(request, {"error": "try /api/calls or /api/calls/<id>/quality"}, 404)
             else:
                 query = {"start": _when(args["from"], "from") if "from" in args else None,
                          "end": _when(args["to"], "to") if "to" in args else None,
@@ -91,7 +92,7 @@ class Calls(resource.Resource):
                 accept = (request.getHeader("accept") or "").lower()
                 as_csv = args.get("format") == "csv" or ("text/csv" in accept and "json" not in accept)
         except ValueError as exc:
-            return _json(request, {"error": str(exc)}, 400)
+            return json_response(request, {"error": str(exc)}, 400)
 
         def done(result: Any) -> None:
             if request.finished or getattr(request, "_disconnected", False):
@@ -101,12 +102,12 @@ class Calls(resource.Resource):
                 request.setHeader(b"content-disposition", b'attachment; filename="cau-calls.csv"')
                 request.write(cdr.to_csv(result).encode("utf-8"))
             else:
-                request.write(_json(request, {"calls": result} if isinstance(result, list) else result))
+                request.write(json_response(request, {"calls": result} if isinstance(result, list) else result))
             request.finish()
 
         def failed(f: Any) -> None:
             if not request.finished:
-                request.write(_json(request, {"error": f"the call records cannot be read: {f.getErrorMessage()}"}, 500))
+                request.write(json_response(request, {"error": f"the call records cannot be read: {f.getErrorMessage()}"}, 500))
                 request.finish()
 
         threads.deferToThread(work).addCallbacks(done, failed)   # the query never holds the event loop
@@ -137,7 +138,7 @@ class Status(resource.Resource):
         self.gateway = gateway
 
     def render_GET(self, request: server.Request) -> bytes:
-        return _json(request, self.gateway.status())
+        return json_response(request, self.gateway.status())
 
 
 def _worst_line(roster: list[dict[str, Any]]) -> str:
@@ -289,17 +290,17 @@ class RoomActions(resource.Resource):
 
         if not token_ok(self.gateway, request):
             request.setHeader(b"www-authenticate", b'Bearer realm="cau"')
-            return _json(request, {"error": "this needs the API token: Authorization: Bearer <api_token> "
+            return json_response(request, {"error": "this needs the API token: Authorization: Bearer <api_token> "
                                             "(in the settings, or the file the start banner names)"}, 401)
         kind = (request.getHeader("content-type") or "").split(";", 1)[0].strip().lower()
         if kind != "application/json":
             # a cross-site form can only send form or text types: JSON alone keeps them out
-            return _json(request, {"error": "send the request body as Content-Type: application/json"}, 415)
+            return json_response(request, {"error": "send the request body as Content-Type: application/json"}, 415)
         parts = [p.decode("utf-8", "replace") for p in request.postpath]
         if len(parts) == 4 and parts[1] == "participants" and parts[3] in ("mute", "remove"):
             return self._participant(request, parts[0], parts[2], parts[3])
         if len(parts) != 2 or parts[1] not in ("dial", "layout", "lock", "end") or not parts[0]:
-            return _json(request, {"error": "use POST /api/rooms/<room>/dial | layout | lock | end, or "
+            return json_response(request, {"error": "use POST /api/rooms/<room>/dial | layout | lock | end, or "
                                             "/api/rooms/<room>/participants/<id>/mute | remove"}, 404)
         if parts[1] == "layout":
             return self._layout(request, parts[0])
@@ -319,40 +320,40 @@ class RoomActions(resource.Resource):
     def _room_state(self, request: server.Request, room_id: str, what: str) -> bytes:
         room = self.gateway.registry.get(room_id)
         if room is None:
-            return _json(request, {"error": f"room {room_id!r} is not running"}, 404)
+            return json_response(request, {"error": f"room {room_id!r} is not running"}, 404)
         try:
             body = self._body(request)
         except ValueError as exc:
-            return _json(request, {"error": str(exc)}, 400)
+            return json_response(request, {"error": str(exc)}, 400)
         if what == "lock":
             locked = body.get("locked", True)
             if not isinstance(locked, bool):
-                return _json(request, {"error": 'send {"locked": true} or {"locked": false}'}, 400)
+                return json_response(request, {"error": 'send {"locked": true} or {"locked": false}'}, 400)
             room.set_locked(locked)
-            return _json(request, {"room": room.id, "locked": room.locked})
+            return json_response(request, {"room": room.id, "locked": room.locked})
         n = len(room.legs)
         self.gateway.registry.close(room.id, "ended by the operator")
-        return _json(request, {"room": room_id, "ended": True, "participants": n})
+        return json_response(request, {"room": room_id, "ended": True, "participants": n})
 
     def _participant(self, request: server.Request, room_id: str, leg_id: str, what: str) -> bytes:
         room = self.gateway.registry.get(room_id)
         if room is None or leg_id not in room.legs:
-            return _json(request, {"error": f"no participant {leg_id[:40]!r} in a running room {room_id[:40]!r}"}, 404)
+            return json_response(request, {"error": f"no participant {leg_id[:40]!r} in a running room {room_id[:40]!r}"}, 404)
         try:
             body = self._body(request)
         except ValueError as exc:
-            return _json(request, {"error": str(exc)}, 400)
+            return json_response(request, {"error": str(exc)}, 400)
         if what == "remove":
             room.kick(leg_id)
-            return _json(request, {"room": room.id, "removed": leg_id})
+            return json_response(request, {"room": room.id, "removed": leg_id})
         direction = body.get("direction", "in")
         muted = body.get("muted", True)
         if direction not in ("in", "out") or not isinstance(muted, bool):
-            return _json(request, {"error": 'send {"direction": "in" | "out", "muted": true | false} '
+            return json_response(request, {"error": 'send {"direction": "in" | "out", "muted": true | false} '
                                             '("in": the room stops hearing them; "out": they stop hearing it)'}, 400)
         room.set_mute(leg_id, **({"mute_in": muted} if direction == "in" else {"mute_out": muted}))
         entry = next(p for p in room.roster() if p["id"] == leg_id)
-        return _json(request, {"room": room.id, "participant": leg_id, "muted": entry["muted"],
+        return json_response(request, {"room": room.id, "participant": leg_id, "muted": entry["muted"],
                                "muted_out": entry["muted_out"]})
 
     def _layout(self, request: server.Request, room_id: str) -> bytes:
@@ -364,15 +365,15 @@ class RoomActions(resource.Resource):
             if not isinstance(layout, str):
                 raise TypeError
         except (ValueError, KeyError, TypeError, AttributeError):
-            return _json(request, {"error": 'send JSON like {"layout": "cp-2x2"}', "layouts": list(LAYOUT_NAMES)}, 400)
+            return json_response(request, {"error": 'send JSON like {"layout": "cp-2x2"}', "layouts": list(LAYOUT_NAMES)}, 400)
         room = self.gateway.registry.get(room_id)
         if room is None:
-            return _json(request, {"error": f"room {room_id!r} is not running"}, 404)
+            return json_response(request, {"error": f"room {room_id!r} is not running"}, 404)
         try:
             room.set_layout(layout)
         except ValueError as exc:
-            return _json(request, {"error": str(exc), "layouts": list(LAYOUT_NAMES)}, 400)
-        return _json(request, {"room": room.id, "layout": layout})
+            return json_response(request, {"error": str(exc), "layouts": list(LAYOUT_NAMES)}, 400)
+        return json_response(request, {"room": room.id, "layout": layout})
 
     def _dial(self, request: server.Request, parts: list[str]) -> Any:
         try:
@@ -381,14 +382,14 @@ class RoomActions(resource.Resource):
             if not isinstance(to, str) or not to.strip():
                 raise ValueError
         except (ValueError, KeyError, TypeError):
-            return _json(request, {"error": 'send JSON like {"to": "sip:1234@192.0.2.7"}'}, 400)
+            return json_response(request, {"error": 'send JSON like {"to": "sip:1234@192.0.2.7"}'}, 400)
         d = self.gateway.invite(parts[0], to)
         d.addTimeout(DIAL_TIMEOUT, self.gateway.reactor)  # an endpoint that rings for ever must not hold the request
         request.notifyFinish().addErrback(lambda _: None if d.called else d.cancel())  # the client went away
 
         def done(leg: Any) -> None:
             if not request.finished and not request._disconnected:
-                request.write(_json(request, {"room": parts[0], "participant": leg.id, "name": leg.display_name,
+                request.write(json_response(request, {"room": parts[0], "participant": leg.id, "name": leg.display_name,
                                               "protocol": leg.protocol}))
                 request.finish()
 
@@ -397,11 +398,11 @@ class RoomActions(resource.Resource):
                 return
             err = f.value
             if f.check(defer.TimeoutError, defer.CancelledError):
-                request.write(_json(request, {"error": f"no answer within {DIAL_TIMEOUT:g} s"}, 504))
+                request.write(json_response(request, {"error": f"no answer within {DIAL_TIMEOUT:g} s"}, 504))
                 request.finish()
                 return
             code = 400 if isinstance(err, ValueError) else 502
-            request.write(_json(request, {"error": str(err) or type(err).__name__,
+            request.write(json_response(request, {"error": str(err) or type(err).__name__,
                                           "status": getattr(err, "status", None)}, code))
             request.finish()
 
@@ -459,7 +460,7 @@ class WebRtcConfig(resource.Resource):
 
     def render_GET(self, request: server.Request) -> bytes:
         servers = [dict(s) for s in self.gateway.settings.ice_servers]
-        return _json(request, {"iceServers": servers})
+        return json_response(request, {"iceServers": servers})
 
 
 #: the largest request body the web server takes (a WHIP offer is a few kB, an API call less)

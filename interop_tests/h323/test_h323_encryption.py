@@ -9,24 +9,15 @@ import os
 import subprocess
 import urllib.request
 
-import numpy as np
 import pytest
 
 from interop_tests.peers.capture import LoopbackCapture
-from interop_tests.peers.rtp_participant import band_level_db, noise_floor_db, wait_for_tone
+from interop_tests.peers.rtp_participant import band_level_db, noise_floor_db, ulaw_to_pcm, wait_for_tone
 
 
 def _roster(cau, room: str) -> list[dict]:
     with urllib.request.urlopen(f"http://{cau.host}:{cau.http_port}/api/status", timeout=5) as r:
         return next((x["roster"] for x in json.loads(r.read())["rooms"] if x["id"] == room), [])
-
-
-def _ulaw(payload: bytes) -> np.ndarray:
-    u = ~np.frombuffer(payload, dtype=np.uint8)
-    sign, exponent, mantissa = u & 0x80, (u >> 4) & 0x07, u & 0x0F
-    magnitude = ((mantissa.astype(np.int32) << 3) + 0x84) << exponent
-    return np.where(sign != 0, -(magnitude - 0x84), magnitude - 0x84).astype(np.int16)
-
 
 
 def _tshark(pcap, port: int, fields: list[str], display: str, home) -> list[list[str]]:
@@ -83,7 +74,7 @@ def test_an_encrypting_room_system_and_a_plain_one_meet_and_the_wire_shows_h2356
     # read as μ-law, ciphertext is loud white noise whose 1000 Hz band alone reaches -28 dBFS by chance:
     # judge the tone by how far it stands above the noise floor (a readable tone: 40 dB and more;
     # 300 random payloads: 10 dB at most)
-    heard = _ulaw(b"".join(p[12:] for p in wire[:20]))
+    heard = ulaw_to_pcm(b"".join(p[12:] for p in wire[:20]))
     above = band_level_db(heard, 8000, 1000) - noise_floor_db(heard, 8000)
     assert above < 20, f"the 1000 Hz tone stands {above:.0f} dB above the noise in the encrypted RTP"
     rtp = _tshark(pcap, h323.port, ["rtp.p_type"], f"udp.srcport == {enc.audio.port} && rtp", tmp_path)

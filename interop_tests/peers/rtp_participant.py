@@ -387,6 +387,15 @@ def spectrum_peak(pcm: np.ndarray, rate: int) -> tuple[float, float]:
     return freq, level
 
 
+def ulaw_to_pcm(payload: bytes) -> np.ndarray:
+    """G.711 μ-law octets as int16 samples (ITU-T G.711: complement, sign, 3-bit segment,
+    4-bit step, the 0x84 bias) — for reading RTP payloads straight off a capture."""
+    u = ~np.frombuffer(payload, dtype=np.uint8)
+    sign, exponent, mantissa = u & 0x80, (u >> 4) & 0x07, u & 0x0F
+    magnitude = (((mantissa.astype(np.int32) << 3) + 0x84) << exponent) - 0x84
+    return np.where(sign != 0, -magnitude, magnitude).astype(np.int16)
+
+
 def band_level_db(pcm: np.ndarray, rate: int, freq: float, width: float = 30.0) -> float:
     """Energy near ``freq`` relative to full scale (dB): is this tone present?"""
     from interop_tests import evidence
