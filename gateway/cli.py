@@ -60,6 +60,8 @@ def _build_parser() -> argparse.ArgumentParser:
     conf.add_argument("-k", dest="keyword", metavar="EXPR", help="only run cases matching this pytest -k expression")
     conf.add_argument("--report", metavar="DIR", help="write junit.xml and report.html into DIR (default ./conformance-report)")
     conf.add_argument("--sip-target", metavar="HOST:PORT", help="test this SIP system instead of a Cầu the suite starts itself")
+    conf.add_argument("--sip-tls-target", metavar="HOST:PORT",
+                      help="its SIP over TLS address (default: its host, port 5061, when a TLS handshake succeeds)")
     conf.add_argument("--room", metavar="NUMBER", help="a room without PIN on the target (default 1000)")
     conf.add_argument("--pin-room", metavar="NUMBER", help="a room with a PIN on the target (default 2000)")
     conf.add_argument("--pin", metavar="DIGITS", help="that room's PIN (default 2468)")
@@ -203,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         from gateway.conformance import run_conformance
 
         target = []
-        for flag in ("sip_target", "room", "pin_room", "pin", "h323_target", "gatekeeper", "whip_target", "video_room",
+        for flag in ("sip_target", "sip_tls_target", "room", "pin_room", "pin", "h323_target", "gatekeeper", "whip_target", "video_room",
                      "h323_alias", "user", "password"):
             value = getattr(args, flag)
             if value:

@@ -183,6 +183,7 @@ def catalogue_markdown() -> str:
            "Generated from `interop_tests/catalogue.py` by `python -m gateway.conformance --markdown`;",
            "`cau conformance --list [--profile P]` prints the same. Run the cases for one kind of system:", "",
            "```sh", "cau conformance --profile sip-ua --sip-target 192.0.2.20:5060 --room 1000 --report lab-report",
+           "#   its SIP over TLS, when not on port 5061: --sip-tls-target 192.0.2.20:5081 (TLS-* cases)",
            "cau conformance --profile h323-terminal --h323-target 192.0.2.30:1720 --room 1000",
            "cau conformance                      # profile cau: every case, against a Cầu the suite starts", "```", "",
            "Verdicts: **PASS**; **FAIL** (with what was observed and what was expected); **NOT APPLICABLE** (the",
@@ -427,12 +428,14 @@ def identify_target(options: list[str]) -> dict[str, str]:
     """Name the system under test: its address and what its OPTIONS answer calls it."""
     opts = dict(zip(options[::2], options[1::2]))
     sip = opts.get("--sip-target")
+    tls = opts.get("--sip-tls-target")
     h323 = opts.get("--h323-target") or opts.get("--gatekeeper")
     whip = opts.get("--whip-target")
     if not (sip or h323 or whip):
         return {"name": f"Cầu {__version__} (started by the suite on loopback)", "address": "127.0.0.1",
                 "server": f"Cầu/{__version__}"}
-    out = {"name": "system under test", "address": ", ".join(x for x in (sip and f"SIP {sip}", h323 and f"H.323 {h323}",
+    out = {"name": "system under test", "address": ", ".join(x for x in (sip and f"SIP {sip}", tls and f"SIP/TLS {tls}",
+                                                                            h323 and f"H.323 {h323}",
                                                                             whip and f"WHIP {whip}") if x), "server": ""}
     if sip:
         from interop_tests.conftest import probe_sip

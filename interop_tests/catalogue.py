@@ -150,6 +150,14 @@ _BY_TEST: dict[str, Case] = {
     "test_pjsip_over_tls_with_mandatory_srtp_hears_the_room_and_its_rtp_is_encrypted": _C(
         "TLS-003", "PJSIP over TLS with mandatory SRTP hears the room", "RFC 4568 §6; RFC 3711 §4",
         "A second SIP stack agrees with our SDES keys and the 80-bit auth tag.", CAU),
+    "test_the_target_takes_a_call_over_tls": _C(
+        "TLS-004", "A call over TLS comes up and ends on that connection; the certificate is in date",
+        "RFC 3261 §26.2, §18; RFC 5630; RFC 5922 §7", "Sites on untrusted networks call over TLS; the report shows "
+        "the target's certificate (names, issuer, validity, fingerprint) as a caller sees it.", UA),
+    "test_the_target_takes_sdes_srtp_over_tls_and_its_rtp_is_encrypted": _C(
+        "TLS-005", "SDES-SRTP over TLS: the target's RTP decrypts with its keys and is ciphertext on the wire",
+        "RFC 4568 §6; RFC 3711 §3, §4", "An encrypted meeting is encrypted only if every leg is: baresip requires "
+        "SRTP, decrypts every packet, and the payload octets on the wire are as random as ciphertext.", UA),
     # -- media -----------------------------------------------------------------------------------
     "test_baresip_and_pjsua_in_one_room_hear_each_other": _C(
         "MED-001", "baresip and PJSIP in one room hear each other", "RFC 3550; RFC 3551",

@@ -39,6 +39,8 @@ DIALPLAN = HERE / "dialplan.yaml"
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("cau", "Cầu conformance target")
     g.addoption("--sip-target", metavar="HOST:PORT", help="test this SIP system instead of starting a local Cầu")
+    g.addoption("--sip-tls-target", metavar="HOST:PORT",
+                help="the SIP system's TLS address (default: its host, port 5061, if a TLS handshake succeeds there)")
     g.addoption("--room", default="1000", help="a room number without PIN on the target (default 1000)")
     g.addoption("--pin-room", default="2000", help="a room number with a PIN on the target (default 2000)")
     g.addoption("--pin", default="2468", help="that room's PIN (default 2468)")
@@ -275,6 +277,8 @@ def case_evidence(request: pytest.FixtureRequest):
                 host = re.sub(r"^\w+://", "", text).split("/")[0].rpartition(":")[0].strip("[]") or host
         sip = _ports_of(opts("--sip-target"))
         sip_ports += [sip] if sip else []
+        tls = _ports_of(opts("--sip-tls-target")) or (5061 if sip else None)
+        tcp_ports += [tls] if tls else []
         tcp_ports += sip_ports + [p for p in (_ports_of(opts("--h323-target")), _ports_of(opts("--whip-target"))) if p]
         gk = _ports_of(opts("--gatekeeper"))
         ras_ports += [gk] if gk else []
@@ -422,6 +426,73 @@ def probe_sip(host: str, port: int, timeout: float = 3.0, user: str | None = Non
     server = ", ".join(header("server", "user-agent"))
     return SipCapabilities(status, {m.upper() for m in header("allow")}, {o.lower() for o in header("supported", "k")},
                            {a.lower() for a in header("accept")}, server)
+
+
+def probe_tls(host: str, port: int, timeout: float = 3.0) -> dict | None:
+    """Complete a TLS handshake with ``host:port`` (the certificate is read, not judged): what the
+    report shows of it, or None when nothing answers TLS there."""
+    import hashlib
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=None if _is_ip(host) else host) as s:
+            der, version, cipher = s.getpeercert(binary_form=True), s.version(), s.cipher()
+    except (OSError, ValueError):
+        return None
+    out = {"version": version or "", "cipher": cipher[0] if cipher else "", "der": der,
+           "sha256": ":".join(f"{b:02X}" for b in hashlib.sha256(der or b"").digest())}
+    try:
+        from cryptography import x509
+
+        cert = x509.load_der_x509_certificate(der)
+        out["subject"] = cert.subject.rfc4514_string()
+        out["issuer"] = cert.issuer.rfc4514_string()
+        out["not_before"], out["not_after"] = cert.not_valid_before_utc, cert.not_valid_after_utc
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            out["names"] = [str(n.value) for n in san]
+        except x509.ExtensionNotFound:
+            out["names"] = []
+    except (ImportError, ValueError, TypeError):
+        pass
+    return out
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def sip_tls(request: pytest.FixtureRequest, target) -> tuple[str, int, dict]:
+    """The target's SIP over TLS address and what its handshake showed; NOT APPLICABLE when it
+    offers none (``--sip-tls-target``, else its host on port 5061; a Cầu the suite started: its own)."""
+    opt = request.config.getoption("--sip-tls-target")
+    if opt:
+        host, _, port = opt.rpartition(":")
+        host, port = host.strip("[]") or target.host, int(port or 5061)
+    elif target.is_local_cau:
+        host, port = target.host, target.sip_tls_port or 0
+    elif target.sip_port:
+        host, port = target.host, 5061
+    else:
+        pytest.skip("NOT APPLICABLE: the target has no SIP address (--sip-target)")
+    shown = probe_tls(host, port) if port else None
+    if shown is None:
+        from interop_tests.verdicts import not_applicable
+
+        not_applicable(f"the target offers no SIP over TLS: nothing completed a TLS handshake on {host}:{port}"
+                       + ("" if opt else " (give --sip-tls-target HOST:PORT)"))
+    return host, port, shown
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from interop_tests.peers.procs import free_port, free_port_block
 from tests.conftest import LOOP
 from tests.test_run import REPO
 
-CASES = "calls_into_a_room or session_timers or bare_cr or rfc4475_requests_get_the_answer"
+CASES = "calls_into_a_room or session_timers or bare_cr or rfc4475_requests_get_the_answer or over_tls"
 
 
 def conformance(tmp_path, *args: str, path: str = "/usr/bin:/bin:/usr/sbin", timeout: float = 600):
@@ -58,6 +58,10 @@ def test_a_sipp_uas_as_a_sip_ua_target_gets_verdicts_not_errors(tmp_path):
     assert any(f.startswith("sipp") for f in call["evidence"]["files"]), call["evidence"]    # the peer's log
     na = next(c for c in doc["cases"] if c["id"] == "SIP-TIMER-001")
     assert "does not list 'timer'" in na["reason"], na
+    for tls in ("TLS-004", "TLS-005"):                 # sipp offers no TLS: nothing answers on 5061
+        assert verdicts[tls] == {"NOT APPLICABLE"}, doc["cases"]
+        c = next(c for c in doc["cases"] if c["id"] == tls)
+        assert "nothing completed a TLS handshake on 127.0.0.1:5061" in c["reason"], c
     # no Cầu case ran against sipp
     assert not any(c["id"].startswith(("REG-", "H323-", "WEB-", "OPS-")) for c in doc["cases"])
 
@@ -198,6 +202,36 @@ def test_pjsip_as_a_sip_ua_target_passes_the_ua_cases_it_offers(tmp_path):
     assert vid["reason"].endswith("(no m=video, or port 0)"), vid["reason"]
     med = next(c for c in doc["cases"] if c["id"] == "MED-003")
     assert {m["name"]: m["value"] for m in med["evidence"]["measurements"]}["timestamp step"] == 160
+
+
+def test_pjsip_over_tls_as_a_lab_target_gets_the_tls_and_srtp_verdicts_it_deserves(tmp_path):
+    """PJSIP listening for SIP over TLS (``--sip-tls-target``): with SRTP offered, a call over TLS comes
+    up (its certificate shown in the report) and its SRTP decrypts and is ciphertext on the wire;
+    without SRTP, the SRTP case does not apply (it answers 488), never a FAIL."""
+    from interop_tests.peers.pjsua import PjsuaAnswerer
+
+    for srtp, expected in (("optional", "PASS"), (None, "NOT APPLICABLE")):
+        phone = PjsuaAnswerer(tls=True, srtp=srtp, codecs=("PCMU", "PCMA"), tone=700, timeout=600)
+        rep = tmp_path / f"srtp-{srtp}"
+        rep.mkdir()
+        try:
+            r = conformance(rep, "--profile", "sip-ua", "--sip-target", f"127.0.0.1:{phone.port}", "--sip-tls-target",
+                            f"127.0.0.1:{phone.tls_port}", "--room", "pjsua", "-k", "over_tls")
+        finally:
+            phone.stop()
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+        doc = json.loads((rep / "rep" / "report.json").read_text())
+        assert f"SIP/TLS 127.0.0.1:{phone.tls_port}" in doc["target"]["address"], doc["target"]
+        verdicts = {c["id"]: c for c in doc["cases"]}
+        assert verdicts["TLS-004"]["verdict"] == "PASS", verdicts["TLS-004"]
+        shown = {m["name"]: m["value"] for m in verdicts["TLS-004"]["evidence"]["measurements"]}
+        assert "127.0.0.1" in shown["certificate names"] and shown["certificate SHA-256"].count(":") == 31, shown
+        assert verdicts["TLS-005"]["verdict"] == expected, verdicts["TLS-005"]
+        if srtp:
+            m = {m["name"]: m["value"] for m in verdicts["TLS-005"]["evidence"]["measurements"]}
+            assert m["payload entropy"] >= 7.8 and m["packets baresip could not decrypt"] == 0, m
+        else:
+            assert "488" in verdicts["TLS-005"]["reason"], verdicts["TLS-005"]
 
 
 def test_a_missing_peer_makes_a_lab_case_inconclusive_and_says_what_to_install(tmp_path):

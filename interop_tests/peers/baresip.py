@@ -293,10 +293,14 @@ class Baresip:
     def hangup(self) -> dict:
         return self.command("hangup")
 
+    def call_outcome(self, timeout: float = 10.0) -> dict:
+        """The last dial's CALL_ESTABLISHED, or its CALL_CLOSED (with the reason) if it closed first."""
+        return self.wait_event("CALL_ESTABLISHED", "CALL_CLOSED", timeout=timeout,
+                               start=getattr(self, "_call_mark", 0))
+
     def wait_established(self, timeout: float = 10.0) -> dict:
         """CALL_ESTABLISHED; raises (with the close reason) if the call closes first."""
-        ev = self.wait_event("CALL_ESTABLISHED", "CALL_CLOSED", timeout=timeout,
-                             start=getattr(self, "_call_mark", 0))
+        ev = self.call_outcome(timeout)
         if ev["type"] == "CALL_CLOSED":
             raise AssertionError(f"baresip-{self.user}: call closed before established: "
                                  f"{ev.get('param')}")
