@@ -496,8 +496,6 @@ class Gateway:
         fails with ValueError (what is wrong with the request) or the dial failure."""
         from twisted.internet import defer
 
-        from gateway.sip.dialout import dial as sip_dial
-
         plan = self.dialplan.current
         room = self.registry.get(room_id)
         spec = room.spec if room is not None else plan.room(room_id)

@@ -30,7 +30,6 @@ retried while the room is open.
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from typing import Any, Callable

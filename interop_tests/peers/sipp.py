@@ -41,7 +41,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .procs import LOOPBACK, PeerProcess, free_port, free_port_block, kill_group, require_binary
+from .procs import LOOPBACK, PeerProcess, free_port, free_port_block, require_binary
 
 SCENARIOS = Path(__file__).with_name("scenarios")
 TONE_FILE = "cau_tone_pcmu.ulaw"
