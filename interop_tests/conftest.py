@@ -435,11 +435,13 @@ def probe_tls(host: str, port: int, timeout: float = 3.0) -> dict | None:
     import socket
     import ssl
 
+    from gateway.sip.dns import is_ip
+
     ctx = ssl.create_default_context()
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw, \
-                ctx.wrap_socket(raw, server_hostname=None if _is_ip(host) else host) as s:
+                ctx.wrap_socket(raw, server_hostname=None if is_ip(host) else host) as s:
             der, version, cipher = s.getpeercert(binary_form=True), s.version(), s.cipher()
     except (OSError, ValueError):
         return None
@@ -460,16 +462,6 @@ def probe_tls(host: str, port: int, timeout: float = 3.0) -> dict | None:
     except (ImportError, ValueError, TypeError):
         pass
     return out
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 @pytest.fixture(scope="session")

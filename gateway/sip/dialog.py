@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
+from gateway.sip.dns import is_ip
 from gateway.sip.headers import Headers
 from gateway.sip.message import Address, CSeq, Request, Response
 from gateway.sip.transport import Peer
@@ -137,7 +138,7 @@ def _peer_for(target: SipUri | AbsoluteUri, routes: list[Address], fallback: Pee
     if isinstance(uri, SipUri):
         transport = (uri.params.get("transport") or fallback.transport).upper()
         host = uri.host
-        if _is_ip(host):
+        if is_ip(host):
             if uri.scheme == "sips":
                 transport = "TLS"
             port = uri.port or (5061 if transport == "TLS" else 5060)
@@ -147,16 +148,6 @@ def _peer_for(target: SipUri | AbsoluteUri, routes: list[Address], fallback: Pee
             name = fallback.name if transport == "TLS" and fallback.transport == "TLS" else None
             return Peer(transport, host, port, name=name)
     return fallback
-
-
-def _is_ip(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return False
 
 
 def parse_target(text: str) -> SipUri | AbsoluteUri:
