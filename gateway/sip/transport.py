@@ -229,7 +229,7 @@ class _StreamProtocol(Protocol):
     def _ready(self) -> None:
         assert self.key is not None
         self.owner._connections[(self.kind, *self.key)] = self
-        pending = self.owner._pending.pop((self.kind, *self.key), None)
+        pending = self.owner._pending.pop(_pending_key(self.kind, self.key, self.verified_name), None)
         if pending is not None:
             for data, _ in pending.queue:
                 self.transport.write(data)
@@ -253,7 +253,7 @@ class _StreamProtocol(Protocol):
         if self.key is not None and self.owner._connections.get((self.kind, *self.key)) is self:
             del self.owner._connections[(self.kind, *self.key)]
         if self.verified_name is not None and not self._handshaken and self.key is not None:
-            pending = self.owner._pending.pop((self.kind, *self.key), None)
+            pending = self.owner._pending.pop(_pending_key(self.kind, self.key, self.verified_name), None)
             if pending is not None:      # the certificate was refused (or the handshake broke)
                 why = tls_failure_text(reason, self.verified_name, self.key)
                 _repeated(("tls-verify", self.verified_name), logging.WARNING, "SIP over TLS: %s", why)
@@ -279,6 +279,11 @@ class _Pending:
 
     queue: list[tuple[bytes, ErrorCallback | None]] = field(default_factory=list)
     connector: Any = None
+
+
+def _pending_key(kind: str, key: tuple[str, int], verified_name: str | None) -> tuple:
+    """Connections being set up: one per address, and per name its certificate must carry."""
+    return (kind, *key) if verified_name is None else (kind, *key, verified_name)
 
 
 def tls_failure_text(reason: Any, name: str, key: tuple[str, int]) -> str:
@@ -310,7 +315,7 @@ class _OutboundFactory(ClientFactory):
         return _StreamProtocol(self.owner, self.key, self.kind, self.verified_name)
 
     def clientConnectionFailed(self, connector: Any, reason: Any) -> None:  # noqa: N802
-        pending = self.owner._pending.pop((self.kind, *self.key), None)
+        pending = self.owner._pending.pop(_pending_key(self.kind, self.key, self.verified_name), None)
         if pending is None:
             return
         why = f"{self.kind} connection to {self.key[0]}:{self.key[1]} failed: {reason.getErrorMessage()}"
@@ -351,7 +356,7 @@ class SipTransport:
         self._udp: Any = None
         self._tcp: Any = None
         self._connections: dict[tuple[str, str, int], _StreamProtocol] = {}
-        self._pending: dict[tuple[str, str, int], _Pending] = {}
+        self._pending: dict[tuple, _Pending] = {}
         #: SIP over TLS (RFC 3261 §26): a server context (certificate) to listen on ``tls_port``,
         #: and the context for connections we open (None: encrypted, certificate not verified)
         self.tls_port = tls_port
@@ -528,7 +533,7 @@ class SipTransport:
 
     def _send_tcp(self, data: bytes, peer: Peer, on_error: ErrorCallback | None) -> None:
         key = (peer.transport, peer.host, peer.port)
-        verify = peer.name or peer.host if peer.transport == "TLS" and self.tls_trust is not None else None
+        verify = (peer.name or peer.host) if peer.transport == "TLS" and self.tls_trust is not None else None
         conn = self._connections.get(key)
         if conn is not None and (verify is None or peer.name is None or conn.verified_name == verify):
             conn.transport.write(data)
@@ -538,9 +543,10 @@ class SipTransport:
             self.stats.dropped += 1
             self._report(on_error, "transport not started")
             return
-        pending = self._pending.get(key)
+        pkey = _pending_key(peer.transport, (peer.host, peer.port), verify)
+        pending = self._pending.get(pkey)
         if pending is None:
-            pending = self._pending[key] = _Pending()
+            pending = self._pending[pkey] = _Pending()
             factory = _OutboundFactory(self, (peer.host, peer.port), peer.transport, verify)
             try:
                 if verify is not None:
@@ -565,7 +571,7 @@ class SipTransport:
                     pending.connector = self.reactor.connectTCP(peer.host, peer.port, factory,
                                                                 timeout=self.connect_timeout, bindAddress=None)
             except Exception as e:
-                del self._pending[key]
+                del self._pending[pkey]
                 self.stats.dropped += 1
                 self._report(on_error, f"{peer.transport} connect to {peer.host}:{peer.port} failed: {e}")
                 return
