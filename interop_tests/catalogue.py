@@ -151,7 +151,7 @@ _BY_TEST: dict[str, Case] = {
         "TLS-003", "PJSIP over TLS with mandatory SRTP hears the room", "RFC 4568 §6; RFC 3711 §4",
         "A second SIP stack agrees with our SDES keys and the 80-bit auth tag.", CAU),
     "test_the_target_takes_a_call_over_tls": _C(
-        "TLS-004", "A call over TLS comes up and ends on that connection; the certificate is in date",
+        "TLS-004", "A call over TLS comes up and ends cleanly; the certificate is in date",
         "RFC 3261 §26.2, §18; RFC 5630; RFC 5922 §7", "Sites on untrusted networks call over TLS; the report shows "
         "the target's certificate (names, issuer, validity, fingerprint) as a caller sees it.", UA),
     "test_the_target_takes_sdes_srtp_over_tls_and_its_rtp_is_encrypted": _C(

@@ -470,8 +470,10 @@ def sip_tls(request: pytest.FixtureRequest, target) -> tuple[str, int, dict]:
     offers none (``--sip-tls-target``, else its host on port 5061; a Cầu the suite started: its own)."""
     opt = request.config.getoption("--sip-tls-target")
     if opt:
-        host, _, port = opt.rpartition(":")
-        host, port = host.strip("[]") or target.host, int(port or 5061)
+        host, sep, port = opt.rpartition(":")
+        if not sep or not port.isdigit() or host.endswith(":"):   # HOST, [v6] or a bare v6 address
+            host, port = opt, "5061"
+        host, port = host.strip("[]") or target.host, int(port)
     elif target.is_local_cau:
         host, port = target.host, target.sip_tls_port or 0
     elif target.sip_port:
@@ -479,6 +481,8 @@ def sip_tls(request: pytest.FixtureRequest, target) -> tuple[str, int, dict]:
     else:
         pytest.skip("NOT APPLICABLE: the target has no SIP address (--sip-target)")
     shown = probe_tls(host, port) if port else None
+    if shown is None and opt:
+        pytest.fail(f"--sip-tls-target {opt}: no TLS handshake completed there (the lab said the target has TLS)")
     if shown is None:
         from interop_tests.verdicts import not_applicable
 

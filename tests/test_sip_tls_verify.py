@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,7 @@ def test_a_certificate_from_another_ca_or_for_another_host_is_refused_before_any
         exc = failure_of(dial(g.ua, elsewhere.tls_uri, g.spec(), timeout=10))
         assert exc.status == 503 and "is not for 127.0.0.1" in exc.reason, exc
         assert not g.ua.calls and g.ports.in_use == 0 and not g.transport._connections
+        assert not g.transport._pending and not g.transport._verified       # nothing waits, nothing kept
         assert stranger.results() == [] and elsewhere.results() == []   # no INVITE reached either
         assert "SIP over TLS: the certificate of 127.0.0.1:" in caplog.text
     finally:
@@ -118,6 +120,82 @@ def test_without_tls_ca_the_far_certificate_is_not_checked(gw, tmp_path):  # noq
         leg.hangup("test over")
     finally:
         a.stop()
+
+
+def _tls_server(cert, timeout: float = 10.0, handshake: bool = True):
+    """A bare TLS listener on loopback (Python's ssl) that keeps what one connection sends; with
+    ``handshake=False`` it accepts TCP and never answers (a far end stuck in the handshake)."""
+    import socket
+    import ssl
+    import threading
+
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    got: list[bytes] = []
+
+    def serve() -> None:
+        lsock.settimeout(timeout)
+        try:
+            conn, _ = lsock.accept()
+        except OSError:
+            return
+        with conn:
+            if not handshake:
+                time.sleep(timeout)
+                return
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(cert.cert), str(cert.key))
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(timeout)
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        chunk = tls.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    got.append(data)
+            except (OSError, ssl.SSLError):
+                return
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    return lsock, got, th
+
+
+def test_with_tls_ca_unnamed_peers_go_unchecked_and_a_stuck_handshake_is_given_up(gw, tmp_path):  # noqa: F811
+    """Only a target we dial (and its dialog) is checked: a message for the address a site called
+    from, or its Contact, goes as before (here to a listener whose self-signed certificate no CA
+    vouches for). A far end that takes the TCP connection and never finishes the handshake
+    fails the dial after connect_timeout with that reason, and nothing is left waiting."""
+    from gateway.sip.transport import Peer
+    from gateway.webrtc.tls import self_signed
+    from tests.conftest import run_for
+
+    ca = _ca(tmp_path, "So TTTT CA")
+    g = gw(tls_dir=tmp_path / "state")
+    g.transport.tls_trust, _ = trust_root(str(ca[2]))
+    lsock, got, th = _tls_server(self_signed(tmp_path / "site", ["127.0.0.1"]))
+    try:
+        port = lsock.getsockname()[1]
+        g.transport.send_raw(b"OPTIONS sip:site@127.0.0.1 SIP/2.0\r\nContent-Length: 0\r\n\r\n",
+                             Peer("TLS", "127.0.0.1", port))
+        assert poll(lambda: bool(got), 10), "an unnamed TLS peer was not reached"
+        assert got[0].startswith(b"OPTIONS sip:site@")
+    finally:
+        lsock.close()
+        th.join(5)
+    g.transport.connect_timeout = 1.0
+    lsock, _, th = _tls_server(None, timeout=6, handshake=False)
+    try:
+        exc = failure_of(dial(g.ua, f"sip:mcu@127.0.0.1:{lsock.getsockname()[1]};transport=tls", g.spec(), timeout=10))
+        assert exc.status == 503 and "did not finish in 1 s" in exc.reason, exc
+        run_for(0.2)
+        assert not g.transport._pending and not g.transport._verified and not g.ua.calls
+    finally:
+        lsock.close()
+        th.join(8)
 
 
 def test_the_banner_and_status_say_what_calls_out_over_tls_are_checked_against(gateway, tmp_path):  # noqa: F811

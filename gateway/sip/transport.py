@@ -61,8 +61,12 @@ TLS (RFC 3261 §26, RFC 5922)
     domain, not the SRV target or the address it resolved to). Messages wait for the handshake;
     a failed one reports its reason to each of them (a dial answers 503 with it). Without a
     trust root the far certificate is not checked (encrypted, not authenticated) — the app
-    says so at start. A connection is reused for a named peer only when it was verified for
-    that name; unnamed peers (responses, dialogs the far end started) reuse any open one.
+    says so at start. Only named peers are checked (a target dialled and the dialogs we
+    started): a connection verified for that name carries them, kept per address and name; a
+    handshake that does not finish within ``connect_timeout`` is given up. Unnamed peers
+    (responses, the dialogs of sites that called us) go as before over the connection open to
+    that address, or a new one that is not checked. Two names at one address: a response to a
+    request that came on the first name's connection may leave on the second's (same far end).
 """
 from __future__ import annotations
 
@@ -210,25 +214,41 @@ class _StreamProtocol(Protocol):
         self.connected_ok = False
         #: outbound TLS with a trust root: the name the far certificate was checked for
         self.verified_name = verified_name
-        self._handshaken = False
+        self._registered = False
+        self._handshake_timer: Any = None
+        self.late = False                    # the handshake took longer than connect_timeout
 
     def connectionMade(self) -> None:  # noqa: N802
         peer = self.transport.getPeer()
         if self.key is None:
             self.key = (peer.host, peer.port)
         self.connected_ok = True
-        if self.verified_name is not None:
-            return                       # registered and flushed once the certificate is checked
+        if self.verified_name is not None:   # registered and flushed once the certificate is checked
+            self._handshake_timer = self.owner.reactor.callLater(self.owner.connect_timeout, self._handshake_late)
+            return
         self._ready()
 
+    def _handshake_late(self) -> None:
+        self._handshake_timer = None
+        self.late = True
+        self.transport.abortConnection()
+
     def handshakeCompleted(self) -> None:  # noqa: N802
-        self._handshaken = True
-        if self.verified_name is not None:
-            self._ready()
+        if self.verified_name is None or self._registered:
+            return
+        if getattr(self.transport, "disconnecting", False):
+            return                           # the certificate check aborted it: connectionLost reports
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
+        self._ready()
 
     def _ready(self) -> None:
         assert self.key is not None
+        self._registered = True
         self.owner._connections[(self.kind, *self.key)] = self
+        if self.verified_name is not None:
+            self.owner._verified[(self.kind, *self.key, self.verified_name)] = self
         pending = self.owner._pending.pop(_pending_key(self.kind, self.key, self.verified_name), None)
         if pending is not None:
             for data, _ in pending.queue:
@@ -252,10 +272,18 @@ class _StreamProtocol(Protocol):
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802
         if self.key is not None and self.owner._connections.get((self.kind, *self.key)) is self:
             del self.owner._connections[(self.kind, *self.key)]
-        if self.verified_name is not None and not self._handshaken and self.key is not None:
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        if self.verified_name is not None and self.key is not None:
+            vkey = (self.kind, *self.key, self.verified_name)
+            if self.owner._verified.get(vkey) is self:
+                del self.owner._verified[vkey]
+        if self.verified_name is not None and not self._registered and self.key is not None:
             pending = self.owner._pending.pop(_pending_key(self.kind, self.key, self.verified_name), None)
             if pending is not None:      # the certificate was refused (or the handshake broke)
-                why = tls_failure_text(reason, self.verified_name, self.key)
+                why = (f"TLS handshake with {self.key[0]}:{self.key[1]} ({self.verified_name}) did not finish in "
+                       f"{self.owner.connect_timeout:g} s" if self.late
+                       else tls_failure_text(reason, self.verified_name, self.key))
                 _repeated(("tls-verify", self.verified_name), logging.WARNING, "SIP over TLS: %s", why)
                 for _, on_error in pending.queue:
                     self.owner.stats.dropped += 1
@@ -290,7 +318,7 @@ def tls_failure_text(reason: Any, name: str, key: tuple[str, int]) -> str:
     """Why an outbound TLS connection to ``key`` (verified for ``name``) ended before its
     handshake: the certificate's fault in words an operator can act on."""
     value = getattr(reason, "value", reason)
-    where = f"{key[0]}:{key[1]}"
+    where = f"[{key[0]}]:{key[1]}" if ":" in key[0] else f"{key[0]}:{key[1]}"
     kind = type(value).__name__
     text = str(value)
     if kind == "VerificationError" or "mismatch" in text.lower():
@@ -366,6 +394,8 @@ class SipTransport:
         #: outbound TLS verifies the far certificate against it and the peer's name; None: not checked
         self.tls_trust: Any = None
         self._tls_verifying: dict[str, Any] = {}
+        #: outbound TLS connections verified for a name: (kind, host, port, name) → connection
+        self._verified: dict[tuple, _StreamProtocol] = {}
         self._tls: Any = None
         #: which local address a peer reaches us at (``--advertise`` set by the owner wins)
         from gateway.netaddr import LocalAddress
@@ -432,12 +462,12 @@ class SipTransport:
         for pending in pending_list:
             if pending.connector is not None:
                 try:
-                    pending.connector.stopConnecting()
-                except Exception:  # already connected or failed
+                    pending.connector.disconnect()   # connecting, or connected and still handshaking
+                except Exception:  # already failed
                     pass
             for _, on_error in pending.queue:
                 self._report(on_error, "transport stopped")
-        for proto in list(self._connections.values()):
+        for proto in {id(c): c for c in [*self._connections.values(), *self._verified.values()]}.values():
             ds.append(proto.closed)
             proto.transport.loseConnection()
         return defer.DeferredList(ds, consumeErrors=True)
@@ -533,9 +563,11 @@ class SipTransport:
 
     def _send_tcp(self, data: bytes, peer: Peer, on_error: ErrorCallback | None) -> None:
         key = (peer.transport, peer.host, peer.port)
-        verify = (peer.name or peer.host) if peer.transport == "TLS" and self.tls_trust is not None else None
-        conn = self._connections.get(key)
-        if conn is not None and (verify is None or peer.name is None or conn.verified_name == verify):
+        # verified: a named peer (a target we dialled, its dialog); responses and the dialogs of
+        # those who called us go over the connection they came on, or as before without a check
+        verify = peer.name if peer.transport == "TLS" and self.tls_trust is not None else None
+        conn = self._connections.get(key) if verify is None else self._verified.get((*key, verify))
+        if conn is not None:
             conn.transport.write(data)
             self.stats.sent += 1
             return

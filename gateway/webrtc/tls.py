@@ -88,7 +88,10 @@ def trust_root(spec: str):
     if not certs:
         raise TlsError(f"tls_ca: {path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
     now = dt.datetime.now(dt.timezone.utc)
-    if all(c.not_valid_after_utc < now for c in certs):
+    def until(c: x509.Certificate) -> dt.datetime:       # cryptography < 42 has no *_utc
+        return getattr(c, "not_valid_after_utc", None) or c.not_valid_after.replace(tzinfo=dt.timezone.utc)
+
+    if all(until(c) < now for c in certs):
         raise TlsError(f"tls_ca: every certificate in {path} has expired")
     roots = [ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certs]
     return ssl.trustRootFromCertificates(roots), f"{len(certs)} CA certificate{'s' * (len(certs) != 1)} of {path}"

@@ -17,7 +17,7 @@ from collections import Counter
 import pytest
 
 from interop_tests import evidence
-from interop_tests.verdicts import not_applicable
+from interop_tests.verdicts import inconclusive, not_applicable
 
 ENTROPY_MIN = 7.8      # bits per octet: ciphertext ~7.98 over a few kB; plaintext μ-law audio ≤ ~7
 
@@ -35,8 +35,8 @@ def _certificate_evidence(shown: dict) -> None:
 
 
 def test_the_target_takes_a_call_over_tls(target, sip_tls, baresip_factory):
-    """TLS-004: baresip calls the target's number over TLS; the call comes up and ends with BYE/200
-    over the same connection. The certificate is shown, and must be within its validity period
+    """TLS-004: baresip calls the target's number over TLS; the call comes up and ends by our BYE.
+    The certificate is shown, and must be within its validity period
     (a strict client refuses an expired one)."""
     host, port, shown = sip_tls
     _certificate_evidence(shown)
@@ -61,6 +61,15 @@ def test_the_target_takes_a_call_over_tls(target, sip_tls, baresip_factory):
     if shown.get("not_after"):
         assert shown["not_before"] <= now <= shown["not_after"], \
             f"the certificate is valid {shown['not_before']:%Y-%m-%d} to {shown['not_after']:%Y-%m-%d}, not today"
+
+
+def _srtp_payload(packet: bytes) -> bytes:
+    """What SRTP encrypts (and the tag after it): the RTP packet less its clear header — 12 octets,
+    the CSRCs and, with the X bit, the header extension (RFC 3550 §5.3.1)."""
+    at = 12 + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10 and len(packet) >= at + 4:
+        at += 4 + 4 * int.from_bytes(packet[at + 2:at + 4], "big")
+    return packet[at:]
 
 
 def _entropy(data: bytes) -> float:
@@ -98,10 +107,10 @@ def test_the_target_takes_sdes_srtp_over_tls_and_its_rtp_is_encrypted(target, si
     rows = [line.split("\t") for line in out.stdout.splitlines() if line.count("\t") == 1 and line.split("\t")[1]]
     packets = [bytes.fromhex(p) for _, p in rows]
     rtp = [p for p in packets if len(p) > 12 and p[0] >> 6 == 2 and not 192 <= p[1] <= 223]   # RTCP: PT 200-204
-    evidence.measure("SRTP packets from the target", len(rtp), expected="≥ 50 in 3 s")
-    assert len(rtp) >= 50, f"the target sent {len(rtp)} RTP packets in 3 s of an SRTP call (expected ≥ 50)"
-    # the RTP header is clear (12 octets + CSRCs); the payload and the 80- or 32-bit tag are not
-    payload = b"".join(p[12 + 4 * (p[0] & 0x0F):] for p in rtp[5:205])
+    evidence.measure("SRTP packets from the target", len(rtp), expected="≥ 20 in 3 s to judge")
+    if len(rtp) < 20:       # a bridge with no one else in the room may send nothing: nothing to judge
+        inconclusive(f"the target sent {len(rtp)} RTP packets in 3 s of the SRTP call: too few to judge")
+    payload = b"".join(_srtp_payload(p) for p in rtp[5:205])
     bits = _entropy(payload)
     evidence.measure("payload entropy", round(bits, 3), "bits/octet", expected=f"≥ {ENTROPY_MIN}")
     sizes = Counter(len(p) for p in rtp)
