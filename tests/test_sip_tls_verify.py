@@ -228,3 +228,36 @@ def test_tls_ca_that_cannot_be_used_stops_the_start_with_one_line(tmp_path):
 def _pem_text(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def test_a_target_by_name_is_checked_for_that_name_not_the_srv_target_or_address(gateway, tmp_path):  # noqa: F811
+    """RFC 5922 §4: dialling ``…@mcu.example.vn;transport=tls`` where DNS's SRV record points at
+    sip1.mcu.example.vn (127.0.0.1), the certificate must name mcu.example.vn. PJSIP with one that
+    names only mcu.example.vn is called; one that names only the SRV target is refused."""
+    from tests.test_dns import Dnsmasq, _invite
+
+    ca = _ca(tmp_path, "So TTTT CA")
+    right = PjsuaAnswerer(tls=True, tone=440, codecs=["PCMU"],
+                          tls_cert=_leaf(tmp_path, ca, "domain", [x509.DNSName("mcu.example.vn")]))
+    wrong = PjsuaAnswerer(tls=True, tone=440, codecs=["PCMU"],
+                          tls_cert=_leaf(tmp_path, ca, "srv-target", [x509.DNSName("sip1.mcu.example.vn")]))
+    d = None
+    try:
+        d = Dnsmasq([f"--srv-host=_sips._tcp.mcu.example.vn,sip1.mcu.example.vn,{right.tls_port},10,10",
+                     f"--srv-host=_sips._tcp.other.example.vn,sip1.mcu.example.vn,{wrong.tls_port},10,10",
+                     "--host-record=sip1.mcu.example.vn,127.0.0.1"])
+        gw = gateway("--no-watch", "--rtp-ports", "49400-49599",
+                     config=f"dns_servers: [\"{d.server}\"]\ntls_ca: {ca[2].name}\n")
+        body = _invite(gw, "sip:pjsua@mcu.example.vn;transport=tls")
+        assert body["protocol"] == "sip", body
+        with pytest.raises(AssertionError, match="is not for other.example.vn"):
+            _invite(gw, "sip:pjsua@other.example.vn;transport=tls")
+        assert wrong.results() == []                                   # no INVITE reached it
+    finally:
+        right.stop()
+        wrong.stop()
+        if d is not None:
+            d.stop()
+    log = gw.stderr.read_text()
+    assert "the certificate of 127.0.0.1:%d is not for other.example.vn" % wrong.tls_port in log, log[-3000:]
+    assert gw.stop() == 0
