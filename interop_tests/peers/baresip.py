@@ -67,7 +67,7 @@ class Baresip:
                  sip_port: int | None = None, rtp_port_count: int = 20,
                  extra_config: dict[str, str] | None = None,
                  account_params: str = "", sip_trace: bool = False,
-                 start_timeout: float = 10.0, media_encryption: str | None = None,
+                 start_timeout: float = 20.0, media_encryption: str | None = None,
                  host: str = LOOPBACK, netns: str | None = None):
         """``register_to=(registrar "host:port", user, password)`` registers the
         account there (AOR ``sip:user@registrar``); otherwise ``regint=0``.

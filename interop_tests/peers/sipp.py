@@ -297,7 +297,7 @@ class Sipp:
     def uas(self, scenario: str = "builtin:uas", *, port: int | None = None,
             media_port: int | None = None, rtp_echo: bool = False, calls: int | None = None,
             keys: dict | None = None, extra: Sequence[str] = (), timeout: float = 60,
-            ready: float = 5.0) -> SippServer:
+            ready: float = 15.0) -> SippServer:
         """Start a background sipp server (built-in uas answers PCMU whatever the offer).
 
         ``calls``: exit after that many calls (``-m``). Waits until the SIP port is
