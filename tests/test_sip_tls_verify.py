@@ -75,7 +75,7 @@ def test_a_certificate_from_the_trusted_ca_for_the_host_dialled_carries_the_call
         assert text == f"1 CA certificate of {ca[2]}"
         d = dial(g.ua, a.tls_uri, g.spec(), timeout=10)
         leg = wait(d, timeout=15)
-        assert leg.encryption["signalling"] == "TLS", leg.encryption
+        assert leg.encryption["signalling"] == "TLS" and leg.encryption["verified"] == "127.0.0.1", leg.encryption
         conn = g.transport._connections[("TLS", "127.0.0.1", a.tls_port)]
         assert conn.verified_name == "127.0.0.1"                      # checked, for the host dialled
         leg.hangup("test over")                                        # the BYE goes over the same connection
@@ -117,6 +117,7 @@ def test_without_tls_ca_the_far_certificate_is_not_checked(gw, tmp_path):  # noq
         g = gw(tls_dir=tmp_path / "state")
         assert g.transport.tls_trust is None
         leg = wait(dial(g.ua, a.tls_uri, g.spec(), timeout=10), timeout=15)    # encrypted, not authenticated
+        assert leg.encryption["signalling"] == "TLS" and "verified" not in leg.encryption, leg.encryption
         leg.hangup("test over")
     finally:
         a.stop()
@@ -250,6 +251,8 @@ def test_a_target_by_name_is_checked_for_that_name_not_the_srv_target_or_address
                      config=f"dns_servers: [\"{d.server}\"]\ntls_ca: {ca[2].name}\n")
         body = _invite(gw, "sip:pjsua@mcu.example.vn;transport=tls")
         assert body["protocol"] == "sip", body
+        roster = [p for r in json.loads(gw.get("/api/status")[2])["rooms"] for p in r["roster"]]
+        assert [p["encryption"].get("verified") for p in roster] == ["mcu.example.vn"], roster   # shown as checked
         with pytest.raises(AssertionError, match="is not for other.example.vn"):
             _invite(gw, "sip:pjsua@other.example.vn;transport=tls")
         assert wrong.results() == []                                   # no INVITE reached it

@@ -162,7 +162,8 @@ class Leg(Observable):
         #: password); None when the caller is anonymous, whatever name it gives
         self.identity: str | None = None
         #: how the call is protected: {"signalling": "TLS"|"TCP"|"UDP"|"H.225"|"DTLS",
-        #: "media": "SRTP AES_CM_128_HMAC_SHA1_80"|"DTLS-SRTP"|None (plain RTP)}
+        #: "media": "SRTP AES_CM_128_HMAC_SHA1_80"|"DTLS-SRTP"|None (plain RTP)}, and for a call
+        #: out over TLS whose certificate was checked (tls_ca), "verified": the name it carries
         self.encryption: dict[str, Any] = {}
         #: monotonic time the call began (its first message, when the protocol layer knows it):
         #: call set-up time is measured from here to joining the room

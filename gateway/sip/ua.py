@@ -138,8 +138,12 @@ class SipCall:
         if self.leg is None:
             return
         audio = next((s for s in self.streams if s.media == "audio" and s.accepted), None)
-        self.leg.encryption = {"signalling": self.peer.transport,
-                               "media": f"SRTP {audio.srtp[0]}" if audio is not None and audio.srtp else None}
+        enc = {"signalling": self.peer.transport,
+               "media": f"SRTP {audio.srtp[0]}" if audio is not None and audio.srtp else None}
+        name = getattr(self.peer, "name", None)
+        if name and self.peer.transport == "TLS" and getattr(self.ua.transport, "tls_trust", None) is not None:
+            enc["verified"] = name           # the far certificate was checked for this name (tls_ca)
+        self.leg.encryption = enc
 
     def _on_leg(self, leg: Leg) -> None:
         self.leg = leg

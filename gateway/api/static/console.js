@@ -23,6 +23,7 @@ const T = {
     done: "Xong", failed: "Không thực hiện được: {err}", inviting: "Đang gọi {to}…", invited: "{name} đã vào phòng",
     joined_ev: "{name} vào phòng {room}", left_ev: "{name} rời phòng {room}",
     vs: "chuyển theo người nói", res: "{w}×{h}", plain: "không mã hoá",
+    verified: "chứng chỉ đầu xa đã được kiểm tra (tls_ca)",
   },
   en: {
     title: "Console", connecting: "Connecting…", live: "Live", offline_conn: "Disconnected",
@@ -44,6 +45,7 @@ const T = {
     done: "Done", failed: "Could not do it: {err}", inviting: "Calling {to}…", invited: "{name} joined",
     joined_ev: "{name} joined {room}", left_ev: "{name} left {room}",
     vs: "voice-switched", res: "{w}×{h}", plain: "not encrypted",
+    verified: "the far certificate was checked (tls_ca)",
   },
 };
 
@@ -398,7 +400,8 @@ function since(ts) {
 function row(room, p) {
   const enc_ = p.encryption || {};
   const encCell = h("td", {class: "enc" + (enc_.media ? " on" : "")}, enc_.media || t("plain"), h("br"),
-                    h("small", {}, enc_.signalling || ""));
+                    h("small", enc_.verified ? {title: t("verified")} : {},
+                      (enc_.signalling || "") + (enc_.verified ? " ✓ " + enc_.verified : "")));
   const flags = [];
   if (p.dominant) flags.push(h("span", {class: "badge speaker", title: t("speaker")}, "★"));
   if (p.muted) flags.push(h("span", {class: "badge muted"}, t("muted")));
