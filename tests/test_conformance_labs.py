@@ -222,6 +222,7 @@ def test_pjsip_over_tls_as_a_lab_target_gets_the_tls_and_srtp_verdicts_it_deserv
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
         doc = json.loads((rep / "rep" / "report.json").read_text())
         assert f"SIP/TLS 127.0.0.1:{phone.tls_port}" in doc["target"]["address"], doc["target"]
+        assert "127.0.0.1" in doc["target"]["SIP over TLS certificate"], doc["target"]     # the header shows it
         verdicts = {c["id"]: c for c in doc["cases"]}
         assert verdicts["TLS-004"]["verdict"] == "PASS", verdicts["TLS-004"]
         shown = {m["name"]: m["value"] for m in verdicts["TLS-004"]["evidence"]["measurements"]}

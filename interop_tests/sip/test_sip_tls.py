@@ -29,6 +29,10 @@ def _certificate_evidence(shown: dict) -> None:
             evidence.measure(label, shown[key])
     if shown.get("names") is not None:
         evidence.measure("certificate names", ", ".join(shown["names"]) or "(no subjectAltName)")
+    evidence.identify("SIP over TLS certificate", "; ".join(x for x in (
+        shown.get("subject", ""), "names " + ", ".join(shown["names"]) if shown.get("names") else "",
+        f"issued by {shown['issuer']}" if shown.get("issuer") else "",
+        f"valid until {shown['not_after']:%Y-%m-%d}" if shown.get("not_after") else "") if x))
     if shown.get("not_after"):
         evidence.measure("certificate valid", f"{shown['not_before']:%Y-%m-%d} to {shown['not_after']:%Y-%m-%d}",
                          expected="includes today")
