@@ -459,7 +459,7 @@ def probe_tls(host: str, port: int, timeout: float = 3.0) -> dict | None:
             out["names"] = [str(n.value) for n in san]
         except x509.ExtensionNotFound:
             out["names"] = []
-    except (ImportError, ValueError, TypeError):
+    except (ImportError, ValueError, TypeError, AttributeError):   # AttributeError: cryptography < 42
         pass
     return out
 
