@@ -561,11 +561,15 @@ class SipTransport:
             return
         self.stats.sent += 1
 
+    def verifies(self, peer: Peer) -> str | None:
+        """The name ``peer``'s certificate is checked for, or None: only named TLS peers (a target
+        we dialled, its dialog) with a trust root set; responses and the dialogs of those who
+        called us go over the connection they came on, or as before without a check."""
+        return peer.name if peer.transport == "TLS" and self.tls_trust is not None else None
+
     def _send_tcp(self, data: bytes, peer: Peer, on_error: ErrorCallback | None) -> None:
         key = (peer.transport, peer.host, peer.port)
-        # verified: a named peer (a target we dialled, its dialog); responses and the dialogs of
-        # those who called us go over the connection they came on, or as before without a check
-        verify = peer.name if peer.transport == "TLS" and self.tls_trust is not None else None
+        verify = self.verifies(peer)
         conn = self._connections.get(key) if verify is None else self._verified.get((*key, verify))
         if conn is not None:
             conn.transport.write(data)

@@ -140,8 +140,8 @@ class SipCall:
         audio = next((s for s in self.streams if s.media == "audio" and s.accepted), None)
         enc = {"signalling": self.peer.transport,
                "media": f"SRTP {audio.srtp[0]}" if audio is not None and audio.srtp else None}
-        name = getattr(self.peer, "name", None)
-        if name and self.peer.transport == "TLS" and getattr(self.ua.transport, "tls_trust", None) is not None:
+        name = self.ua.transport.verifies(self.peer)
+        if name:
             enc["verified"] = name           # the far certificate was checked for this name (tls_ca)
         self.leg.encryption = enc
 
